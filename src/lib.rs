@@ -1,0 +1,21 @@
+//! rtp-relay: relays live-webcast RTP/RTCP from lecture-capture appliances to a
+//! Wowza Streaming Engine, one port group per webcast.
+//!
+//! Where things are:
+//! - pure logic, no I/O and no clock: [`group`] (port-group arithmetic, layouts),
+//!   [`reservation`] (requests, rules, and the [`reservation::schedule`]);
+//! - data plane: [`dataplane`] (UDP sockets of bound groups);
+//! - control plane: [`control`] (HTTP API, `/metrics`, health), over [`relay`]
+//!   (schedule + [`store`] + data plane under one lock);
+//! - the process: [`service`] (`run`), [`cli`], [`config`], [`logging`].
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod group;
+pub mod logging;
+pub mod relay;
+pub mod reservation;
+pub mod service;
+pub mod store;
