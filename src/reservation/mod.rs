@@ -1,0 +1,388 @@
+//! What a reservation is (SPEC §6 create body) and the rules a request must meet.
+//! Pure: the rules are built from the configuration by the caller.
+
+pub mod schedule;
+
+use crate::group::{GroupId, Layout};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+/// Longest accepted `event_id`.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// Which senders a reservation's ports accept (SPEC §3).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourcePolicy {
+    /// Only the reservation's `source` IP, any source port.
+    Strict,
+    /// The first sender on each port, until the reservation ends or is re-latched.
+    Latch,
+    /// Everyone (testing only).
+    Any,
+}
+
+impl SourcePolicy {
+    /// The name as written in config and requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourcePolicy::Strict => "strict",
+            SourcePolicy::Latch => "latch",
+            SourcePolicy::Any => "any",
+        }
+    }
+}
+
+impl fmt::Display for SourcePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a group's packets go: port `p` of the group goes to `base_port + (p - base(g))`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Wowza's address.
+    pub address: IpAddr,
+    /// Destination port of the group's first port.
+    pub base_port: u16,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.base_port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.base_port),
+        }
+    }
+}
+
+/// A reservation's content as the allocator asked for it (the create body).
+/// The group actually used lives beside it in the schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    /// The allocator's name for the webcast; unique.
+    pub event_id: String,
+    /// The requested port group; `None` lets the relay allocate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    /// What the capture sends.
+    pub layout: Layout,
+    /// Event start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Event end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// The appliance's IP (required with `strict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+    /// Omitted: the configured default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_policy: Option<SourcePolicy>,
+    /// Omitted: `[wowza] address` and `base(g) + port_offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+}
+
+/// The body of `PATCH /v1/reservations/{event_id}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// New end (an event that overruns, or ends early).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub end: Option<OffsetDateTime>,
+    /// New appliance address.
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+}
+
+impl Reservation {
+    /// True when `request` asks for exactly this reservation, now on `group`
+    /// (an idempotent retry). An omitted group matches whatever was allocated.
+    pub fn matches(&self, group: GroupId, request: &Reservation) -> bool {
+        let without_group = |r: &Reservation| Reservation {
+            group: None,
+            ..r.clone()
+        };
+        request.group.is_none_or(|g| g == group) && without_group(self) == without_group(request)
+    }
+
+    /// The reservation with `change` applied (not yet validated).
+    pub fn changed(&self, change: &Change) -> Reservation {
+        let mut r = self.clone();
+        if let Some(end) = change.end {
+            r.end = end;
+        }
+        if let Some(source) = change.source {
+            r.source = Some(source);
+        }
+        r
+    }
+
+    /// The policy in force: the reservation's own or the configured default.
+    pub fn policy(&self, rules: &Rules) -> SourcePolicy {
+        self.source_policy.unwrap_or(rules.default_policy)
+    }
+
+    /// The destination in force on `group`: the reservation's own or the default.
+    pub fn destination(&self, rules: &Rules, group: GroupId) -> Destination {
+        self.destination
+            .unwrap_or_else(|| rules.wowza.for_group(group))
+    }
+}
+
+/// The default destination from `[wowza]`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DefaultDestination {
+    /// `[wowza] address`.
+    pub address: IpAddr,
+    /// `[wowza] port_offset`: destination base = `base(g) + port_offset`.
+    pub port_offset: i32,
+}
+
+impl DefaultDestination {
+    /// The default destination of `group`. Config validation guarantees it is in range.
+    pub fn for_group(&self, group: GroupId) -> Destination {
+        let base = i32::from(group.base()) + self.port_offset;
+        Destination {
+            address: self.address,
+            base_port: base.clamp(1, i32::from(u16::MAX)) as u16,
+        }
+    }
+}
+
+/// Refuses destinations that would send into the relay's own group ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoopGuard {
+    /// `[data] bind_address`.
+    pub bind_address: IpAddr,
+    /// The host's interface addresses (used when binding the unspecified address).
+    pub local_addresses: Vec<IpAddr>,
+    /// Lowest port the relay may bind: the base of the last allowed group.
+    pub lowest_port: u16,
+}
+
+impl LoopGuard {
+    /// Would `address` reach sockets the relay binds?
+    pub fn is_relay_address(&self, address: IpAddr) -> bool {
+        if address.is_unspecified() || address == self.bind_address {
+            return true;
+        }
+        self.bind_address.is_unspecified()
+            && (address.is_loopback() || self.local_addresses.contains(&address))
+    }
+
+    /// Checks one destination range of 8 ports; the error says why it loops.
+    pub fn check(&self, address: IpAddr, first: u16, last: u16) -> Result<(), String> {
+        if self.is_relay_address(address) && last >= self.lowest_port {
+            return Err(format!(
+                "destination {address} ports {first}–{last} overlap the relay's own group ports {}–65535 on an address the relay listens on: packets would loop back into the relay; send to ports below {} or to another address",
+                self.lowest_port, self.lowest_port
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a request is checked against, taken from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// `[data] allow_below_dynamic_range`.
+    pub allow_below_dynamic_range: bool,
+    /// `[source] policy`.
+    pub default_policy: SourcePolicy,
+    /// `[wowza]`.
+    pub wowza: DefaultDestination,
+    /// The forwarding-loop check.
+    pub loop_guard: LoopGuard,
+}
+
+impl Reservation {
+    /// Checks a request or changed reservation; the error names the field and the fix.
+    pub fn validate(&self, rules: &Rules) -> Result<(), String> {
+        check_event_id(&self.event_id)?;
+        if let Some(g) = self.group {
+            g.check_allowed(rules.allow_below_dynamic_range)
+                .map_err(|e| format!("group: {e}"))?;
+        }
+        if self.end <= self.start {
+            return Err(format!(
+                "end ({}) must be after start ({})",
+                rfc3339(self.end),
+                rfc3339(self.start)
+            ));
+        }
+        if self.policy(rules) == SourcePolicy::Strict && self.source.is_none() {
+            return Err(
+                "source is required with source_policy \"strict\": give the appliance's IP address, or choose source_policy \"latch\""
+                    .into(),
+            );
+        }
+        if let Some(d) = self.destination {
+            let last = d.base_port.checked_add(crate::group::GROUP_SIZE - 1);
+            let Some(last) = last.filter(|_| d.base_port > 0) else {
+                return Err(format!(
+                    "destination.base_port {} is out of range: it must be 1–65528 so that all 8 ports fit",
+                    d.base_port
+                ));
+            };
+            rules
+                .loop_guard
+                .check(d.address, d.base_port, last)
+                .map_err(|e| format!("destination: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `event_id` appears in URLs and metric labels: keep it short and URL-safe.
+pub fn check_event_id(id: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
+    if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || !id.chars().all(ok_char) {
+        return Err(format!(
+            "event_id {id:?} is invalid: use 1–{MAX_EVENT_ID_LEN} characters from A–Z a–z 0–9 - _ . ~"
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 3339 text of a time, for messages and responses.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    pub(crate) fn rules() -> Rules {
+        Rules {
+            allow_below_dynamic_range: false,
+            default_policy: SourcePolicy::Strict,
+            wowza: DefaultDestination {
+                address: "127.0.0.1".parse().unwrap(),
+                port_offset: -16384,
+            },
+            loop_guard: LoopGuard {
+                bind_address: "0.0.0.0".parse().unwrap(),
+                local_addresses: vec!["192.0.2.1".parse().unwrap()],
+                lowest_port: 49152,
+            },
+        }
+    }
+
+    pub(crate) fn request(id: &str, group: Option<u32>) -> Reservation {
+        Reservation {
+            event_id: id.into(),
+            group: group.map(|g| GroupId::try_from(g).unwrap()),
+            layout: Layout::AudioDualVideo,
+            start: datetime!(2026-11-24 10:00 UTC),
+            end: datetime!(2026-11-24 11:00 UTC),
+            source: Some("192.0.2.10".parse().unwrap()),
+            source_policy: None,
+            destination: None,
+        }
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let body = r#"{
+          "event_id": "bio101-2026-11-24", "group": 14, "layout": "audio-dual-video",
+          "start": "2026-11-24T10:00:00Z", "end": "2026-11-24T11:00:00Z",
+          "source": "192.0.2.10", "source_policy": "strict",
+          "destination": { "address": "198.51.100.5", "base_port": 65416 } }"#;
+        let r: Reservation = serde_json::from_str(body).unwrap();
+        assert_eq!(r.group.unwrap().get(), 14);
+        assert!(r.validate(&rules()).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_requests_with_a_reason() {
+        let err = |body: &str| {
+            serde_json::from_str::<Reservation>(body)
+                .unwrap_err()
+                .to_string()
+        };
+        let base = r#""event_id":"e","layout":"audio-only","start":"2026-11-24T10:00:00Z","end":"2026-11-24T11:00:00Z""#;
+        assert!(err(&format!("{{{base},\"colour\":1}}")).contains("unknown field `colour`"));
+        assert!(err(&format!("{{{base},\"group\":8064}}")).contains("out of range"));
+        let bad_layout = base.replace("audio-only", "audio-triple");
+        assert!(err(&format!("{{{bad_layout}}}")).contains("unknown variant `audio-triple`"));
+
+        let r = rules();
+        let mut q = request("e", Some(2048));
+        assert!(
+            q.validate(&r)
+                .unwrap_err()
+                .contains("allow_below_dynamic_range")
+        );
+        q.group = None;
+        q.end = q.start;
+        assert!(q.validate(&r).unwrap_err().contains("must be after start"));
+        let mut q = request("e", None);
+        q.source = None;
+        assert!(q.validate(&r).unwrap_err().contains("source is required"));
+        q.source_policy = Some(SourcePolicy::Latch);
+        assert!(q.validate(&r).is_ok());
+        q.event_id = "has space".into();
+        assert!(q.validate(&r).unwrap_err().contains("event_id"));
+    }
+
+    #[test]
+    fn refuses_forwarding_loops() {
+        let r = rules();
+        let mut q = request("e", Some(0));
+        for (addr, port, loops) in [
+            ("127.0.0.1", 65528, true),
+            ("127.0.0.1", 49144, false), // below the group range
+            ("127.0.0.1", 49148, true),  // straddles 49152
+            ("192.0.2.1", 60000, true),  // a local interface
+            ("198.51.100.5", 65528, false),
+            ("0.0.0.0", 60000, true),
+        ] {
+            q.destination = Some(Destination {
+                address: addr.parse().unwrap(),
+                base_port: port,
+            });
+            assert_eq!(q.validate(&r).is_err(), loops, "{addr}:{port}");
+        }
+        q.destination = Some(Destination {
+            address: "198.51.100.5".parse().unwrap(),
+            base_port: 65529,
+        });
+        assert!(q.validate(&r).unwrap_err().contains("base_port"));
+    }
+
+    #[test]
+    fn identical_content_matches() {
+        let g14 = GroupId::try_from(14).unwrap();
+        let stored = request("e", None);
+        assert!(stored.matches(g14, &request("e", None)));
+        assert!(stored.matches(g14, &request("e", Some(14))));
+        assert!(!stored.matches(g14, &request("e", Some(15))));
+        assert!(request("e", Some(14)).matches(g14, &request("e", None)));
+        let mut other = request("e", None);
+        other.end = datetime!(2026-11-24 11:30 UTC);
+        assert!(!stored.matches(g14, &other));
+    }
+
+    #[test]
+    fn default_destination_follows_the_group() {
+        let r = rules();
+        let stored = request("e", None);
+        assert_eq!(
+            stored.destination(&r, GroupId::try_from(14).unwrap()),
+            Destination {
+                address: "127.0.0.1".parse().unwrap(),
+                base_port: 65416 - 16384
+            }
+        );
+    }
+}

@@ -1,0 +1,894 @@
+//! The reservation schedule: windows, conflicts, allocation and the bind/free
+//! lifecycle. Sans-IO: the caller passes `now` in and carries out the returned
+//! [`Action`]s (binding and freeing sockets), then reports back with
+//! [`Schedule::bound`].
+
+use super::{Reservation, rfc3339};
+use crate::group::GroupId;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use time::{Duration, OffsetDateTime};
+
+/// How long before its start a group is bound and after its end it is freed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// `[schedule] lead`.
+    pub lead: Duration,
+    /// `[schedule] trail`.
+    pub trail: Duration,
+}
+
+/// Capacity rules of the schedule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Highest group allocation may hand out (2047, or 8063 below the dynamic range).
+    pub last_group: GroupId,
+    /// `[data] max_groups`: reservations whose windows may be open at once.
+    pub max_concurrent: usize,
+    /// How long a degraded reservation waits before binding is retried.
+    pub retry: Duration,
+}
+
+/// `[start - lead, end + trail)`: when the group's ports are bound.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Ports are bound from here…
+    pub open: OffsetDateTime,
+    /// …until here (exclusive).
+    pub close: OffsetDateTime,
+}
+
+impl Window {
+    /// Half-open intervals: a window closing when another opens does not overlap it.
+    pub fn overlaps(&self, other: &Window) -> bool {
+        self.open < other.close && other.open < self.close
+    }
+
+    /// Is the window open at `now`?
+    pub fn contains(&self, now: OffsetDateTime) -> bool {
+        self.open <= now && now < self.close
+    }
+}
+
+/// A port that could not be bound, and the OS's reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortFailure {
+    /// The UDP port.
+    pub port: u16,
+    /// What went wrong, e.g. "Address already in use (os error 98)".
+    pub error: String,
+}
+
+/// Where a reservation is in its bind/free lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Window not open yet (or open, and the bind not yet asked for).
+    Waiting,
+    /// A [`Action::Bind`] is out; [`Schedule::bound`] has not answered yet.
+    Binding,
+    /// Every used port is bound.
+    Bound,
+    /// Some ports could not be bound; retried at `retry_at`.
+    Degraded {
+        /// The ports that failed and why.
+        failures: Vec<PortFailure>,
+        /// When the next bind attempt is due.
+        retry_at: OffsetDateTime,
+    },
+}
+
+/// A reservation's state as the API reports it (SPEC §6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Window not open.
+    Scheduled,
+    /// Ports bound.
+    Active,
+    /// Window open but some port could not be bound.
+    Degraded,
+    /// Freed and removed.
+    Ended,
+}
+
+impl State {
+    /// The `state` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Scheduled => "scheduled",
+            State::Active => "active",
+            State::Degraded => "degraded",
+            State::Ended => "ended",
+        }
+    }
+}
+
+/// A reservation in the schedule, with the group it occupies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// What was asked for.
+    pub reservation: Reservation,
+    /// The group in use (requested or allocated).
+    pub group: GroupId,
+    /// Lifecycle.
+    pub binding: Binding,
+}
+
+impl Entry {
+    /// The API state.
+    pub fn state(&self) -> State {
+        match self.binding {
+            Binding::Waiting | Binding::Binding => State::Scheduled,
+            Binding::Bound => State::Active,
+            Binding::Degraded { .. } => State::Degraded,
+        }
+    }
+
+    /// Does this entry hold its group's sockets (fully or partly)?
+    fn holds_group(&self) -> bool {
+        !matches!(self.binding, Binding::Waiting)
+    }
+}
+
+/// What the I/O shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Bind the group's used ports (those not bound yet), then call [`Schedule::bound`].
+    Bind {
+        /// The reservation.
+        event_id: String,
+        /// Its group.
+        group: GroupId,
+    },
+    /// Free the group's ports: the reservation ended and was removed.
+    Free {
+        /// The reservation that held the group.
+        event_id: String,
+        /// The group to free.
+        group: GroupId,
+    },
+    /// A reservation's window closed before it was ever bound; removed.
+    Expire {
+        /// The reservation.
+        event_id: String,
+    },
+}
+
+/// Why a reservation cannot be admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its window overlaps another reservation's on the same group.
+    Conflict(String),
+    /// No free group, or `max_concurrent` windows already open in its window.
+    Exhausted(String),
+    /// Its window would already be over.
+    AlreadyEnded(String),
+}
+
+/// All reservations, indexed by event and by group.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    timing: Timing,
+    limits: Limits,
+    entries: BTreeMap<String, Entry>,
+    /// group → (start, event_id), sorted by start.
+    by_group: BTreeMap<GroupId, BTreeSet<(OffsetDateTime, String)>>,
+}
+
+impl Schedule {
+    /// An empty schedule.
+    pub fn new(timing: Timing, limits: Limits) -> Self {
+        Schedule {
+            timing,
+            limits,
+            entries: BTreeMap::new(),
+            by_group: BTreeMap::new(),
+        }
+    }
+
+    /// Current timing.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Replaces timing and limits (configuration reload). Returns pairs of
+    /// reservations whose windows now overlap on one group: they stay, and the
+    /// later one is held off its group until the earlier frees it.
+    pub fn reconfigure(&mut self, timing: Timing, limits: Limits) -> Vec<(String, String)> {
+        self.timing = timing;
+        self.limits = limits;
+        self.overlapping_pairs()
+    }
+
+    /// The window of a reservation under the current timing.
+    pub fn window(&self, r: &Reservation) -> Window {
+        Window {
+            open: r.start - self.timing.lead,
+            close: r.end + self.timing.trail,
+        }
+    }
+
+    /// One reservation.
+    pub fn get(&self, event_id: &str) -> Option<&Entry> {
+        self.entries.get(event_id)
+    }
+
+    /// All reservations, by event_id.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Number of reservations.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there is no reservation.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The reservation occupying `group` at `now`: the one holding its sockets,
+    /// else the one whose window contains `now`.
+    pub fn occupant(&self, group: GroupId, now: OffsetDateTime) -> Option<&Entry> {
+        let ids = self.by_group.get(&group)?;
+        let entries = || ids.iter().map(|(_, id)| &self.entries[id]);
+        entries()
+            .find(|e| e.holds_group())
+            .or_else(|| entries().find(|e| self.window(&e.reservation).contains(now)))
+    }
+
+    /// Checks that `r` fits and returns its group: the requested one, or the
+    /// lowest-numbered group whose window is free. `replacing` is the event being
+    /// changed (a PATCH), which does not conflict with itself.
+    pub fn admit(
+        &self,
+        r: &Reservation,
+        group: Option<GroupId>,
+        replacing: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<GroupId, Refusal> {
+        let w = self.window(r);
+        if w.close <= now {
+            return Err(Refusal::AlreadyEnded(format!(
+                "the reservation's window would already be over: end + trail = {} is not after now ({})",
+                rfc3339(w.close),
+                rfc3339(now)
+            )));
+        }
+        let others = |e: &&Entry| Some(e.reservation.event_id.as_str()) != replacing;
+        let peak = self.peak_concurrency(&w, replacing, now);
+        if peak >= self.limits.max_concurrent {
+            return Err(Refusal::Exhausted(format!(
+                "{peak} reservations already have windows open during {}–{}, the limit set by [data] max_groups = {}; raise max_groups or choose another time",
+                rfc3339(w.open),
+                rfc3339(w.close),
+                self.limits.max_concurrent
+            )));
+        }
+        if let Some(g) = group {
+            return match self.conflict(g, &w, replacing, now) {
+                Some(other) => Err(Refusal::Conflict(format!(
+                    "group {g} is reserved by {} for {}–{} (window {}–{}), which overlaps this window {}–{}; choose another group or omit group to allocate one",
+                    other.reservation.event_id,
+                    rfc3339(other.reservation.start),
+                    rfc3339(other.reservation.end),
+                    rfc3339(self.window(&other.reservation).open),
+                    rfc3339(self.window(&other.reservation).close),
+                    rfc3339(w.open),
+                    rfc3339(w.close),
+                ))),
+                None => Ok(g),
+            };
+        }
+        let _ = others;
+        let last = self.limits.last_group.get();
+        (0..=u32::from(last))
+            .map(|n| GroupId::try_from(n).expect("last_group is a valid group"))
+            .find(|&g| self.conflict(g, &w, replacing, now).is_none())
+            .ok_or_else(|| {
+                Refusal::Exhausted(format!(
+                    "no free group: all groups 0–{last} are reserved during {}–{}; free one, choose another time, or allow groups below 49152 with [data] allow_below_dynamic_range",
+                    rfc3339(w.open),
+                    rfc3339(w.close)
+                ))
+            })
+    }
+
+    /// The first live reservation on `group` whose window overlaps `w`.
+    fn conflict(
+        &self,
+        group: GroupId,
+        w: &Window,
+        replacing: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<&Entry> {
+        let ids = self.by_group.get(&group)?;
+        // Only reservations starting before w.close + lead can open before w closes.
+        // Walking back from there, windows on one group are disjoint and sorted,
+        // so the first one that closes before w opens ends the search.
+        let horizon = w.close + self.timing.lead;
+        for (_, id) in ids.range(..(horizon, String::new())).rev() {
+            let e = &self.entries[id];
+            let ew = self.window(&e.reservation);
+            if Some(id.as_str()) == replacing || ew.close <= now {
+                continue;
+            }
+            if ew.overlaps(w) {
+                return Some(e);
+            }
+            if ew.close <= w.open {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Most reservations (other than `replacing`) open at any one instant inside `w`.
+    fn peak_concurrency(&self, w: &Window, replacing: Option<&str>, now: OffsetDateTime) -> usize {
+        let mut edges: Vec<(OffsetDateTime, i32)> = Vec::new();
+        for e in self.entries.values() {
+            let ew = self.window(&e.reservation);
+            if Some(e.reservation.event_id.as_str()) == replacing || ew.close <= now {
+                continue;
+            }
+            if ew.overlaps(w) {
+                edges.push((ew.open.max(w.open), 1));
+                edges.push((ew.close.min(w.close), -1));
+            }
+        }
+        // Closings sort before openings at the same instant: half-open windows.
+        edges.sort();
+        let (mut open, mut peak) = (0i32, 0i32);
+        for (_, d) in edges {
+            open += d;
+            peak = peak.max(open);
+        }
+        peak as usize
+    }
+
+    /// Adds an admitted reservation on `group`.
+    pub fn insert(&mut self, reservation: Reservation, group: GroupId) {
+        self.by_group
+            .entry(group)
+            .or_default()
+            .insert((reservation.start, reservation.event_id.clone()));
+        self.entries.insert(
+            reservation.event_id.clone(),
+            Entry {
+                reservation,
+                group,
+                binding: Binding::Waiting,
+            },
+        );
+    }
+
+    /// Replaces an admitted reservation's content (a PATCH), keeping its group and binding.
+    pub fn update(&mut self, reservation: Reservation) {
+        let Some(e) = self.entries.get_mut(&reservation.event_id) else {
+            return;
+        };
+        let set = self.by_group.entry(e.group).or_default();
+        set.remove(&(e.reservation.start, e.reservation.event_id.clone()));
+        set.insert((reservation.start, reservation.event_id.clone()));
+        e.reservation = reservation;
+    }
+
+    /// Removes a reservation now (a DELETE). Returns it, and the `Free` to carry out
+    /// if it held its group.
+    pub fn remove(&mut self, event_id: &str) -> Option<(Entry, Option<Action>)> {
+        let e = self.entries.remove(event_id)?;
+        if let Some(set) = self.by_group.get_mut(&e.group) {
+            set.remove(&(e.reservation.start, e.reservation.event_id.clone()));
+            if set.is_empty() {
+                self.by_group.remove(&e.group);
+            }
+        }
+        let free = e.holds_group().then(|| Action::Free {
+            event_id: event_id.to_string(),
+            group: e.group,
+        });
+        Some((e, free))
+    }
+
+    /// Advances the lifecycle to `now`: frees and removes reservations whose
+    /// window closed, asks to bind those whose window is open (or whose retry is due).
+    /// Frees come first, so a group handed from one event to the next is free
+    /// before it is bound again.
+    pub fn poll(&mut self, now: OffsetDateTime) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let closed: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| self.window(&e.reservation).close <= now)
+            .map(|e| e.reservation.event_id.clone())
+            .collect();
+        for id in closed {
+            if let Some((_, free)) = self.remove(&id) {
+                actions.push(free.unwrap_or(Action::Expire { event_id: id }));
+            }
+        }
+        let due: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| self.window(&e.reservation).contains(now))
+            .filter(|e| match &e.binding {
+                Binding::Waiting => true,
+                Binding::Degraded { retry_at, .. } => *retry_at <= now,
+                Binding::Binding | Binding::Bound => false,
+            })
+            .map(|e| e.reservation.event_id.clone())
+            .collect();
+        for id in due {
+            let group = self.entries[&id].group;
+            if let Some(holder) = self.holder(group).filter(|h| *h != id) {
+                // Only after a timing change can two windows on one group overlap.
+                let failures = vec![PortFailure {
+                    port: group.base(),
+                    error: format!("group {group} is still held by reservation {holder}"),
+                }];
+                self.set_degraded(&id, failures, now);
+                continue;
+            }
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.binding = Binding::Binding;
+            }
+            actions.push(Action::Bind {
+                event_id: id,
+                group,
+            });
+        }
+        actions
+    }
+
+    /// The result of an [`Action::Bind`]: no failures means bound.
+    pub fn bound(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
+        if failures.is_empty() {
+            if let Some(e) = self.entries.get_mut(event_id) {
+                e.binding = Binding::Bound;
+            }
+        } else {
+            self.set_degraded(event_id, failures, now);
+        }
+    }
+
+    fn set_degraded(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
+        let retry_at = now + self.limits.retry;
+        if let Some(e) = self.entries.get_mut(event_id) {
+            e.binding = Binding::Degraded { failures, retry_at };
+        }
+    }
+
+    fn holder(&self, group: GroupId) -> Option<String> {
+        let ids = self.by_group.get(&group)?;
+        ids.iter()
+            .map(|(_, id)| &self.entries[id])
+            .find(|e| e.holds_group())
+            .map(|e| e.reservation.event_id.clone())
+    }
+
+    /// When [`Schedule::poll`] next has something to do.
+    pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
+        self.entries
+            .values()
+            .flat_map(|e| {
+                let w = self.window(&e.reservation);
+                let retry = match &e.binding {
+                    Binding::Degraded { retry_at, .. } => Some(*retry_at),
+                    _ => None,
+                };
+                let open = matches!(e.binding, Binding::Waiting).then_some(w.open);
+                [Some(w.close), retry, open]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Pairs of reservations on one group whose windows overlap.
+    fn overlapping_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for ids in self.by_group.values() {
+            let list: Vec<&Entry> = ids.iter().map(|(_, id)| &self.entries[id]).collect();
+            for (a, b) in list.iter().zip(list.iter().skip(1)) {
+                if self
+                    .window(&a.reservation)
+                    .overlaps(&self.window(&b.reservation))
+                {
+                    pairs.push((
+                        a.reservation.event_id.clone(),
+                        b.reservation.event_id.clone(),
+                    ));
+                }
+            }
+        }
+        pairs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reservation::tests::request;
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
+
+    fn schedule(max_concurrent: usize) -> Schedule {
+        Schedule::new(
+            Timing {
+                lead: Duration::minutes(30),
+                trail: Duration::minutes(15),
+            },
+            Limits {
+                last_group: GroupId::try_from(2047).unwrap(),
+                max_concurrent,
+                retry: Duration::seconds(5),
+            },
+        )
+    }
+
+    fn at(id: &str, start: OffsetDateTime, minutes: i64) -> Reservation {
+        let mut r = request(id, None);
+        r.start = start;
+        r.end = start + Duration::minutes(minutes);
+        r
+    }
+
+    fn g(n: u32) -> GroupId {
+        GroupId::try_from(n).unwrap()
+    }
+
+    fn admit(
+        s: &mut Schedule,
+        r: Reservation,
+        group: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<GroupId, Refusal> {
+        let got = s.admit(&r, group.map(g), None, now)?;
+        s.insert(r, got);
+        Ok(got)
+    }
+
+    #[test]
+    fn lifecycle_follows_lead_and_trail_with_injected_time() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::hours(2);
+        admit(&mut s, at("bio101", T0, 60), Some(14), now).unwrap();
+        assert_eq!(s.poll(now), vec![]);
+        assert_eq!(s.get("bio101").unwrap().state(), State::Scheduled);
+        assert_eq!(s.next_wakeup(), Some(T0 - Duration::minutes(30)));
+
+        // One second before the 30-minute lead: nothing.
+        assert_eq!(
+            s.poll(T0 - Duration::minutes(30) - Duration::seconds(1)),
+            vec![]
+        );
+        let open = T0 - Duration::minutes(30);
+        let bind = Action::Bind {
+            event_id: "bio101".into(),
+            group: g(14),
+        };
+        assert_eq!(s.poll(open), vec![bind]);
+        assert_eq!(s.poll(open), vec![], "a bind is asked for once");
+        s.bound("bio101", vec![], open);
+        assert_eq!(s.get("bio101").unwrap().state(), State::Active);
+        assert_eq!(s.next_wakeup(), Some(T0 + Duration::minutes(75)));
+
+        // Freed exactly at end + trail.
+        assert_eq!(
+            s.poll(T0 + Duration::minutes(75) - Duration::seconds(1)),
+            vec![]
+        );
+        let free = Action::Free {
+            event_id: "bio101".into(),
+            group: g(14),
+        };
+        assert_eq!(s.poll(T0 + Duration::minutes(75)), vec![free]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn created_inside_its_window_binds_at_once() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::minutes(5);
+        admit(&mut s, at("late", T0, 60), None, now).unwrap();
+        assert_eq!(
+            s.poll(now),
+            vec![Action::Bind {
+                event_id: "late".into(),
+                group: g(0)
+            }]
+        );
+    }
+
+    #[test]
+    fn degraded_binding_is_retried() {
+        let mut s = schedule(2048);
+        admit(&mut s, at("e", T0, 60), Some(3), T0).unwrap();
+        assert_eq!(s.poll(T0).len(), 1);
+        let fail = vec![PortFailure {
+            port: 65504,
+            error: "Address already in use".into(),
+        }];
+        s.bound("e", fail.clone(), T0);
+        assert_eq!(s.get("e").unwrap().state(), State::Degraded);
+        assert_eq!(s.next_wakeup(), Some(T0 + Duration::seconds(5)));
+        assert_eq!(s.poll(T0 + Duration::seconds(4)), vec![]);
+        assert_eq!(s.poll(T0 + Duration::seconds(5)).len(), 1);
+        s.bound("e", vec![], T0 + Duration::seconds(5));
+        assert_eq!(s.get("e").unwrap().state(), State::Active);
+        // A degraded reservation holds part of its group: removing it frees it.
+        s.bound("e", fail, T0);
+        let (_, free) = s.remove("e").unwrap();
+        assert_eq!(
+            free,
+            Some(Action::Free {
+                event_id: "e".into(),
+                group: g(3)
+            })
+        );
+    }
+
+    #[test]
+    fn never_bound_reservations_expire_without_a_free() {
+        let mut s = schedule(2048);
+        admit(&mut s, at("e", T0, 60), None, T0 - Duration::days(1)).unwrap();
+        // The relay was down for the whole window.
+        assert_eq!(
+            s.poll(T0 + Duration::days(1)),
+            vec![Action::Expire {
+                event_id: "e".into()
+            }]
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn windows_conflict_with_lead_and_trail() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::days(1);
+        admit(&mut s, at("a", T0, 60), Some(14), now).unwrap();
+        // b starts 3h after a ends: windows [.. 11:15) and [13:30 ..) are apart.
+        assert!(
+            admit(
+                &mut s,
+                at("b", T0 + Duration::minutes(240), 60),
+                Some(14),
+                now
+            )
+            .is_ok()
+        );
+        // c starts 40 min after a ends: a's trail (15) + c's lead (30) overlap.
+        let r = admit(
+            &mut s,
+            at("c", T0 + Duration::minutes(100), 30),
+            Some(14),
+            now,
+        );
+        assert!(matches!(r, Err(Refusal::Conflict(m)) if m.contains("group 14 is reserved by a")));
+        // Exactly touching windows do not conflict: a closes 11:15, d opens 11:15.
+        assert!(
+            admit(
+                &mut s,
+                at("d", T0 + Duration::minutes(105), 10),
+                Some(14),
+                now
+            )
+            .is_ok()
+        );
+        // Another group is fine.
+        assert!(
+            admit(
+                &mut s,
+                at("c", T0 + Duration::minutes(100), 30),
+                Some(15),
+                now
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn allocation_picks_the_lowest_free_group() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::days(1);
+        assert_eq!(admit(&mut s, at("a", T0, 60), None, now), Ok(g(0)));
+        assert_eq!(admit(&mut s, at("b", T0, 60), None, now), Ok(g(1)));
+        assert_eq!(admit(&mut s, at("c", T0, 60), Some(3), now), Ok(g(3)));
+        assert_eq!(admit(&mut s, at("d", T0, 60), None, now), Ok(g(2)));
+        assert_eq!(admit(&mut s, at("e", T0, 60), None, now), Ok(g(4)));
+        // A later event reuses group 0.
+        assert_eq!(
+            admit(&mut s, at("f", T0 + Duration::hours(3), 60), None, now),
+            Ok(g(0))
+        );
+    }
+
+    #[test]
+    fn exhaustion_by_range_and_by_max_groups() {
+        let mut s = schedule(2);
+        let now = T0 - Duration::days(1);
+        admit(&mut s, at("a", T0, 60), None, now).unwrap();
+        admit(&mut s, at("b", T0 + Duration::minutes(30), 60), None, now).unwrap();
+        let r = admit(
+            &mut s,
+            at("c", T0 + Duration::minutes(45), 10),
+            Some(9),
+            now,
+        );
+        assert!(matches!(r, Err(Refusal::Exhausted(m)) if m.contains("max_groups = 2")));
+        // After a closes (11:15), only b is open: there is room.
+        assert!(admit(&mut s, at("c", T0 + Duration::minutes(105), 10), None, now).is_ok());
+
+        let mut small = Schedule::new(
+            s.timing(),
+            Limits {
+                last_group: g(1),
+                max_concurrent: 10,
+                retry: Duration::seconds(5),
+            },
+        );
+        admit(&mut small, at("a", T0, 60), None, now).unwrap();
+        admit(&mut small, at("b", T0, 60), None, now).unwrap();
+        let r = admit(&mut small, at("c", T0, 60), None, now);
+        assert!(matches!(r, Err(Refusal::Exhausted(m)) if m.contains("no free group")));
+    }
+
+    #[test]
+    fn patch_rechecks_without_conflicting_with_itself() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::days(1);
+        admit(&mut s, at("a", T0, 60), Some(14), now).unwrap();
+        admit(
+            &mut s,
+            at("b", T0 + Duration::minutes(180), 60),
+            Some(14),
+            now,
+        )
+        .unwrap();
+        let mut longer = s.get("a").unwrap().reservation.clone();
+        longer.end = T0 + Duration::minutes(90);
+        assert_eq!(s.admit(&longer, Some(g(14)), Some("a"), now), Ok(g(14)));
+        s.update(longer.clone());
+        longer.end = T0 + Duration::minutes(150);
+        assert!(matches!(
+            s.admit(&longer, Some(g(14)), Some("a"), now),
+            Err(Refusal::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_window_already_over() {
+        let s = schedule(2048);
+        let r = at("a", T0, 60);
+        assert!(matches!(
+            s.admit(&r, None, None, T0 + Duration::minutes(75)),
+            Err(Refusal::AlreadyEnded(_))
+        ));
+    }
+
+    #[test]
+    fn handover_on_one_group_frees_before_binding() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::days(1);
+        admit(&mut s, at("a", T0, 60), Some(5), now).unwrap();
+        admit(
+            &mut s,
+            at("b", T0 + Duration::minutes(105), 60),
+            Some(5),
+            now,
+        )
+        .unwrap();
+        s.poll(T0);
+        s.bound("a", vec![], T0);
+        let handover = T0 + Duration::minutes(75);
+        assert_eq!(
+            s.poll(handover),
+            vec![
+                Action::Free {
+                    event_id: "a".into(),
+                    group: g(5)
+                },
+                Action::Bind {
+                    event_id: "b".into(),
+                    group: g(5)
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_longer_lead_after_reload_never_binds_one_group_twice() {
+        let mut s = schedule(2048);
+        let now = T0 - Duration::days(1);
+        admit(&mut s, at("a", T0, 60), Some(5), now).unwrap();
+        admit(
+            &mut s,
+            at("b", T0 + Duration::minutes(105), 60),
+            Some(5),
+            now,
+        )
+        .unwrap();
+        s.poll(T0);
+        s.bound("a", vec![], T0);
+        let timing = Timing {
+            lead: Duration::hours(1),
+            trail: Duration::minutes(15),
+        };
+        let limits = s.limits;
+        assert_eq!(
+            s.reconfigure(timing, limits),
+            vec![("a".into(), "b".into())]
+        );
+        // b's window is open, but a still holds group 5.
+        assert_eq!(s.poll(T0 + Duration::minutes(50)), vec![]);
+        assert_eq!(s.get("b").unwrap().state(), State::Degraded);
+        // Once a is freed, b's retry binds it.
+        let later = T0 + Duration::minutes(75);
+        let actions = s.poll(later);
+        assert_eq!(
+            actions[0],
+            Action::Free {
+                event_id: "a".into(),
+                group: g(5)
+            }
+        );
+        assert_eq!(
+            actions[1],
+            Action::Bind {
+                event_id: "b".into(),
+                group: g(5)
+            }
+        );
+    }
+
+    proptest! {
+        /// Whatever is created, allocation never hands out a group whose window
+        /// overlaps a live reservation's, and never more than max_concurrent at once.
+        #[test]
+        fn allocation_never_overlaps(
+            events in proptest::collection::vec((0i64..600, 1i64..240, proptest::option::of(0u32..6)), 1..60),
+            max_concurrent in 1usize..12,
+        ) {
+            let mut s = Schedule::new(
+                Timing { lead: Duration::minutes(30), trail: Duration::minutes(15) },
+                Limits { last_group: g(7), max_concurrent, retry: Duration::seconds(5) },
+            );
+            let now = T0 - Duration::days(1);
+            let mut accepted: Vec<(GroupId, Window)> = Vec::new();
+            for (i, (offset, len, group)) in events.into_iter().enumerate() {
+                let r = at(&format!("e{i}"), T0 + Duration::minutes(offset), len);
+                let w = s.window(&r);
+                match s.admit(&r, group.map(g), None, now) {
+                    Ok(got) => {
+                        if let Some(asked) = group { prop_assert_eq!(got, g(asked)); }
+                        for (og, ow) in &accepted {
+                            prop_assert!(!(*og == got && ow.overlaps(&w)), "group {} double-booked", got);
+                        }
+                        // Allocation is the lowest free group.
+                        if group.is_none() {
+                            for lower in 0..got.get() {
+                                let lower = g(u32::from(lower));
+                                prop_assert!(accepted.iter().any(|(og, ow)| *og == lower && ow.overlaps(&w)));
+                            }
+                        }
+                        s.insert(r, got);
+                        accepted.push((got, w));
+                    }
+                    Err(Refusal::Conflict(_)) => {
+                        let asked = g(group.unwrap());
+                        prop_assert!(accepted.iter().any(|(og, ow)| *og == asked && ow.overlaps(&w)));
+                    }
+                    Err(Refusal::Exhausted(_)) => {}
+                    Err(Refusal::AlreadyEnded(_)) => prop_assert!(false),
+                }
+            }
+            // Concurrency never exceeds the limit: check every window opening.
+            for (_, w) in &accepted {
+                let open = accepted.iter().filter(|(_, o)| o.contains(w.open)).count();
+                prop_assert!(open <= max_concurrent);
+            }
+        }
+    }
+}
