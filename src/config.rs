@@ -1,0 +1,554 @@
+//! `relay.toml` (SPEC §9): sections and keys are fixed; every error names the key.
+
+use crate::group::GroupId;
+use crate::reservation::schedule::{Limits, Timing};
+use crate::reservation::{DefaultDestination, LoopGuard, Rules, SourcePolicy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Where `run` and `check-config` look without `--config`.
+pub const DEFAULT_PATH: &str = "config/relay.toml";
+
+/// How long a degraded reservation waits before its ports are bound again.
+pub const BIND_RETRY: time::Duration = time::Duration::seconds(2);
+
+/// A configuration error: one line naming the key and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration. Missing keys take the defaults below; unknown keys are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[control]`
+    pub control: Control,
+    /// `[data]`
+    pub data: Data,
+    /// `[schedule]`
+    pub schedule: Schedule,
+    /// `[wowza]`
+    pub wowza: Wowza,
+    /// `[source]`
+    pub source: Source,
+    /// `[stream]`
+    pub stream: Stream,
+    /// `[state]`
+    pub state: State,
+    /// `[log]`
+    pub log: Log,
+}
+
+/// `[control]`: the HTTP control plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// Listener of the API, `/metrics` and health.
+    pub listen: SocketAddr,
+    /// When set, mutating routes need `Authorization: Bearer <token>`.
+    pub token_file: PathBuf,
+    /// The token read from `token_file` (never printed).
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+/// `[data]`: the data plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Data {
+    /// Address the group ports are bound on.
+    pub bind_address: IpAddr,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// `SO_RCVBUF` of every group socket.
+    pub recv_buffer_bytes: usize,
+    /// `SO_SNDBUF` of every group socket.
+    pub send_buffer_bytes: usize,
+    /// Larger datagrams are dropped as `oversize`.
+    pub max_packet_size: usize,
+    /// Reservations whose windows may be open at once.
+    pub max_groups: usize,
+    /// Allow groups 2048–8063 (ports below 49152).
+    pub allow_below_dynamic_range: bool,
+    /// `auto` | `ebpf` | `off`.
+    pub fast_path: FastPath,
+    /// Interfaces the fast path attaches to; empty = those carrying `bind_address`.
+    pub fast_path_interfaces: Vec<String>,
+}
+
+/// `[data] fast_path`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastPath {
+    /// eBPF when the kernel and privileges allow.
+    Auto,
+    /// eBPF or refuse to start.
+    Ebpf,
+    /// Userspace only.
+    Off,
+}
+
+/// `[schedule]`: the reservation window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Bound this long before the event starts.
+    pub lead: Dur,
+    /// Freed this long after it ends.
+    pub trail: Dur,
+}
+
+/// `[wowza]`: the default destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Wowza {
+    /// Wowza's address.
+    pub address: IpAddr,
+    /// Destination base port = `base(g) + port_offset`.
+    pub port_offset: i32,
+}
+
+/// `[source]`: the default source policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Source {
+    /// `strict` | `latch` | `any`.
+    pub policy: SourcePolicy,
+}
+
+/// `[stream]`: measurement settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stream {
+    /// RTP clock of audio streams (Hz).
+    pub audio_clock_rate: u32,
+    /// RTP clock of video and display streams (Hz).
+    pub video_clock_rate: u32,
+    /// A stream with no packet for this long in an active window is stalled.
+    pub stall_timeout: Dur,
+}
+
+/// `[state]`: durable state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// The reservation journal file.
+    pub path: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// `error` | `warn` | `info` | `debug` | `trace`.
+    pub level: String,
+    /// `text` | `json`.
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration written as text such as `"30m"` or `"5s"`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+impl Dur {
+    /// As a `time::Duration` for schedule arithmetic.
+    pub fn to_time(self) -> time::Duration {
+        time::Duration::try_from(self.0).unwrap_or(time::Duration::MAX)
+    }
+
+    fn minutes(m: u64) -> Self {
+        Dur(std::time::Duration::from_secs(60 * m))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}): write a number and a unit, such as \"30m\" or \"5s\""
+            ))
+        })
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9870)),
+            token_file: PathBuf::new(),
+            token: None,
+        }
+    }
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            workers: 0,
+            recv_buffer_bytes: 4 << 20,
+            send_buffer_bytes: 4 << 20,
+            max_packet_size: 4096,
+            max_groups: 2048,
+            allow_below_dynamic_range: false,
+            fast_path: FastPath::Auto,
+            fast_path_interfaces: Vec::new(),
+        }
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            lead: Dur::minutes(30),
+            trail: Dur::minutes(15),
+        }
+    }
+}
+
+impl Default for Wowza {
+    fn default() -> Self {
+        Wowza {
+            address: IpAddr::from([127, 0, 0, 1]),
+            port_offset: 0,
+        }
+    }
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source {
+            policy: SourcePolicy::Strict,
+        }
+    }
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            audio_clock_rate: 48_000,
+            video_clock_rate: 90_000,
+            stall_timeout: Dur(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            path: PathBuf::from("state/reservations"),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+impl Config {
+    /// Reads, parses and validates a configuration file, and reads its token file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "{}: cannot read the configuration ({e}); pass an existing file with --config",
+                path.display()
+            ))
+        })?;
+        let mut config =
+            Config::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        config
+            .read_token()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text (no file access).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| {
+                format!(
+                    "line {}: ",
+                    text[..s.start.min(text.len())].matches('\n').count() + 1
+                )
+            })
+            .unwrap_or_default()
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError(format!("{}{}", line_of(e.span()), e.message().trim())))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.inner();
+            let at = line_of(inner.span());
+            let msg = inner
+                .message()
+                .trim()
+                .replace("unknown field", "unknown key");
+            if key == "." {
+                ConfigError(format!("{at}{msg}"))
+            } else {
+                ConfigError(format!("{at}{key}: {msg}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn read_token(&mut self) -> Result<(), ConfigError> {
+        let file = &self.control.token_file;
+        if file.as_os_str().is_empty() {
+            self.control.token = None;
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError(format!(
+                "control.token_file: cannot read {} ({e}); create it with the bearer token, or set token_file = \"\"",
+                file.display()
+            ))
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError(format!(
+                "control.token_file: {} is empty; write the bearer token into it",
+                file.display()
+            )));
+        }
+        self.control.token = Some(token.to_string());
+        Ok(())
+    }
+
+    /// Checks values serde cannot: ranges, relations between keys, forwarding loops.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError(format!("{key}: {msg}")));
+        let d = &self.data;
+        if d.recv_buffer_bytes == 0 || d.send_buffer_bytes == 0 {
+            return err(
+                "data.recv_buffer_bytes/send_buffer_bytes",
+                "must be greater than 0 (bytes)".into(),
+            );
+        }
+        if !(12..=65535).contains(&d.max_packet_size) {
+            return err(
+                "data.max_packet_size",
+                format!(
+                    "{} is out of range: use 12–65535 bytes (Wowza's default is 4096)",
+                    d.max_packet_size
+                ),
+            );
+        }
+        let groups = usize::from(GroupId::last_allowed(d.allow_below_dynamic_range).get()) + 1;
+        if d.max_groups == 0 || d.max_groups > groups {
+            return err(
+                "data.max_groups",
+                format!(
+                    "{} is out of range: use 1–{groups}{}",
+                    d.max_groups,
+                    if d.allow_below_dynamic_range {
+                        ""
+                    } else {
+                        " (or more with allow_below_dynamic_range = true)"
+                    }
+                ),
+            );
+        }
+        if d.fast_path == FastPath::Ebpf {
+            return err(
+                "data.fast_path",
+                "\"ebpf\" is not available: this build has no eBPF fast path yet; use \"auto\" or \"off\"".into(),
+            );
+        }
+        if self.schedule.lead.0 > std::time::Duration::from_secs(7 * 86400)
+            || self.schedule.trail.0 > std::time::Duration::from_secs(7 * 86400)
+        {
+            return err("schedule.lead/trail", "must be at most 7 days".into());
+        }
+        for (key, rate) in [
+            ("stream.audio_clock_rate", self.stream.audio_clock_rate),
+            ("stream.video_clock_rate", self.stream.video_clock_rate),
+        ] {
+            if rate == 0 {
+                return err(key, "must be greater than 0 (Hz)".into());
+            }
+        }
+        if self.stream.stall_timeout.0.is_zero() {
+            return err(
+                "stream.stall_timeout",
+                "must be longer than 0s, e.g. \"5s\"".into(),
+            );
+        }
+        if self.state.path.as_os_str().is_empty() {
+            return err(
+                "state.path",
+                "must name the state file, e.g. \"state/reservations\"".into(),
+            );
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            return err(
+                "log.level",
+                format!(
+                    "unknown level {:?}: use one of {}",
+                    self.log.level,
+                    LOG_LEVELS.join(", ")
+                ),
+            );
+        }
+        self.check_default_destination()
+    }
+
+    /// Every group's default destination must be a valid port range that does not
+    /// loop back into the relay's own group ports.
+    fn check_default_destination(&self) -> Result<(), ConfigError> {
+        let guard = self.loop_guard(Vec::new());
+        let last = GroupId::last_allowed(self.data.allow_below_dynamic_range);
+        let off = self.wowza.port_offset;
+        let lowest = i32::from(last.base()) + off;
+        let highest = i32::from(GroupId::FIRST.base()) + off;
+        if lowest < 1 || highest > 65528 {
+            return Err(ConfigError(format!(
+                "wowza.port_offset: {off} moves the default destination of groups 0–{last} to ports {lowest}–{}, outside 1–65535; choose an offset between {} and 0",
+                highest + 7,
+                1 - i32::from(last.base()),
+            )));
+        }
+        guard
+            .check(self.wowza.address, lowest as u16, (highest + 7) as u16)
+            .map_err(|e| {
+                ConfigError(format!(
+                    "wowza.address/port_offset: the default {e} (for example port_offset = -16384)"
+                ))
+            })
+    }
+
+    /// The forwarding-loop guard, given the host's interface addresses.
+    pub fn loop_guard(&self, local_addresses: Vec<IpAddr>) -> LoopGuard {
+        LoopGuard {
+            bind_address: self.data.bind_address,
+            local_addresses,
+            lowest_port: GroupId::last_allowed(self.data.allow_below_dynamic_range).base(),
+        }
+    }
+
+    /// The rules requests are checked against.
+    pub fn rules(&self, local_addresses: Vec<IpAddr>) -> Rules {
+        Rules {
+            allow_below_dynamic_range: self.data.allow_below_dynamic_range,
+            default_policy: self.source.policy,
+            wowza: DefaultDestination {
+                address: self.wowza.address,
+                port_offset: self.wowza.port_offset,
+            },
+            loop_guard: self.loop_guard(local_addresses),
+        }
+    }
+
+    /// Lead and trail.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            lead: self.schedule.lead.to_time(),
+            trail: self.schedule.trail.to_time(),
+        }
+    }
+
+    /// Capacity of the schedule.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            last_group: GroupId::last_allowed(self.data.allow_below_dynamic_range),
+            max_concurrent: self.data.max_groups,
+            retry: BIND_RETRY,
+        }
+    }
+
+    /// Worker threads in effect (`workers = 0` means one per core).
+    pub fn effective_workers(&self) -> usize {
+        match self.data.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The configuration as TOML, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_valid_and_does_not_loop() {
+        let text = include_str!("../config/relay.toml");
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.control.listen.port(), 9870);
+        assert!(c.wowza.port_offset < 0);
+        assert_eq!(c.timing().lead, time::Duration::minutes(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = |t: &str| Config::parse(t).unwrap_err().0;
+        let base = "[wowza]\nport_offset = -16384\n";
+        assert!(
+            e(&format!("{base}[data]\nworkerz = 2\n"))
+                .contains("line 4: data.workerz: unknown key `workerz`")
+        );
+        assert!(e(&format!("{base}[colour]\n")).contains("unknown key `colour`"));
+        assert!(
+            e(&format!("{base}[schedule]\nlead = \"30x\"\n"))
+                .contains("schedule.lead: invalid duration")
+        );
+        assert!(e(&format!("{base}[source]\npolicy = \"open\"\n")).contains("source.policy"));
+        assert!(e(&format!("{base}[data]\nmax_groups = 4000\n")).contains("data.max_groups"));
+        assert!(e(&format!("{base}[log]\nlevel = \"loud\"\n")).contains("log.level"));
+        assert!(
+            e(&format!("{base}[data]\nbind_address = \"nowhere\"\n")).contains("data.bind_address")
+        );
+        assert!(e("[data\n").contains("line 1"));
+        // The defaults alone send group 0 to 127.0.0.1:65528, the relay's own port.
+        assert!(e("").contains("wowza.address/port_offset"));
+        assert!(e("[wowza]\nport_offset = -60000\n").contains("wowza.port_offset"));
+        // A remote Wowza may use the same ports.
+        assert!(Config::parse("[wowza]\naddress = \"198.51.100.5\"\n").is_ok());
+        // Errors are one line.
+        assert!(!e(&format!("{base}[data]\nworkerz = 2\n")).contains('\n'));
+    }
+
+    #[test]
+    fn check_config_output_parses_back_to_the_same_config() {
+        let c = Config::parse(include_str!("../config/relay.toml")).unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+}
