@@ -1,0 +1,219 @@
+//! Route handlers. Mutations run on the blocking pool: they wait for `fsync`.
+
+use super::error::ApiError;
+use super::{MAX_BODY_BYTES, Shared, view};
+use crate::group::GroupId;
+use crate::relay::{Created, Relay};
+use crate::reservation::{Change, Reservation};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let relay = shared.relay();
+    let views: Vec<_> = relay
+        .schedule()
+        .entries()
+        .map(|e| view::reservation(relay.schedule(), relay.rules(), e, false))
+        .collect();
+    Json(json!({ "reservations": views }))
+}
+
+pub async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
+    let relay = shared.relay();
+    Ok(Json(view_of(&relay, &id)?).into_response())
+}
+
+pub async fn group(
+    State(shared): State<Arc<Shared>>,
+    Path(group): Path<String>,
+) -> Result<Response> {
+    let group: GroupId = group
+        .parse::<u32>()
+        .map_err(|_| ApiError::invalid(format!("group {group:?} is not a number: use 0–8063")))
+        .and_then(|n| GroupId::try_from(n).map_err(|e| ApiError::invalid(e.to_string())))?;
+    let relay = shared.relay();
+    let entry = relay
+        .schedule()
+        .occupant(group, OffsetDateTime::now_utc())
+        .ok_or_else(|| ApiError::not_found(format!("no reservation occupies group {group} now")))?;
+    Ok(Json(view::reservation(
+        relay.schedule(),
+        relay.rules(),
+        entry,
+        false,
+    ))
+    .into_response())
+}
+
+pub async fn create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&shared, &headers)?;
+    let request: Reservation = parse(read(body).await?)?;
+    let id = request.event_id.clone();
+    blocking(shared, move |relay| {
+        let created = relay.create(request, OffsetDateTime::now_utc())?;
+        let status = match created {
+            Created::New => StatusCode::CREATED,
+            Created::Existing => StatusCode::OK,
+        };
+        let location = [(header::LOCATION, format!("/v1/reservations/{id}"))];
+        Ok((status, location, Json(view_of(relay, &id)?)).into_response())
+    })
+    .await
+}
+
+pub async fn change(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&shared, &headers)?;
+    let change: Change = parse(read(body).await?)?;
+    if change.end.is_none() && change.source.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: give \"end\" and/or \"source\"",
+        ));
+    }
+    blocking(shared, move |relay| {
+        relay.change(&id, &change, OffsetDateTime::now_utc())?;
+        match relay.schedule().get(&id) {
+            Some(_) => Ok(Json(view_of(relay, &id)?).into_response()),
+            // An end moved into the past freed the group at once.
+            None => Ok(Json(json!({ "event_id": id, "state": "ended" })).into_response()),
+        }
+    })
+    .await
+}
+
+pub async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&shared, &headers)?;
+    blocking(shared, move |relay| {
+        let entry = relay.delete(&id, OffsetDateTime::now_utc())?;
+        Ok(Json(view::reservation(
+            relay.schedule(),
+            relay.rules(),
+            &entry,
+            true,
+        ))
+        .into_response())
+    })
+    .await
+}
+
+pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
+    view_of(&shared.relay(), &id)?;
+    Err(ApiError::not_implemented(
+        "SDP generation is not available in this version; configure Wowza's RTP ingest with the ports from GET /v1/reservations/{event_id}",
+    ))
+}
+
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = shared
+        .metrics
+        .render(&shared.relay(), OffsetDateTime::now_utc());
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.relay().waiting(OffsetDateTime::now_utc()) {
+        Some(waiting) if waiting.is_empty() => Json(json!({ "ready": true })).into_response(),
+        Some(waiting) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": "open windows not bound yet", "waiting": waiting })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": "state not loaded yet" })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {method} {}; see README.md for the API",
+        uri.path()
+    ))
+}
+
+fn view_of(relay: &Relay, id: &str) -> Result<view::ReservationView> {
+    let entry = relay
+        .schedule()
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no reservation with event_id {id:?}")))?;
+    Ok(view::reservation(
+        relay.schedule(),
+        relay.rules(),
+        entry,
+        false,
+    ))
+}
+
+/// Mutating routes need the bearer token when one is configured.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
+    let token = shared
+        .token
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(token) = token.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+async fn read(body: Body) -> Result<Bytes> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
+}
+
+fn parse<T: DeserializeOwned>(body: Bytes) -> Result<T> {
+    serde_json::from_slice(&body).map_err(|e| {
+        let hint = match e.classify() {
+            serde_json::error::Category::Data => "fix the field named above",
+            _ => "send a JSON object",
+        };
+        ApiError::invalid(format!("invalid JSON body: {e}; {hint}"))
+    })
+}
+
+/// Runs a mutation on the blocking pool, under the relay lock.
+async fn blocking<F>(shared: Arc<Shared>, f: F) -> Result<Response>
+where
+    F: FnOnce(&mut Relay) -> Result<Response> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&mut shared.relay()))
+        .await
+        .map_err(|e| ApiError::internal(format!("request handler failed: {e}")))?
+}

@@ -1,0 +1,92 @@
+//! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (SPEC §6).
+
+use crate::relay;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// 400 `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send \"Authorization: Bearer <token>\" with the token from [control] token_file",
+        )
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413: the body is over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("request body is larger than {limit} bytes; send one reservation per request"),
+        )
+    }
+
+    /// 501: the route exists but is not implemented yet.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
+    }
+
+    /// 500: something on the relay's side.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<relay::Error> for ApiError {
+    fn from(e: relay::Error) -> Self {
+        match e {
+            relay::Error::Invalid(m) => ApiError::invalid(m),
+            relay::Error::NotFound(m) => ApiError::not_found(m),
+            relay::Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            relay::Error::Exhausted(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "exhausted", m)
+            }
+            relay::Error::Storage(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(json!({ "error": self.code, "message": self.message }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"rtp-relay\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,133 @@
+//! The Prometheus exporter of the control plane. Gauges are refreshed from the
+//! relay's state when `/metrics` is scraped, never on the data path.
+
+use crate::relay::Relay;
+use crate::reservation::schedule::State;
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use time::OffsetDateTime;
+
+/// The registry and the series the control plane owns.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    reservations: IntGaugeVec,
+    bound_sockets: IntGauge,
+    group_info: IntGaugeVec,
+    data_path: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Registers every series (and the `process_*` collector).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "rtp_relay_control_requests_total",
+                "HTTP requests to the control plane, by method, route and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let reservations = IntGaugeVec::new(
+            Opts::new(
+                "rtp_relay_reservations",
+                "Reservations by state (scheduled, active, degraded).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let bound_sockets = IntGauge::new(
+            "rtp_relay_bound_sockets",
+            "UDP sockets bound for active groups.",
+        )
+        .expect("valid metric");
+        let group_info = IntGaugeVec::new(
+            Opts::new(
+                "rtp_relay_group_info",
+                "Reservation occupying a bound group (value 1).",
+            ),
+            &["group", "event_id", "layout", "source", "destination"],
+        )
+        .expect("valid metric");
+        let data_path = IntGaugeVec::new(
+            Opts::new(
+                "rtp_relay_data_path_info",
+                "The forwarding path in use (value 1).",
+            ),
+            &["path", "interfaces"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reservations.clone()),
+            Box::new(bound_sockets.clone()),
+            Box::new(group_info.clone()),
+            Box::new(data_path.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        data_path.with_label_values(&["userspace", ""]).set(1);
+        Metrics {
+            registry,
+            requests,
+            reservations,
+            bound_sockets,
+            group_info,
+            data_path,
+        }
+    }
+
+    /// Counts one control-plane request.
+    pub fn count_request(&self, method: &str, route: &str, status: u16) {
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+    }
+
+    /// Reads the relay's state into the gauges and encodes the exposition.
+    pub fn render(&self, relay: &Relay, _now: OffsetDateTime) -> String {
+        let schedule = relay.schedule();
+        let mut counts = [0i64; 3];
+        self.group_info.reset();
+        for e in schedule.entries() {
+            let state = e.state();
+            match state {
+                State::Scheduled => counts[0] += 1,
+                State::Active => counts[1] += 1,
+                State::Degraded => counts[2] += 1,
+                State::Ended => {}
+            }
+            if matches!(state, State::Active | State::Degraded) {
+                let r = &e.reservation;
+                let source = r.source.map(|s| s.to_string()).unwrap_or_default();
+                let destination = r.destination(relay.rules(), e.group).to_string();
+                self.group_info
+                    .with_label_values(&[
+                        &e.group.to_string(),
+                        &r.event_id,
+                        r.layout.as_str(),
+                        &source,
+                        &destination,
+                    ])
+                    .set(1);
+            }
+        }
+        for (state, n) in ["scheduled", "active", "degraded"].iter().zip(counts) {
+            self.reservations.with_label_values(&[state]).set(n);
+        }
+        self.bound_sockets.set(relay.bound_sockets() as i64);
+        let _ = &self.data_path;
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,109 @@
+//! The JSON shape of a reservation in API responses.
+
+use crate::group::{GroupId, Plane, Role};
+use crate::reservation::schedule::{Binding, Entry, PortFailure, Schedule, State};
+use crate::reservation::{Destination, Rules, SourcePolicy, rfc3339};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// A reservation with its state, window and ports.
+#[derive(Debug, Serialize)]
+pub struct ReservationView {
+    /// The allocator's name for the webcast.
+    pub event_id: String,
+    /// The group in use.
+    pub group: GroupId,
+    /// What the capture sends.
+    pub layout: crate::group::Layout,
+    /// Event start (RFC 3339).
+    pub start: String,
+    /// Event end (RFC 3339).
+    pub end: String,
+    /// The appliance's IP, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+    /// The policy in force.
+    pub source_policy: SourcePolicy,
+    /// The destination in force.
+    pub destination: Destination,
+    /// `scheduled` | `active` | `degraded` | `ended`.
+    pub state: State,
+    /// When the ports are bound and freed.
+    pub window: WindowView,
+    /// The ports the layout uses.
+    pub ports: Vec<PortView>,
+    /// Ports that could not be bound (state `degraded`), with the OS error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<PortFailure>,
+    /// When binding is retried (state `degraded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+}
+
+/// `[start - lead, end + trail)`.
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    /// Ports bound from (RFC 3339).
+    pub bind_at: String,
+    /// Ports freed at (RFC 3339).
+    pub free_at: String,
+}
+
+/// One used port of the group.
+#[derive(Debug, Serialize)]
+pub struct PortView {
+    /// The relay's port.
+    pub port: u16,
+    /// The stream role.
+    pub stream: Role,
+    /// `rtp` | `rtcp`.
+    pub plane: Plane,
+    /// Where its packets go.
+    pub destination_port: u16,
+}
+
+/// Builds the view of an entry; `ended` overrides the state (a deleted reservation).
+pub fn reservation(schedule: &Schedule, rules: &Rules, e: &Entry, ended: bool) -> ReservationView {
+    let r = &e.reservation;
+    let w = schedule.window(r);
+    let destination = r.destination(rules, e.group);
+    let ports = r
+        .layout
+        .pairs()
+        .flat_map(|(pair, stream)| {
+            Plane::BOTH.map(|plane| {
+                let port = e.group.port(pair, plane);
+                PortView {
+                    port,
+                    stream,
+                    plane,
+                    destination_port: destination.base_port + (port - e.group.base()),
+                }
+            })
+        })
+        .collect();
+    let (errors, retry_at) = match &e.binding {
+        Binding::Degraded { failures, retry_at } if !ended => {
+            (failures.clone(), Some(rfc3339(*retry_at)))
+        }
+        _ => (Vec::new(), None),
+    };
+    ReservationView {
+        event_id: r.event_id.clone(),
+        group: e.group,
+        layout: r.layout,
+        start: rfc3339(r.start),
+        end: rfc3339(r.end),
+        source: r.source,
+        source_policy: r.policy(rules),
+        destination,
+        state: if ended { State::Ended } else { e.state() },
+        window: WindowView {
+            bind_at: rfc3339(w.open),
+            free_at: rfc3339(w.close),
+        },
+        ports,
+        errors,
+        retry_at,
+    }
+}

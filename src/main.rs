@@ -1,0 +1,20 @@
+//! The `rtp-relay` command.
+
+use rtp_relay::cli::{self, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Run(args) => rtp_relay::service::run(&args.config),
+        Command::CheckConfig(args) => cli::check_config(&args.config),
+        Command::Ports {
+            group,
+            layout,
+            json,
+        } => cli::ports(group, layout, json),
+    }
+}

@@ -1,0 +1,301 @@
+//! The relay's reservations: the pure [`Schedule`], the durable [`Store`] and the
+//! [`DataPlane`], kept consistent under one lock by the control plane and the
+//! scheduler task. Every change is on disk before it is applied in memory, and
+//! before the caller answers.
+
+use crate::config::Config;
+use crate::dataplane::DataPlane;
+use crate::reservation::schedule::{Action, Binding, Entry, Refusal, Schedule};
+use crate::reservation::{Change, Reservation, Rules};
+use crate::store::{Store, Stored};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+use tracing::{debug, info, warn};
+
+/// Why a request was refused; maps onto the API's error codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// 400 `invalid_request`.
+    Invalid(String),
+    /// 404 `not_found`.
+    NotFound(String),
+    /// 409 `conflict`.
+    Conflict(String),
+    /// 503 `exhausted`.
+    Exhausted(String),
+    /// 500: the change could not be made durable and was not applied.
+    Storage(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Conflict(m) => Error::Conflict(m),
+            Refusal::Exhausted(m) => Error::Exhausted(m),
+            Refusal::AlreadyEnded(m) => Error::Invalid(m),
+        }
+    }
+}
+
+/// Whether a create made something new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new reservation (201).
+    New,
+    /// The same reservation already existed (200).
+    Existing,
+}
+
+/// Reservations, their journal and their sockets.
+#[derive(Debug)]
+pub struct Relay {
+    schedule: Schedule,
+    store: Store,
+    dataplane: DataPlane,
+    rules: Rules,
+    loaded: bool,
+}
+
+impl Relay {
+    /// Builds the relay from the stored reservations. Call [`Relay::start`] to bind
+    /// the open windows.
+    pub fn new(
+        config: &Config,
+        local_addresses: Vec<IpAddr>,
+        store: Store,
+        stored: Vec<Stored>,
+        dataplane: DataPlane,
+    ) -> Self {
+        let mut schedule = Schedule::new(config.timing(), config.limits());
+        for s in stored {
+            schedule.insert(s.reservation, s.group);
+        }
+        let mut relay = Relay {
+            schedule,
+            store,
+            dataplane,
+            rules: config.rules(local_addresses),
+            loaded: false,
+        };
+        relay.warn_overlaps(config);
+        relay
+    }
+
+    /// Binds every open window and marks the state as loaded (ready).
+    pub fn start(&mut self, now: OffsetDateTime) {
+        info!(
+            reservations = self.schedule.len(),
+            state = %self.store.path().display(),
+            "state loaded"
+        );
+        self.tick(now);
+        self.loaded = true;
+    }
+
+    /// The schedule, for views and metrics.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The request rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Number of bound UDP sockets.
+    pub fn bound_sockets(&self) -> usize {
+        self.dataplane.bound_sockets()
+    }
+
+    /// Ready: state loaded and every open window has been bound (or tried).
+    pub fn waiting(&self, now: OffsetDateTime) -> Option<Vec<String>> {
+        if !self.loaded {
+            return None;
+        }
+        Some(
+            self.schedule
+                .entries()
+                .filter(|e| self.schedule.window(&e.reservation).contains(now))
+                .filter(|e| matches!(e.binding, Binding::Waiting | Binding::Binding))
+                .map(|e| e.reservation.event_id.clone())
+                .collect(),
+        )
+    }
+
+    /// Creates a reservation, or confirms an identical one (idempotent retry).
+    pub fn create(&mut self, request: Reservation, now: OffsetDateTime) -> Result<Created, Error> {
+        self.tick(now);
+        if let Some(e) = self.schedule.get(&request.event_id) {
+            if e.reservation.matches(e.group, &request) {
+                return Ok(Created::Existing);
+            }
+            return Err(Error::Conflict(format!(
+                "event_id {} already exists with different content (group {}, {}–{}); DELETE it first, or PATCH its end or source",
+                request.event_id,
+                e.group,
+                crate::reservation::rfc3339(e.reservation.start),
+                crate::reservation::rfc3339(e.reservation.end),
+            )));
+        }
+        request.validate(&self.rules).map_err(Error::Invalid)?;
+        let group = self.schedule.admit(&request, request.group, None, now)?;
+        let stored = Stored {
+            group,
+            reservation: request,
+        };
+        self.store.put(&stored).map_err(|e| self.storage_error(e))?;
+        let r = &stored.reservation;
+        info!(event_id = %r.event_id, group = %group, layout = %r.layout,
+            start = %crate::reservation::rfc3339(r.start), end = %crate::reservation::rfc3339(r.end),
+            "reservation created");
+        self.schedule.insert(stored.reservation, group);
+        self.tick(now);
+        self.maybe_compact();
+        Ok(Created::New)
+    }
+
+    /// Changes `end` and/or `source`, re-checking conflicts.
+    pub fn change(
+        &mut self,
+        event_id: &str,
+        change: &Change,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        let entry = self.get(event_id)?;
+        let group = entry.group;
+        let updated = entry.reservation.changed(change);
+        updated.validate(&self.rules).map_err(Error::Invalid)?;
+        match self
+            .schedule
+            .admit(&updated, Some(group), Some(event_id), now)
+        {
+            // Ending an event in the past frees its group now, like a delete.
+            Ok(_) | Err(Refusal::AlreadyEnded(_)) => {}
+            Err(refusal) => return Err(refusal.into()),
+        }
+        let stored = Stored {
+            group,
+            reservation: updated,
+        };
+        self.store.put(&stored).map_err(|e| self.storage_error(e))?;
+        info!(event_id, end = %crate::reservation::rfc3339(stored.reservation.end),
+            source = ?stored.reservation.source, "reservation changed");
+        self.schedule.update(stored.reservation);
+        self.tick(now);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Cancels a reservation now: its ports are freed before this returns.
+    pub fn delete(&mut self, event_id: &str, now: OffsetDateTime) -> Result<Entry, Error> {
+        self.get(event_id)?;
+        self.store
+            .delete(event_id)
+            .map_err(|e| self.storage_error(e))?;
+        let (entry, free) = self
+            .schedule
+            .remove(event_id)
+            .ok_or_else(|| Error::NotFound(event_id.to_string()))?;
+        if let Some(action) = free {
+            self.execute(action, now);
+        }
+        info!(event_id, group = %entry.group, "reservation deleted");
+        self.maybe_compact();
+        Ok(entry)
+    }
+
+    /// Advances the schedule to `now` and carries out its binds and frees.
+    pub fn tick(&mut self, now: OffsetDateTime) {
+        for action in self.schedule.poll(now) {
+            self.execute(action, now);
+        }
+    }
+
+    /// Applies a reloaded configuration's rules, timing and limits.
+    pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>) {
+        self.rules = config.rules(local_addresses);
+        self.warn_overlaps(config);
+    }
+
+    /// Frees every socket (shutdown); the reservations stay on disk.
+    pub fn shutdown(&mut self) {
+        self.dataplane.free_all();
+    }
+
+    fn get(&self, event_id: &str) -> Result<&Entry, Error> {
+        self.schedule
+            .get(event_id)
+            .ok_or_else(|| Error::NotFound(format!("no reservation with event_id {event_id:?}")))
+    }
+
+    fn execute(&mut self, action: Action, now: OffsetDateTime) {
+        match action {
+            Action::Bind { event_id, group } => {
+                let Some(entry) = self.schedule.get(&event_id) else {
+                    return;
+                };
+                let retry = matches!(entry.binding, Binding::Degraded { .. });
+                let failures = self.dataplane.bind(group, entry.reservation.layout);
+                if failures.is_empty() {
+                    info!(event_id, group = %group, sockets = self.dataplane.bound_sockets(), "group bound");
+                } else {
+                    let ports: Vec<String> = failures
+                        .iter()
+                        .map(|f| format!("{}: {}", f.port, f.error))
+                        .collect();
+                    if retry {
+                        debug!(event_id, group = %group, failures = ?ports, "group still degraded");
+                    } else {
+                        warn!(event_id, group = %group, failures = ?ports, "group degraded: some ports could not be bound; retrying");
+                    }
+                }
+                self.schedule.bound(&event_id, failures, now);
+            }
+            Action::Free { event_id, group } => {
+                self.dataplane.free(group);
+                info!(event_id, group = %group, "group freed");
+            }
+            Action::Expire { event_id } => {
+                info!(
+                    event_id,
+                    "reservation ended without being bound (its window passed while the relay was down)"
+                );
+            }
+        }
+    }
+
+    fn storage_error(&self, e: std::io::Error) -> Error {
+        warn!(state = %self.store.path().display(), error = %e, "cannot write state");
+        Error::Storage(format!(
+            "cannot write the state file {}: {e}; nothing was changed — fix the disk or permissions and retry",
+            self.store.path().display()
+        ))
+    }
+
+    fn maybe_compact(&mut self) {
+        if !self.store.wants_compaction(self.schedule.len()) {
+            return;
+        }
+        let live: Vec<Stored> = self
+            .schedule
+            .entries()
+            .map(|e| Stored {
+                group: e.group,
+                reservation: e.reservation.clone(),
+            })
+            .collect();
+        if let Err(e) = self.store.compact(live.iter()) {
+            warn!(state = %self.store.path().display(), error = %e, "cannot compact state; the journal keeps growing");
+        }
+    }
+
+    /// Applies timing and limits, warning about windows that now overlap.
+    fn warn_overlaps(&mut self, config: &Config) {
+        let pairs = self.schedule.reconfigure(config.timing(), config.limits());
+        for (a, b) in pairs {
+            warn!(first = %a, second = %b,
+                "windows overlap on one group under the current lead/trail; the second waits until the first frees the group");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `rtp-relay run`: loads the configuration and state, binds the open windows,
+//! serves the control plane, drives the schedule, and handles signals
+//! (`SIGTERM`/`SIGINT` stop cleanly, `SIGHUP` reloads the configuration).
+
+use crate::config::Config;
+use crate::control::{self, Shared, metrics::Metrics};
+use crate::dataplane::{self, DataPlane, SocketOptions};
+use crate::logging::{self, LogHandle};
+use crate::relay::Relay;
+use crate::store::Store;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// Longest the scheduler sleeps: it re-reads the wall clock at least this often,
+/// so a clock step never delays a bind or free by more.
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// Runs the service until a stop signal; the process's exit status.
+pub fn run(config_path: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtp-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("control")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rtp-relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, config_path.to_path_buf(), log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtp-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
+    let open_files = dataplane::raise_open_files_limit();
+    let needed = config.data.max_groups as u64 * 6 + 64;
+    if open_files < needed {
+        warn!(
+            open_files,
+            needed,
+            "the open-files limit allows fewer sockets than max_groups may need; raise LimitNOFILE"
+        );
+    }
+    let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
+    let dataplane = DataPlane::new(SocketOptions {
+        bind_address: config.data.bind_address,
+        recv_buffer_bytes: config.data.recv_buffer_bytes,
+        send_buffer_bytes: config.data.send_buffer_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(config.control.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "control.listen {}: cannot listen ({e}); stop what holds it or choose another address",
+                config.control.listen
+            )
+        })?;
+    let mut relay = Relay::new(&config, local_addresses(), store, stored, dataplane);
+    relay.start(OffsetDateTime::now_utc());
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    info!(%addr, path = "userspace", "control plane listening");
+
+    let shared = Arc::new(Shared {
+        relay: Mutex::new(relay),
+        token: RwLock::new(config.control.token.clone()),
+        metrics: Metrics::new(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(schedule(shared.clone(), stop_rx.clone()));
+    tokio::spawn(signals(shared.clone(), config, config_path, log, stop_tx));
+
+    let mut stop = stop_rx;
+    axum::serve(listener, control::router(shared.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| format!("control plane failed: {e}"))?;
+    let _ = scheduler.await;
+    shared.relay().shutdown();
+    info!("stopped; reservations stay on disk");
+    Ok(())
+}
+
+/// Wakes at the schedule's next deadline (at least every [`MAX_TICK`]) and ticks it.
+async fn schedule(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = shared.relay().schedule().next_wakeup();
+        let now = OffsetDateTime::now_utc();
+        let delay = next.map_or(MAX_TICK, |t| {
+            Duration::try_from(t - now)
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_TICK)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay.max(Duration::from_millis(5))) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.relay().tick(OffsetDateTime::now_utc()))
+            .await;
+    }
+}
+
+async fn signals(
+    shared: Arc<Shared>,
+    mut running: Config,
+    path: PathBuf,
+    log: LogHandle,
+    stop: watch::Sender<bool>,
+) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; stop the relay with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => running = reload(&shared, running, &path, &log),
+        }
+    }
+    let _ = stop.send(true);
+}
+
+/// Applies what can change at run time; keys that need a restart keep their
+/// running values and are named in a warning.
+fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Config {
+    let mut new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+            return running;
+        }
+    };
+    let fixed = [
+        (
+            "control.listen",
+            running.control.listen != new.control.listen,
+        ),
+        (
+            "data.bind_address",
+            running.data.bind_address != new.data.bind_address,
+        ),
+        ("data.workers", running.data.workers != new.data.workers),
+        (
+            "data.recv_buffer_bytes",
+            running.data.recv_buffer_bytes != new.data.recv_buffer_bytes,
+        ),
+        (
+            "data.send_buffer_bytes",
+            running.data.send_buffer_bytes != new.data.send_buffer_bytes,
+        ),
+        (
+            "data.fast_path",
+            running.data.fast_path != new.data.fast_path,
+        ),
+        ("state.path", running.state.path != new.state.path),
+        ("log.format", running.log.format != new.log.format),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            warn!(key, "SIGHUP: this key only takes effect after a restart");
+        }
+    }
+    new.control.listen = running.control.listen;
+    new.data.bind_address = running.data.bind_address;
+    new.data.workers = running.data.workers;
+    new.data.recv_buffer_bytes = running.data.recv_buffer_bytes;
+    new.data.send_buffer_bytes = running.data.send_buffer_bytes;
+    new.data.fast_path = running.data.fast_path;
+    new.state.path = running.state.path.clone();
+    new.log.format = running.log.format;
+
+    *shared
+        .token
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new.control.token.clone();
+    log.set_level(&new.log.level);
+    let mut relay = shared.relay();
+    relay.reconfigure(&new, local_addresses());
+    relay.tick(OffsetDateTime::now_utc());
+    info!("SIGHUP: configuration reloaded");
+    new
+}
+
+/// The host's interface addresses, for the forwarding-loop check.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
