@@ -59,13 +59,16 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 ExitCode::from(2)
             }
             _ => {
+                // clap spreads one error over several lines; fold it into one.
                 let text = e.render().to_string();
-                let line = text
+                let line: Vec<&str> = text
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ");
-                eprintln!("rtp-relay: {line} (see 'rtp-relay --help')");
+                    .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let line = line.join(" ");
+                eprintln!("rtp-relay: {} (see 'rtp-relay --help')", line.trim_start_matches("error: "));
                 ExitCode::from(2)
             }
         }

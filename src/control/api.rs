@@ -198,14 +198,27 @@ async fn read(body: Body) -> Result<Bytes> {
         .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
 }
 
+/// Parses a JSON body; the message names the offending field.
 fn parse<T: DeserializeOwned>(body: Bytes) -> Result<T> {
-    serde_json::from_slice(&body).map_err(|e| {
-        let hint = match e.classify() {
-            serde_json::error::Category::Data => "fix the field named above",
-            _ => "send a JSON object",
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let hint = match (inner.classify(), field.as_str()) {
+            (_, "start" | "end") => "; write times as RFC 3339, e.g. 2026-11-24T10:00:00Z",
+            (serde_json::error::Category::Data, _) => "",
+            _ => "; send one JSON object",
         };
-        ApiError::invalid(format!("invalid JSON body: {e}; {hint}"))
-    })
+        let field = if field == "." {
+            String::new()
+        } else {
+            format!("{field}: ")
+        };
+        ApiError::invalid(format!("invalid JSON body: {field}{inner}{hint}"))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}; send one JSON object")))?;
+    Ok(value)
 }
 
 /// Runs a mutation on the blocking pool, under the relay lock.

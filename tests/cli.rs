@@ -1,0 +1,157 @@
+//! The command line (SPEC §8) as an operator meets it: exact output, one-line
+//! errors, exit status 2 for bad arguments and configuration.
+
+mod common;
+use common::BIN;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn ports_prints_the_spec_table() {
+    let out = run(&["ports", "14", "--layout", "audio-dual-video"]);
+    assert!(out.status.success());
+    let expected = "\
+Primary audio stream      65416
+Primary audio control     65417
+Secondary video stream    65418
+Secondary video control   65419
+Primary video stream      65420
+Primary video control     65421
+Unused                    65422
+Unused                    65423
+";
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn ports_json_has_the_same_rows() {
+    let out = run(&["ports", "0", "--layout", "audio-display-video", "--json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ports = doc["ports"].as_array().unwrap();
+    let rows: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["role"].as_str().unwrap_or("-"),
+                p["plane"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (65528, "primary_audio", "rtp"),
+            (65529, "primary_audio", "rtcp"),
+            (65530, "primary_display", "rtp"),
+            (65531, "primary_display", "rtcp"),
+            (65532, "primary_video", "rtp"),
+            (65533, "primary_video", "rtcp"),
+            (65534, "-", "rtp"),
+            (65535, "-", "rtcp"),
+        ]
+    );
+    assert_eq!(doc["base"], 65528);
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_2() {
+    assert!(one_line_error(&run(&["ports", "8064"])).contains("GROUP: group 8064 is out of range"));
+    assert!(one_line_error(&run(&["ports", "-1"])).contains("-1"));
+    assert!(one_line_error(&run(&["ports", "14", "--layout", "triple"])).contains("--layout"));
+    assert!(one_line_error(&run(&["ports"])).contains("GROUP"));
+    assert!(one_line_error(&run(&[])).contains("a command is required"));
+    assert!(one_line_error(&run(&["fly"])).contains("fly"));
+    assert!(one_line_error(&run(&["run", "--bogus"])).contains("--bogus"));
+    assert!(run(&["--help"]).status.success());
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    let out = run(&["check-config", "--config", shipped]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("port_offset = -16384") && text.contains("lead = \"30m\""),
+        "{text}"
+    );
+    assert!(text.contains("group 0 -> 127.0.0.1:49144"), "{text}");
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[wowza]\nport_offset = -16384\n[data]\nmax_groupz = 3\n",
+            "data.max_groupz: unknown key",
+        ),
+        (
+            "[wowza]\nport_offset = -16384\n[schedule]\nlead = \"soon\"\n",
+            "schedule.lead",
+        ),
+        (
+            "[wowza]\nport_offset = -16384\n[control]\nlisten = \"nowhere\"\n",
+            "control.listen",
+        ),
+        ("[wowza]\nport_offset = 0\n", "wowza.address/port_offset"),
+        (
+            "[wowza]\nport_offset = -16384\n[control]\ntoken_file = \"/nonexistent/token\"\n",
+            "control.token_file",
+        ),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        for cmd in ["check-config", "run"] {
+            let err = one_line_error(&run(&[cmd, "--config", path]));
+            assert!(err.contains(key), "{cmd} {text:?}: {err}");
+        }
+    }
+    let err = one_line_error(&run(&["run", "--config", "/nonexistent.toml"]));
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}
+
+#[test]
+fn a_busy_control_port_is_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[control]\nlisten = \"{}\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n",
+            busy.local_addr().unwrap(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("control.listen") && err.contains("Address already in use"),
+        "{err}"
+    );
+}

@@ -1,0 +1,258 @@
+//! Test harness: runs the real `rtp-relay` binary on loopback with its own
+//! configuration and state in a temporary directory, and talks HTTP to it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rtp-relay");
+
+/// Base port of group `g`.
+pub fn base(g: u16) -> u16 {
+    65528 - 8 * g
+}
+
+/// RFC 3339 text of now + `secs`.
+pub fn at(secs: i64) -> String {
+    (OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+        .format(&Rfc3339)
+        .unwrap()
+}
+
+/// True when a UDP port on 127.0.0.1 is held by someone (the relay).
+pub fn port_taken(port: u16) -> bool {
+    UdpSocket::bind(("127.0.0.1", port)).is_err()
+}
+
+/// Polls `f` every 50 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A temporary directory with a relay configuration in it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the base configuration (sections may repeat keys
+    /// only if the base does not set them).
+    pub extra: String,
+    /// `[schedule]` section.
+    pub schedule: String,
+    /// `[data]` keys beyond `bind_address`.
+    pub data: String,
+    /// `[control]` keys beyond `listen`.
+    pub control: String,
+    /// `[wowza]` section.
+    pub wowza: String,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            extra: String::new(),
+            schedule: "lead = \"30m\"\ntrail = \"15m\"\n".into(),
+            data: String::new(),
+            control: String::new(),
+            wowza: "address = \"127.0.0.1\"\nport_offset = -16384\n".into(),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("relay.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state/reservations")
+    }
+
+    pub fn write_config(&self) -> PathBuf {
+        let text = format!(
+            "[control]\nlisten = \"127.0.0.1:0\"\n{}\n[data]\nbind_address = \"127.0.0.1\"\nrecv_buffer_bytes = 65536\nsend_buffer_bytes = 65536\n{}\n[schedule]\n{}\n[wowza]\n{}\n[state]\npath = \"{}\"\n[log]\nlevel = \"debug\"\n{}",
+            self.control,
+            self.data,
+            self.schedule,
+            self.wowza,
+            self.state_path().display(),
+            self.extra
+        );
+        let path = self.config_path();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts the relay and waits until it listens.
+    pub fn start(&self) -> Relay {
+        Relay::start(&self.write_config())
+            .unwrap_or_else(|log| panic!("relay did not start:\n{log}"))
+    }
+}
+
+/// A running relay process.
+pub struct Relay {
+    child: Child,
+    pub url: String,
+    log: Arc<Mutex<Vec<String>>>,
+    agent: ureq::Agent,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Relay {
+    /// Spawns `rtp-relay run --config path`; Err(log) when it exits or never listens.
+    pub fn start(config: &Path) -> Result<Relay, String> {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(log.lock().unwrap().join("\n"));
+            }
+        };
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build(),
+        );
+        Ok(Relay {
+            child,
+            url: format!("http://{addr}"),
+            log,
+            agent,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the relay logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let mut r = r.expect("HTTP request failed");
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        Self::answer(self.agent.get(format!("{}{path}", self.url)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Answer {
+        self.post_as(path, body, None)
+    }
+
+    pub fn post_as(&self, path: &str, body: &str, token: Option<&str>) -> Answer {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        Self::answer(req.send(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &str) -> Answer {
+        Self::answer(self.agent.patch(format!("{}{path}", self.url)).send(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.delete_as(path, None)
+    }
+
+    pub fn delete_as(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut req = self.agent.delete(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        Self::answer(req.call())
+    }
+
+    /// Sends a signal to the relay.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for the process to exit (at most `limit`).
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn crash(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait(Duration::from_secs(5))
+            .expect("killed relay exits");
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A create body.
+pub fn reservation(id: &str, group: Option<u16>, layout: &str, start: &str, end: &str) -> String {
+    let group = group
+        .map(|g| format!("\"group\": {g},"))
+        .unwrap_or_default();
+    format!(
+        r#"{{"event_id": "{id}", {group} "layout": "{layout}", "start": "{start}", "end": "{end}", "source": "127.0.0.1"}}"#
+    )
+}

@@ -1,0 +1,162 @@
+//! SPEC §7 against the real binary: acknowledged changes survive `kill -9`, open
+//! windows are bound again after a restart, damaged state stops start-up.
+//! Groups 400–450 are this file's.
+
+mod common;
+use common::*;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[test]
+fn sigkill_after_a_burst_keeps_exactly_the_acknowledged_set() {
+    let setup = Setup::new();
+    let relay = Arc::new(setup.start());
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    let clients: Vec<_> = (0..4u16)
+        .map(|t| {
+            let (relay, acked) = (relay.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                for i in 0..12u16 {
+                    let id = format!("c{t}-{i}");
+                    let group = 400 + t * 12 + i;
+                    // Every fourth window is open now (bound at once); the rest are next week.
+                    let (start, end) = if i % 4 == 0 {
+                        (at(0), at(3600))
+                    } else {
+                        (at(7 * 86400), at(7 * 86400 + 3600))
+                    };
+                    let a = relay.post(
+                        "/v1/reservations",
+                        &reservation(&id, Some(group), "audio-display-video", &start, &end),
+                    );
+                    assert_eq!(a.status, 201, "{}", a.text);
+                    acked
+                        .lock()
+                        .unwrap()
+                        .insert(id.clone(), (group, i % 4 == 0));
+                    if i % 3 == 2 {
+                        assert_eq!(relay.delete(&format!("/v1/reservations/{id}")).status, 200);
+                        acked.lock().unwrap().remove(&id);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Right after the last acknowledged request.
+    Arc::into_inner(relay).unwrap().crash();
+
+    let relay = setup.start();
+    let expected = acknowledged.lock().unwrap().clone();
+    let listed = relay.get("/v1/reservations").body["reservations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let found: BTreeMap<String, u16> = listed
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().to_string(),
+                r["group"].as_u64().unwrap() as u16,
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, u16> = expected
+        .iter()
+        .map(|(id, (g, _))| (id.clone(), *g))
+        .collect();
+    assert_eq!(found, want);
+    assert_eq!(want.len(), 4 * 8);
+    assert_eq!(relay.get("/readyz").status, 200);
+    for (id, (group, open)) in &expected {
+        let r = relay.get(&format!("/v1/reservations/{id}"));
+        let state = if *open { "active" } else { "scheduled" };
+        assert_eq!(r.body["state"], state, "{id}");
+        assert_eq!(
+            port_taken(base(*group)),
+            *open,
+            "{id}: group {group} bound iff its window is open"
+        );
+    }
+    // Deleted reservations stay deleted, and their groups free.
+    for t in 0..4u16 {
+        for i in (2..12u16).step_by(3) {
+            assert_eq!(relay.get(&format!("/v1/reservations/c{t}-{i}")).status, 404);
+            assert!(!port_taken(base(400 + t * 12 + i)));
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_a_restart_binds_again() {
+    let group = 450;
+    let setup = Setup::new();
+    let mut relay = setup.start();
+    assert_eq!(
+        relay
+            .post(
+                "/v1/reservations",
+                &reservation("live", Some(group), "audio-only", &at(0), &at(600))
+            )
+            .status,
+        201
+    );
+    assert!(port_taken(base(group)));
+    relay.signal(Signal::SIGTERM);
+    let status = relay
+        .wait(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(!port_taken(base(group)));
+    let relay = setup.start();
+    assert_eq!(relay.get("/v1/reservations/live").body["state"], "active");
+    assert!(port_taken(base(group)) && port_taken(base(group) + 1));
+}
+
+#[test]
+fn damaged_state_stops_start_up_naming_the_file() {
+    let setup = Setup::new();
+    {
+        let relay = setup.start();
+        let body = reservation("a", None, "audio-only", &at(86400), &at(90000));
+        assert_eq!(relay.post("/v1/reservations", &body).status, 201);
+    }
+    let path = setup.state_path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.write_config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the damaged file is left as it was"
+    );
+}
+
+#[test]
+fn two_relays_cannot_share_one_state_file() {
+    let setup = Setup::new();
+    let _first = setup.start();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another rtp-relay"));
+}
