@@ -115,7 +115,7 @@ impl Relay {
         Some(
             self.schedule
                 .entries()
-                .filter(|e| self.schedule.window(&e.reservation).contains(now))
+                .filter(|e| e.window.contains(now))
                 .filter(|e| matches!(e.binding, Binding::Waiting | Binding::Binding))
                 .map(|e| e.reservation.event_id.clone())
                 .collect(),

@@ -50,6 +50,13 @@ impl Window {
     }
 }
 
+fn window(timing: Timing, r: &Reservation) -> Window {
+    Window {
+        open: r.start - timing.lead,
+        close: r.end + timing.trail,
+    }
+}
+
 /// A port that could not be bound, and the OS's reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PortFailure {
@@ -110,6 +117,8 @@ pub struct Entry {
     pub reservation: Reservation,
     /// The group in use (requested or allocated).
     pub group: GroupId,
+    /// Its window under the current timing (kept in step by the schedule).
+    pub window: Window,
     /// Lifecycle.
     pub binding: Binding,
 }
@@ -171,8 +180,8 @@ pub struct Schedule {
     timing: Timing,
     limits: Limits,
     entries: BTreeMap<String, Entry>,
-    /// group → (start, event_id), sorted by start.
-    by_group: BTreeMap<GroupId, BTreeSet<(OffsetDateTime, String)>>,
+    /// Indexed by group number: (window open, event_id), sorted by opening.
+    by_group: Vec<BTreeSet<(OffsetDateTime, String)>>,
 }
 
 impl Schedule {
@@ -182,7 +191,7 @@ impl Schedule {
             timing,
             limits,
             entries: BTreeMap::new(),
-            by_group: BTreeMap::new(),
+            by_group: vec![BTreeSet::new(); usize::from(crate::group::LAST_GROUP) + 1],
         }
     }
 
@@ -197,15 +206,20 @@ impl Schedule {
     pub fn reconfigure(&mut self, timing: Timing, limits: Limits) -> Vec<(String, String)> {
         self.timing = timing;
         self.limits = limits;
+        for set in &mut self.by_group {
+            set.clear();
+        }
+        for e in self.entries.values_mut() {
+            e.window = window(timing, &e.reservation);
+            self.by_group[usize::from(e.group.get())]
+                .insert((e.window.open, e.reservation.event_id.clone()));
+        }
         self.overlapping_pairs()
     }
 
     /// The window of a reservation under the current timing.
     pub fn window(&self, r: &Reservation) -> Window {
-        Window {
-            open: r.start - self.timing.lead,
-            close: r.end + self.timing.trail,
-        }
+        window(self.timing, r)
     }
 
     /// One reservation.
@@ -231,11 +245,11 @@ impl Schedule {
     /// The reservation occupying `group` at `now`: the one holding its sockets,
     /// else the one whose window contains `now`.
     pub fn occupant(&self, group: GroupId, now: OffsetDateTime) -> Option<&Entry> {
-        let ids = self.by_group.get(&group)?;
+        let ids = &self.by_group[usize::from(group.get())];
         let entries = || ids.iter().map(|(_, id)| &self.entries[id]);
         entries()
             .find(|e| e.holds_group())
-            .or_else(|| entries().find(|e| self.window(&e.reservation).contains(now)))
+            .or_else(|| entries().find(|e| e.window.contains(now)))
     }
 
     /// Checks that `r` fits and returns its group: the requested one, or the
@@ -256,8 +270,7 @@ impl Schedule {
                 rfc3339(now)
             )));
         }
-        let others = |e: &&Entry| Some(e.reservation.event_id.as_str()) != replacing;
-        let peak = self.peak_concurrency(&w, replacing, now);
+        let peak = self.peak_concurrency(&w, replacing, now, self.limits.max_concurrent);
         if peak >= self.limits.max_concurrent {
             return Err(Refusal::Exhausted(format!(
                 "{peak} reservations already have windows open during {}–{}, the limit set by [data] max_groups = {}; raise max_groups or choose another time",
@@ -273,15 +286,14 @@ impl Schedule {
                     other.reservation.event_id,
                     rfc3339(other.reservation.start),
                     rfc3339(other.reservation.end),
-                    rfc3339(self.window(&other.reservation).open),
-                    rfc3339(self.window(&other.reservation).close),
+                    rfc3339(other.window.open),
+                    rfc3339(other.window.close),
                     rfc3339(w.open),
                     rfc3339(w.close),
                 ))),
                 None => Ok(g),
             };
         }
-        let _ = others;
         let last = self.limits.last_group.get();
         (0..=u32::from(last))
             .map(|n| GroupId::try_from(n).expect("last_group is a valid group"))
@@ -303,14 +315,13 @@ impl Schedule {
         replacing: Option<&str>,
         now: OffsetDateTime,
     ) -> Option<&Entry> {
-        let ids = self.by_group.get(&group)?;
-        // Only reservations starting before w.close + lead can open before w closes.
-        // Walking back from there, windows on one group are disjoint and sorted,
-        // so the first one that closes before w opens ends the search.
-        let horizon = w.close + self.timing.lead;
-        for (_, id) in ids.range(..(horizon, String::new())).rev() {
+        let ids = &self.by_group[usize::from(group.get())];
+        // Only windows opening before w closes can overlap it. Walking back from
+        // there, windows on one group are disjoint and sorted, so the first one
+        // that closes before w opens ends the search.
+        for (_, id) in ids.range(..(w.close, String::new())).rev() {
             let e = &self.entries[id];
-            let ew = self.window(&e.reservation);
+            let ew = e.window;
             if Some(id.as_str()) == replacing || ew.close <= now {
                 continue;
             }
@@ -324,19 +335,30 @@ impl Schedule {
         None
     }
 
-    /// Most reservations (other than `replacing`) open at any one instant inside `w`.
-    fn peak_concurrency(&self, w: &Window, replacing: Option<&str>, now: OffsetDateTime) -> usize {
-        let mut edges: Vec<(OffsetDateTime, i32)> = Vec::new();
-        for e in self.entries.values() {
-            let ew = self.window(&e.reservation);
-            if Some(e.reservation.event_id.as_str()) == replacing || ew.close <= now {
-                continue;
-            }
-            if ew.overlaps(w) {
-                edges.push((ew.open.max(w.open), 1));
-                edges.push((ew.close.min(w.close), -1));
-            }
+    /// Most reservations (other than `replacing`) open at any one instant inside
+    /// `w`, exact up to `limit`: below it, the count of overlapping windows is
+    /// enough and the sweep is skipped.
+    fn peak_concurrency(
+        &self,
+        w: &Window,
+        replacing: Option<&str>,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> usize {
+        let overlapping = || {
+            self.entries.values().filter_map(move |e| {
+                let ew = e.window;
+                let other = Some(e.reservation.event_id.as_str()) != replacing;
+                (other && ew.close > now && ew.overlaps(w)).then_some(ew)
+            })
+        };
+        let count = overlapping().count();
+        if count < limit {
+            return count;
         }
+        let mut edges: Vec<(OffsetDateTime, i32)> = overlapping()
+            .flat_map(|ew| [(ew.open.max(w.open), 1), (ew.close.min(w.close), -1)])
+            .collect();
         // Closings sort before openings at the same instant: half-open windows.
         edges.sort();
         let (mut open, mut peak) = (0i32, 0i32);
@@ -349,13 +371,12 @@ impl Schedule {
 
     /// Adds an admitted reservation on `group`.
     pub fn insert(&mut self, reservation: Reservation, group: GroupId) {
-        self.by_group
-            .entry(group)
-            .or_default()
-            .insert((reservation.start, reservation.event_id.clone()));
+        let window = window(self.timing, &reservation);
+        self.by_group[usize::from(group.get())].insert((window.open, reservation.event_id.clone()));
         self.entries.insert(
             reservation.event_id.clone(),
             Entry {
+                window,
                 reservation,
                 group,
                 binding: Binding::Waiting,
@@ -368,9 +389,10 @@ impl Schedule {
         let Some(e) = self.entries.get_mut(&reservation.event_id) else {
             return;
         };
-        let set = self.by_group.entry(e.group).or_default();
-        set.remove(&(e.reservation.start, e.reservation.event_id.clone()));
-        set.insert((reservation.start, reservation.event_id.clone()));
+        let set = &mut self.by_group[usize::from(e.group.get())];
+        set.remove(&(e.window.open, e.reservation.event_id.clone()));
+        e.window = window(self.timing, &reservation);
+        set.insert((e.window.open, reservation.event_id.clone()));
         e.reservation = reservation;
     }
 
@@ -378,12 +400,8 @@ impl Schedule {
     /// if it held its group.
     pub fn remove(&mut self, event_id: &str) -> Option<(Entry, Option<Action>)> {
         let e = self.entries.remove(event_id)?;
-        if let Some(set) = self.by_group.get_mut(&e.group) {
-            set.remove(&(e.reservation.start, e.reservation.event_id.clone()));
-            if set.is_empty() {
-                self.by_group.remove(&e.group);
-            }
-        }
+        self.by_group[usize::from(e.group.get())]
+            .remove(&(e.window.open, e.reservation.event_id.clone()));
         let free = e.holds_group().then(|| Action::Free {
             event_id: event_id.to_string(),
             group: e.group,
@@ -400,7 +418,7 @@ impl Schedule {
         let closed: Vec<String> = self
             .entries
             .values()
-            .filter(|e| self.window(&e.reservation).close <= now)
+            .filter(|e| e.window.close <= now)
             .map(|e| e.reservation.event_id.clone())
             .collect();
         for id in closed {
@@ -411,7 +429,7 @@ impl Schedule {
         let due: Vec<String> = self
             .entries
             .values()
-            .filter(|e| self.window(&e.reservation).contains(now))
+            .filter(|e| e.window.contains(now))
             .filter(|e| match &e.binding {
                 Binding::Waiting => true,
                 Binding::Degraded { retry_at, .. } => *retry_at <= now,
@@ -460,8 +478,8 @@ impl Schedule {
     }
 
     fn holder(&self, group: GroupId) -> Option<String> {
-        let ids = self.by_group.get(&group)?;
-        ids.iter()
+        self.by_group[usize::from(group.get())]
+            .iter()
             .map(|(_, id)| &self.entries[id])
             .find(|e| e.holds_group())
             .map(|e| e.reservation.event_id.clone())
@@ -472,7 +490,7 @@ impl Schedule {
         self.entries
             .values()
             .flat_map(|e| {
-                let w = self.window(&e.reservation);
+                let w = e.window;
                 let retry = match &e.binding {
                     Binding::Degraded { retry_at, .. } => Some(*retry_at),
                     _ => None,
@@ -487,13 +505,10 @@ impl Schedule {
     /// Pairs of reservations on one group whose windows overlap.
     fn overlapping_pairs(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
-        for ids in self.by_group.values() {
+        for ids in &self.by_group {
             let list: Vec<&Entry> = ids.iter().map(|(_, id)| &self.entries[id]).collect();
             for (a, b) in list.iter().zip(list.iter().skip(1)) {
-                if self
-                    .window(&a.reservation)
-                    .overlaps(&self.window(&b.reservation))
-                {
+                if a.window.overlaps(&b.window) {
                     pairs.push((
                         a.reservation.event_id.clone(),
                         b.reservation.event_id.clone(),
