@@ -1,0 +1,5 @@
+//! Per-stream measurement (SPEC §4), pure: packets and arrival times in,
+//! figures out. The data plane feeds these and publishes their snapshots.
+
+pub mod rtcp;
+pub mod rtp;
