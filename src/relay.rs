@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::dataplane::DataPlane;
+use crate::dataplane::rule::GroupPlan;
 use crate::reservation::schedule::{Action, Binding, Entry, Refusal, Schedule};
 use crate::reservation::{Change, Reservation, Rules};
 use crate::store::{Store, Stored};
@@ -107,6 +108,37 @@ impl Relay {
         self.dataplane.bound_sockets()
     }
 
+    /// The data plane, for live statistics.
+    pub fn dataplane(&self) -> &DataPlane {
+        &self.dataplane
+    }
+
+    /// What the data plane forwards for an entry: its effective destination and policy.
+    fn plan(&self, e: &Entry) -> GroupPlan {
+        let r = &e.reservation;
+        GroupPlan {
+            group: e.group,
+            layout: r.layout,
+            destination: r.destination(&self.rules, e.group),
+            policy: r.policy(&self.rules),
+            source: r.source,
+        }
+    }
+
+    /// Pushes the current plans of every group held to the data plane.
+    fn refresh_plans(&mut self, relatch: Option<&str>) {
+        let plans: Vec<(GroupPlan, bool)> = self
+            .schedule
+            .entries()
+            .filter(|e| !matches!(e.binding, Binding::Waiting))
+            .filter(|e| relatch.is_none_or(|id| id == e.reservation.event_id))
+            .map(|e| (self.plan(e), relatch.is_some()))
+            .collect();
+        for (plan, relatch) in plans {
+            self.dataplane.update(&plan, relatch);
+        }
+    }
+
     /// Ready: state loaded and every open window has been bound (or tried).
     pub fn waiting(&self, now: OffsetDateTime) -> Option<Vec<String>> {
         if !self.loaded {
@@ -182,6 +214,12 @@ impl Relay {
         info!(event_id, end = %crate::reservation::rfc3339(stored.reservation.end),
             source = ?stored.reservation.source, "reservation changed");
         self.schedule.update(stored.reservation);
+        if change.source.is_some() {
+            // A new source (re-)latches the appliance.
+            self.refresh_plans(Some(event_id));
+        } else {
+            self.refresh_plans(None);
+        }
         self.tick(now);
         self.maybe_compact();
         Ok(())
@@ -216,6 +254,7 @@ impl Relay {
     pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>) {
         self.rules = config.rules(local_addresses);
         self.warn_overlaps(config);
+        self.refresh_plans(None);
     }
 
     /// Frees every socket (shutdown); the reservations stay on disk.
@@ -236,7 +275,8 @@ impl Relay {
                     return;
                 };
                 let retry = matches!(entry.binding, Binding::Degraded { .. });
-                let failures = self.dataplane.bind(group, entry.reservation.layout);
+                let plan = self.plan(entry);
+                let failures = self.dataplane.bind(&plan);
                 if failures.is_empty() {
                     info!(event_id, group = %group, sockets = self.dataplane.bound_sockets(), "group bound");
                 } else {

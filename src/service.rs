@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::control::{self, Shared, metrics::Metrics};
-use crate::dataplane::{self, DataPlane, SocketOptions};
+use crate::dataplane::{self, DataPlane, Options};
 use crate::logging::{self, LogHandle};
 use crate::relay::Relay;
 use crate::store::Store;
@@ -64,11 +64,19 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         );
     }
     let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
-    let dataplane = DataPlane::new(SocketOptions {
-        bind_address: config.data.bind_address,
-        recv_buffer_bytes: config.data.recv_buffer_bytes,
-        send_buffer_bytes: config.data.send_buffer_bytes,
-    });
+    let dataplane = DataPlane::start(
+        Options {
+            bind_address: config.data.bind_address,
+            recv_buffer_bytes: config.data.recv_buffer_bytes,
+            send_buffer_bytes: config.data.send_buffer_bytes,
+            max_packet_size: config.data.max_packet_size,
+            workers: config.effective_workers(),
+            audio_clock_rate: config.stream.audio_clock_rate,
+            video_clock_rate: config.stream.video_clock_rate,
+        },
+        open_files,
+    )
+    .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
         .map_err(|e| {

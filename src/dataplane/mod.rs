@@ -1,74 +1,211 @@
-//! The data plane's binding interface: the scheduler binds a group's used ports
-//! when its window opens and frees them when it closes.
+//! The data plane (SPEC §3): bound group sockets, forwarding, per-stream
+//! measurement.
 //!
-//! Sockets are created with the configured buffer sizes on `bind_address`.
-//! Binding is idempotent: it binds the ports not yet bound and reports the ones
-//! that failed, so a degraded group is completed by binding it again.
+//! - [`rule`]: the forwarding table's rows (plain data);
+//! - [`port`]: one port's forwarding decision and accounting (sans-IO);
+//! - [`counters`]: what readers see, written by one worker each;
+//! - `batch` and `worker`: the I/O — `recvmmsg`/`sendmmsg` on epoll threads.
+//!
+//! The control side ([`DataPlane`]) binds a group's used ports when its window
+//! opens, hands each socket to a worker, and frees them (synchronously) when it
+//! closes. Binding is idempotent: it binds the ports not yet bound and reports
+//! the ones that failed, so a degraded group is completed by binding it again.
 
-use crate::group::{GroupId, Layout, Plane};
+mod batch;
+pub mod counters;
+pub mod port;
+pub mod rule;
+mod worker;
+
+use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
+use counters::PortCounters;
+use port::Port;
+use rule::{GroupPlan, PortRule};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker::{Command, WorkerHandle};
 
-/// Socket settings from `[data]`.
+/// File descriptors kept free for everything that is not a group socket.
+const SPARE_FILES: u64 = 64;
+
+/// Settings from `[data]` and `[stream]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketOptions {
+pub struct Options {
     /// Address the group ports are bound on.
     pub bind_address: IpAddr,
     /// `SO_RCVBUF`.
     pub recv_buffer_bytes: usize,
     /// `SO_SNDBUF`.
     pub send_buffer_bytes: usize,
+    /// Larger datagrams are dropped.
+    pub max_packet_size: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// Audio RTP clock (Hz).
+    pub audio_clock_rate: u32,
+    /// Video and display RTP clock (Hz).
+    pub video_clock_rate: u32,
 }
 
-/// The sockets of the groups that are bound now.
-#[derive(Debug)]
+/// A bound port as readers see it.
+#[derive(Clone, Debug)]
+pub struct BoundPort {
+    /// Its rule.
+    pub rule: PortRule,
+    /// Its counters (live).
+    pub counters: Arc<PortCounters>,
+    worker: usize,
+}
+
+/// The bound groups and the workers forwarding them.
 pub struct DataPlane {
-    options: SocketOptions,
-    groups: HashMap<GroupId, Vec<(u16, UdpSocket)>>,
+    options: Options,
+    workers: Vec<WorkerHandle>,
+    next_worker: usize,
+    groups: HashMap<GroupId, Vec<BoundPort>>,
+    open_files_limit: u64,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("workers", &self.workers.len())
+            .field("groups", &self.groups.len())
+            .finish()
+    }
 }
 
 impl DataPlane {
-    /// A data plane with nothing bound.
-    pub fn new(options: SocketOptions) -> Self {
-        DataPlane {
+    /// Starts the workers; `open_files_limit` is the process's limit in force.
+    pub fn start(options: Options, open_files_limit: u64) -> std::io::Result<Self> {
+        let slot = options.max_packet_size + 1;
+        let workers = (0..options.workers.max(1))
+            .map(|i| WorkerHandle::spawn(i, slot))
+            .collect::<std::io::Result<_>>()?;
+        Ok(DataPlane {
             options,
+            workers,
+            next_worker: 0,
             groups: HashMap::new(),
-        }
+            open_files_limit,
+            epoch: Instant::now(),
+        })
     }
 
-    /// Binds every port `layout` uses in `group` that is not bound yet.
-    /// Returns the ports that could not be bound, with the OS error.
-    pub fn bind(&mut self, group: GroupId, layout: Layout) -> Vec<PortFailure> {
+    /// The time origin of published arrival times.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Binds every port of `plan` not bound yet and starts forwarding on it.
+    /// Returns the ports that could not be bound, with the reason.
+    pub fn bind(&mut self, plan: &GroupPlan) -> Vec<PortFailure> {
         let mut failures = Vec::new();
-        let bound = self.groups.entry(group).or_default();
-        for (pair, _) in layout.pairs() {
-            for plane in Plane::BOTH {
-                let port = group.port(pair, plane);
-                if bound.iter().any(|(p, _)| *p == port) {
-                    continue;
-                }
-                match open_socket(&self.options, port) {
-                    Ok(sock) => bound.push((port, sock)),
-                    Err(e) => failures.push(PortFailure {
-                        port,
-                        error: e.to_string(),
-                    }),
-                }
+        let rules: Vec<PortRule> = plan.rules(self.options.max_packet_size).collect();
+        for rule in rules {
+            let bound = self.groups.entry(plan.group).or_default();
+            if bound.iter().any(|p| p.rule.port == rule.port) {
+                continue;
             }
+            let in_use = self.bound_sockets() as u64;
+            if in_use + SPARE_FILES >= self.open_files_limit {
+                failures.push(PortFailure {
+                    port: rule.port,
+                    error: format!(
+                        "the open-files limit (RLIMIT_NOFILE = {}) is reached with {in_use} bound sockets; raise it (ulimit -n, or LimitNOFILE= in the service unit): each group needs up to 6 sockets",
+                        self.open_files_limit
+                    ),
+                });
+                continue;
+            }
+            match open_socket(&self.options, rule.port) {
+                Ok(socket) => self.start_port(plan.group, rule, socket),
+                Err(e) => failures.push(PortFailure {
+                    port: rule.port,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        if self.groups.get(&plan.group).is_some_and(Vec::is_empty) {
+            self.groups.remove(&plan.group);
         }
         failures
     }
 
-    /// Closes every socket of `group`.
+    fn start_port(&mut self, group: GroupId, rule: PortRule, socket: UdpSocket) {
+        let clock_rate = if rule.role.is_audio() {
+            self.options.audio_clock_rate
+        } else {
+            self.options.video_clock_rate
+        };
+        let counters = Arc::new(PortCounters::default());
+        let port = Port::new(rule, clock_rate, counters.clone(), self.epoch);
+        let worker = self.next_worker;
+        self.next_worker = (self.next_worker + 1) % self.workers.len();
+        self.workers[worker].send(Command::Add(socket, Box::new(port)));
+        self.groups.entry(group).or_default().push(BoundPort {
+            rule,
+            counters,
+            worker,
+        });
+    }
+
+    /// Applies a changed plan (source, policy or destination) to a bound group;
+    /// `relatch` forgets the latched appliances.
+    pub fn update(&mut self, plan: &GroupPlan, relatch: bool) {
+        let Some(bound) = self.groups.get_mut(&plan.group) else {
+            return;
+        };
+        for rule in plan.rules(self.options.max_packet_size) {
+            if let Some(p) = bound
+                .iter_mut()
+                .find(|p| p.rule.port == rule.port && (p.rule != rule || relatch))
+            {
+                p.rule = rule;
+                self.workers[p.worker].send(Command::Update(rule, relatch));
+            }
+        }
+    }
+
+    /// Stops forwarding and closes every socket of `group`; returns once closed.
     pub fn free(&mut self, group: GroupId) {
-        self.groups.remove(&group);
+        let Some(bound) = self.groups.remove(&group) else {
+            return;
+        };
+        let mut waits = Vec::new();
+        for (w, handle) in self.workers.iter().enumerate() {
+            let ports: Vec<u16> = bound
+                .iter()
+                .filter(|p| p.worker == w)
+                .map(|p| p.rule.port)
+                .collect();
+            if !ports.is_empty() {
+                let (tx, rx) = std::sync::mpsc::channel();
+                handle.send(Command::Remove(ports, tx));
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_timeout(Duration::from_secs(1));
+        }
     }
 
     /// Closes everything (shutdown).
     pub fn free_all(&mut self) {
-        self.groups.clear();
+        let groups: Vec<GroupId> = self.groups.keys().copied().collect();
+        for g in groups {
+            self.free(g);
+        }
+    }
+
+    /// The bound ports of `group`.
+    pub fn ports(&self, group: GroupId) -> &[BoundPort] {
+        self.groups.get(&group).map_or(&[], Vec::as_slice)
     }
 
     /// Number of bound sockets.
@@ -77,7 +214,7 @@ impl DataPlane {
     }
 }
 
-fn open_socket(o: &SocketOptions, port: u16) -> std::io::Result<UdpSocket> {
+fn open_socket(o: &Options, port: u16) -> std::io::Result<UdpSocket> {
     let addr = SocketAddr::new(o.bind_address, port);
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Buffer sizes are best effort: the kernel caps them at rmem_max/wmem_max.
@@ -104,37 +241,61 @@ pub fn raise_open_files_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::{Layout, Plane};
+    use crate::reservation::{Destination, SourcePolicy};
 
-    fn plane() -> DataPlane {
-        DataPlane::new(SocketOptions {
+    fn options() -> Options {
+        Options {
             bind_address: "127.0.0.1".parse().unwrap(),
             recv_buffer_bytes: 1 << 16,
             send_buffer_bytes: 1 << 16,
-        })
+            max_packet_size: 1500,
+            workers: 2,
+            audio_clock_rate: 48_000,
+            video_clock_rate: 90_000,
+        }
+    }
+
+    fn plan(g: u32, layout: Layout) -> GroupPlan {
+        GroupPlan {
+            group: GroupId::try_from(g).unwrap(),
+            layout,
+            destination: Destination {
+                address: "127.0.0.1".parse().unwrap(),
+                base_port: 40000,
+            },
+            policy: SourcePolicy::Latch,
+            source: None,
+        }
+    }
+
+    fn taken(port: u16) -> bool {
+        UdpSocket::bind(("127.0.0.1", port)).is_err()
     }
 
     #[test]
     fn binds_only_the_pairs_of_the_layout_and_frees_them() {
         // Group 530 (61288–61295): above the usual ephemeral range, unused by other tests.
-        let g = GroupId::try_from(530).unwrap();
-        let mut dp = plane();
-        assert_eq!(dp.bind(g, Layout::AudioVideo), vec![]);
+        let p = plan(530, Layout::AudioVideo);
+        let g = p.group;
+        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        assert_eq!(dp.bind(&p), vec![]);
         assert_eq!(dp.bound_sockets(), 4);
-        let taken = |port| UdpSocket::bind(("127.0.0.1", port)).is_err();
         assert!(taken(g.port(0, Plane::Rtp)) && taken(g.port(0, Plane::Rtcp)));
         assert!(taken(g.port(2, Plane::Rtp)) && taken(g.port(2, Plane::Rtcp)));
         assert!(!taken(g.port(1, Plane::Rtp)) && !taken(g.port(3, Plane::Rtp)));
         dp.free(g);
         assert_eq!(dp.bound_sockets(), 0);
-        assert!(!taken(g.port(0, Plane::Rtp)));
+        assert!(!taken(g.port(0, Plane::Rtp)), "closed when free returns");
     }
 
     #[test]
     fn a_held_port_is_reported_and_bound_on_retry() {
-        let g = GroupId::try_from(531).unwrap();
+        let p = plan(531, Layout::AudioOnly);
+        let g = p.group;
         let squatter = UdpSocket::bind(("127.0.0.1", g.port(0, Plane::Rtcp))).unwrap();
-        let mut dp = plane();
-        let failures = dp.bind(g, Layout::AudioOnly);
+        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        let failures = dp.bind(&p);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].port, g.port(0, Plane::Rtcp));
         assert!(
@@ -144,7 +305,57 @@ mod tests {
         );
         assert_eq!(dp.bound_sockets(), 1);
         drop(squatter);
-        assert_eq!(dp.bind(g, Layout::AudioOnly), vec![]);
+        assert_eq!(dp.bind(&p), vec![]);
         assert_eq!(dp.bound_sockets(), 2);
+    }
+
+    #[test]
+    fn refuses_to_bind_past_the_open_files_limit() {
+        let p = plan(532, Layout::AudioDisplayVideo);
+        let mut dp = DataPlane::start(options(), SPARE_FILES + 2).unwrap();
+        let failures = dp.bind(&p);
+        assert_eq!(dp.bound_sockets(), 2);
+        assert_eq!(failures.len(), 4);
+        assert!(
+            failures[0].error.contains("RLIMIT_NOFILE = 66"),
+            "{}",
+            failures[0].error
+        );
+    }
+
+    #[test]
+    fn forwards_between_appliance_and_destination() {
+        let appliance = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wowza = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut p = plan(533, Layout::AudioOnly);
+        // The media port's destination is base_port + 0.
+        p.destination.base_port = wowza.local_addr().unwrap().port();
+        let relay_port = p.group.port(0, Plane::Rtp);
+        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        assert_eq!(dp.bind(&p), vec![]);
+        let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3];
+        wowza
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        appliance
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        appliance.send_to(&rtp, ("127.0.0.1", relay_port)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = wowza.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&rtp[..], relay_port));
+        // Wowza answers to the relay port; the latched appliance gets it.
+        wowza.send_to(&rtp, from).unwrap();
+        let (n, from) = appliance.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&rtp[..], relay_port));
+        let c = &dp.ports(p.group)[0].counters;
+        // The worker counts a send after sendmmsg returns: the receiver may be first.
+        let counted = || (c.to_wowza_packets.get(), c.to_appliance_packets.get()) == (1, 1);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !counted() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(counted());
+        dp.free(p.group);
     }
 }

@@ -1,0 +1,197 @@
+//! Per-port counters shared between the port's one writer (its worker thread)
+//! and readers (API, exporter) at any time. Single writer: updates are a load
+//! and a store, never a locked read-modify-write.
+
+use crate::stats::rtcp::RtcpStream;
+use crate::stats::rtp::RtpSnapshot;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Why a packet was dropped (the `reason` label).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Not from the accepted appliance nor from the destination.
+    UnknownSource,
+    /// Not valid RTP (media port) or RTCP (control port).
+    Malformed,
+    /// Larger than `max_packet_size`.
+    Oversize,
+    /// The kernel refused to send it.
+    SendError,
+    /// From the destination before any appliance was latched.
+    NoReturnAddress,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::UnknownSource,
+        DropReason::Malformed,
+        DropReason::Oversize,
+        DropReason::SendError,
+        DropReason::NoReturnAddress,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Malformed => "malformed",
+            DropReason::Oversize => "oversize",
+            DropReason::SendError => "send_error",
+            DropReason::NoReturnAddress => "no_return_address",
+        }
+    }
+}
+
+/// A single-writer counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n` (only the owning worker calls this).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Sets the value (only the owning worker calls this).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    /// Reads it.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Everything measured on one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Appliance → destination.
+    pub to_wowza_packets: Counter,
+    /// Appliance → destination bytes.
+    pub to_wowza_bytes: Counter,
+    /// Destination → appliance.
+    pub to_appliance_packets: Counter,
+    /// Destination → appliance bytes.
+    pub to_appliance_bytes: Counter,
+    /// Drops by [`DropReason`] (index = position in `DropReason::ALL`).
+    pub dropped: [Counter; 5],
+    /// Media: the published [`RtpSnapshot`] fields.
+    pub media: MediaCounters,
+    /// Control: sender and receiver reports, and the destination's report.
+    pub control: ControlCounters,
+    /// Nanoseconds after the data plane's epoch of the last accepted packet (0: none).
+    pub last_packet_nanos: Counter,
+    /// The latched appliance, written only when it changes (never per packet).
+    pub latched: Mutex<Option<SocketAddr>>,
+}
+
+/// Media-stream figures, published after every packet.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    /// SSRC + 1 (0: none yet).
+    pub ssrc: Counter,
+    /// Payload type + 1 (0: none yet).
+    pub payload_type: Counter,
+    /// A.3 expected.
+    pub expected: Counter,
+    /// A.1 received.
+    pub received: Counter,
+    /// Duplicates.
+    pub duplicates: Counter,
+    /// Late packets.
+    pub reordered: Counter,
+    /// SSRC changes.
+    pub ssrc_changes: Counter,
+    /// Extended highest sequence + 1 (0: none).
+    pub extended_highest: Counter,
+    /// Jitter in seconds, as f64 bits.
+    pub jitter_bits: Counter,
+}
+
+/// Control-stream figures.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    /// Sender reports.
+    pub sender_reports: Counter,
+    /// Receiver reports.
+    pub receiver_reports: Counter,
+    /// Destination-reported fraction lost as f64 bits + presence (0: none).
+    pub wowza_fraction_bits: Counter,
+    /// Destination-reported cumulative lost (two's complement; valid with fraction).
+    pub wowza_lost: Counter,
+    /// Destination-reported jitter in timestamp units.
+    pub wowza_jitter: Counter,
+}
+
+impl PortCounters {
+    /// Counts a drop.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.dropped[reason as usize].add(1);
+    }
+
+    /// Drops for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].get()
+    }
+
+    /// Publishes a media stream's figures.
+    #[inline]
+    pub fn publish_media(&self, s: &RtpSnapshot) {
+        let m = &self.media;
+        m.ssrc.set(s.ssrc.map_or(0, |v| u64::from(v) + 1));
+        m.payload_type
+            .set(s.payload_type.map_or(0, |v| u64::from(v) + 1));
+        m.expected.set(s.expected);
+        m.received.set(s.received);
+        m.duplicates.set(s.duplicates);
+        m.reordered.set(s.reordered);
+        m.ssrc_changes.set(s.ssrc_changes);
+        m.extended_highest
+            .set(s.extended_highest_sequence.map_or(0, |v| u64::from(v) + 1));
+        m.jitter_bits.set(s.jitter_seconds.to_bits());
+    }
+
+    /// Publishes a control stream's figures.
+    #[inline]
+    pub fn publish_control(&self, s: &RtcpStream) {
+        let c = &self.control;
+        c.sender_reports.set(s.sender_reports);
+        c.receiver_reports.set(s.receiver_reports);
+        if let (Some(f), Some(l), Some(j)) = (
+            s.wowza_fraction_lost,
+            s.wowza_cumulative_lost,
+            s.wowza_jitter,
+        ) {
+            c.wowza_lost.set(l as u64);
+            c.wowza_jitter.set(u64::from(j));
+            // Stored last: readers take a set fraction to mean the others are set.
+            c.wowza_fraction_bits.set(f.to_bits() | 1 << 63);
+        }
+    }
+
+    /// The latched appliance.
+    pub fn latched(&self) -> Option<SocketAddr> {
+        *self
+            .latched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seconds since the last accepted packet, given the data plane's epoch.
+    pub fn last_packet_age(&self, epoch: Instant, now: Instant) -> Option<f64> {
+        match self.last_packet_nanos.get() {
+            0 => None,
+            n => Some(now.duration_since(epoch).as_secs_f64() - n as f64 / 1e9),
+        }
+    }
+}

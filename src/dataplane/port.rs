@@ -1,0 +1,393 @@
+//! One bound port's forwarding decision and accounting (SPEC §3), sans-IO:
+//! a datagram, its sender and the arrival time in; where to send it (or why
+//! not) out. The worker owns one [`Port`] per socket; nothing here locks,
+//! allocates or looks anything up.
+
+use super::counters::{DropReason, PortCounters};
+use super::rule::PortRule;
+use crate::group::Plane;
+use crate::packet::rtcp;
+use crate::packet::rtp::RtpHeader;
+use crate::reservation::SourcePolicy;
+use crate::stats::rtcp::RtcpStream;
+use crate::stats::rtp::RtpStream;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to do with a datagram.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it, unchanged, from the same socket to this address.
+    Forward(SocketAddr),
+    /// Drop it, counted under this reason.
+    Drop(DropReason),
+}
+
+/// Which way a forwarded packet went.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Appliance → destination.
+    ToWowza,
+    /// Destination → appliance.
+    ToAppliance,
+}
+
+/// A port's state: its rule, latched appliance, and statistics.
+#[derive(Debug)]
+pub struct Port {
+    rule: PortRule,
+    latched: Option<SocketAddr>,
+    media: RtpStream,
+    control: RtcpStream,
+    counters: Arc<PortCounters>,
+    epoch: Instant,
+}
+
+impl Port {
+    /// A port with nothing latched. `epoch` is the data plane's time origin for
+    /// published arrival times; `clock_rate` the media clock for jitter.
+    pub fn new(
+        rule: PortRule,
+        clock_rate: u32,
+        counters: Arc<PortCounters>,
+        epoch: Instant,
+    ) -> Self {
+        Port {
+            rule,
+            latched: None,
+            media: RtpStream::new(clock_rate),
+            control: RtcpStream::default(),
+            counters,
+            epoch,
+        }
+    }
+
+    /// The rule in force.
+    pub fn rule(&self) -> &PortRule {
+        &self.rule
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> &Arc<PortCounters> {
+        &self.counters
+    }
+
+    /// Replaces the rule (a changed source or destination). A new source IP, or
+    /// `relatch`, forgets the latched appliance.
+    pub fn set_rule(&mut self, rule: PortRule, relatch: bool) {
+        if relatch || rule.source != self.rule.source || rule.policy != self.rule.policy {
+            self.set_latched(None);
+        }
+        self.rule = rule;
+    }
+
+    /// Decides and accounts one datagram of `len` bytes (`len` may exceed the
+    /// buffer: then `data` holds only its start).
+    #[inline]
+    pub fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        len: usize,
+        now: Instant,
+    ) -> Verdict {
+        let verdict = self.decide(from, data, len, now);
+        match verdict {
+            Verdict::Drop(reason) => self.counters.count_drop(reason),
+            Verdict::Forward(_) => {}
+        }
+        verdict
+    }
+
+    /// Counts a forwarded packet once it is sent.
+    #[inline]
+    pub fn sent(&self, direction: Direction, len: usize) {
+        let c = &self.counters;
+        match direction {
+            Direction::ToWowza => {
+                c.to_wowza_packets.add(1);
+                c.to_wowza_bytes.add(len as u64);
+            }
+            Direction::ToAppliance => {
+                c.to_appliance_packets.add(1);
+                c.to_appliance_bytes.add(len as u64);
+            }
+        }
+    }
+
+    /// Counts a packet the kernel refused to send.
+    pub fn send_failed(&self) {
+        self.counters.count_drop(DropReason::SendError);
+    }
+
+    /// The direction of a forward to `to`.
+    #[inline]
+    pub fn direction(&self, to: SocketAddr) -> Direction {
+        if to == self.rule.destination {
+            Direction::ToWowza
+        } else {
+            Direction::ToAppliance
+        }
+    }
+
+    fn decide(&mut self, from: SocketAddr, data: &[u8], len: usize, now: Instant) -> Verdict {
+        let from_destination = from == self.rule.destination;
+        if !from_destination && !self.accepts(from) {
+            return Verdict::Drop(DropReason::UnknownSource);
+        }
+        if len > self.rule.max_packet_size {
+            return Verdict::Drop(DropReason::Oversize);
+        }
+        if from_destination {
+            let Some(appliance) = self.latched else {
+                return Verdict::Drop(DropReason::NoReturnAddress);
+            };
+            if !self.valid(data) {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            if self.rule.plane == Plane::Rtcp {
+                self.control.on_destination_report(data, None);
+                self.counters.publish_control(&self.control);
+            }
+            return Verdict::Forward(appliance);
+        }
+        match self.rule.plane {
+            Plane::Rtp => {
+                let Ok(h) = RtpHeader::parse(data) else {
+                    return Verdict::Drop(DropReason::Malformed);
+                };
+                self.media.on_packet(&h, len, now);
+                self.counters.publish_media(&self.media.snapshot());
+            }
+            Plane::Rtcp => {
+                let Ok(summary) = rtcp::check(data) else {
+                    return Verdict::Drop(DropReason::Malformed);
+                };
+                self.control.on_compound(summary);
+                self.counters.publish_control(&self.control);
+            }
+        }
+        self.counters
+            .last_packet_nanos
+            .set(now.duration_since(self.epoch).as_nanos() as u64);
+        // Latch keeps its first sender; strict and any follow the latest one.
+        let relatch = match self.rule.policy {
+            SourcePolicy::Latch => self.latched.is_none(),
+            SourcePolicy::Strict | SourcePolicy::Any => self.latched != Some(from),
+        };
+        if relatch {
+            self.set_latched(Some(from));
+        }
+        Verdict::Forward(self.rule.destination)
+    }
+
+    /// The source policy: strict accepts the reservation's IP (any port), latch
+    /// the first sender only, any everyone.
+    #[inline]
+    fn accepts(&self, from: SocketAddr) -> bool {
+        match self.rule.policy {
+            SourcePolicy::Strict => self.rule.source == Some(from.ip()),
+            SourcePolicy::Latch => self.latched.is_none_or(|l| l == from),
+            SourcePolicy::Any => true,
+        }
+    }
+
+    fn valid(&self, data: &[u8]) -> bool {
+        match self.rule.plane {
+            Plane::Rtp => RtpHeader::parse(data).is_ok(),
+            Plane::Rtcp => rtcp::check(data).is_ok(),
+        }
+    }
+
+    fn set_latched(&mut self, to: Option<SocketAddr>) {
+        self.latched = to;
+        *self
+            .counters
+            .latched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{GroupId, Role};
+
+    const APPLIANCE: &str = "192.0.2.10:5004";
+    const WOWZA: &str = "198.51.100.5:49032";
+
+    fn port(plane: Plane, policy: SourcePolicy) -> Port {
+        let rule = PortRule {
+            group: GroupId::try_from(14).unwrap(),
+            port: 65416,
+            plane,
+            role: Role::PrimaryAudio,
+            destination: WOWZA.parse().unwrap(),
+            policy,
+            source: Some("192.0.2.10".parse().unwrap()),
+            max_packet_size: 200,
+        };
+        Port::new(rule, 48_000, Arc::default(), Instant::now())
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0xab; 20]);
+        p
+    }
+
+    fn rr() -> Vec<u8> {
+        // RR with one report block: fraction 64/256, cumulative lost 3, jitter 480.
+        let mut p = vec![0x81, 201, 0, 7, 0, 0, 0, 9, 0, 0, 0, 7, 64, 0, 0, 3];
+        p.extend_from_slice(&[0, 0, 0, 100, 0, 0, 1, 0xe0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    fn send(p: &mut Port, from: &str, data: &[u8]) -> Verdict {
+        p.on_datagram(from.parse().unwrap(), data, data.len(), Instant::now())
+    }
+
+    #[test]
+    fn strict_forwards_the_source_ip_from_any_port_and_returns_to_the_latest() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Strict);
+        let wowza: SocketAddr = WOWZA.parse().unwrap();
+        // Before the appliance spoke, Wowza's packets have nowhere to go.
+        assert_eq!(
+            send(&mut p, WOWZA, &rtp(1)),
+            Verdict::Drop(DropReason::NoReturnAddress)
+        );
+        assert_eq!(send(&mut p, APPLIANCE, &rtp(1)), Verdict::Forward(wowza));
+        assert_eq!(
+            send(&mut p, "192.0.2.10:6000", &rtp(2)),
+            Verdict::Forward(wowza)
+        );
+        assert_eq!(
+            send(&mut p, "192.0.2.11:5004", &rtp(3)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        // The last accepted source address:port is latched for the reverse path.
+        assert_eq!(
+            send(&mut p, WOWZA, &rtp(9)),
+            Verdict::Forward("192.0.2.10:6000".parse().unwrap())
+        );
+        assert_eq!(
+            p.counters().latched(),
+            Some("192.0.2.10:6000".parse().unwrap())
+        );
+        assert_eq!(p.counters().dropped(DropReason::UnknownSource), 1);
+        assert_eq!(p.counters().dropped(DropReason::NoReturnAddress), 1);
+    }
+
+    #[test]
+    fn latch_keeps_the_first_sender_until_relatched() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Latch);
+        let wowza: SocketAddr = WOWZA.parse().unwrap();
+        assert_eq!(
+            send(&mut p, "203.0.113.1:7000", &rtp(1)),
+            Verdict::Forward(wowza)
+        );
+        assert_eq!(
+            send(&mut p, "203.0.113.1:7001", &rtp(2)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        assert_eq!(
+            send(&mut p, APPLIANCE, &rtp(3)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        let rule = *p.rule();
+        p.set_rule(rule, true);
+        assert_eq!(send(&mut p, APPLIANCE, &rtp(4)), Verdict::Forward(wowza));
+        assert_eq!(
+            send(&mut p, "203.0.113.1:7000", &rtp(5)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+    }
+
+    #[test]
+    fn any_accepts_everyone_and_returns_to_the_last_sender() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Any);
+        assert!(matches!(
+            send(&mut p, "203.0.113.1:7000", &rtp(1)),
+            Verdict::Forward(_)
+        ));
+        assert!(matches!(
+            send(&mut p, "203.0.113.2:7000", &rtp(2)),
+            Verdict::Forward(_)
+        ));
+        assert_eq!(
+            send(&mut p, WOWZA, &rtp(3)),
+            Verdict::Forward("203.0.113.2:7000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn malformed_and_oversize_never_forward() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Strict);
+        assert_eq!(
+            send(&mut p, APPLIANCE, b"hello world!"),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            send(&mut p, APPLIANCE, &rr()),
+            Verdict::Drop(DropReason::Malformed),
+            "RTCP on a media port"
+        );
+        let big = [rtp(1), vec![0; 200]].concat();
+        assert_eq!(
+            send(&mut p, APPLIANCE, &big),
+            Verdict::Drop(DropReason::Oversize)
+        );
+        // A malformed packet latches nothing.
+        assert_eq!(p.counters().latched(), None);
+
+        let mut c = port(Plane::Rtcp, SourcePolicy::Strict);
+        assert_eq!(
+            send(&mut c, APPLIANCE, &rtp(1)),
+            Verdict::Drop(DropReason::Malformed),
+            "RTP on a control port"
+        );
+        assert!(matches!(
+            send(&mut c, APPLIANCE, &rr()),
+            Verdict::Forward(_)
+        ));
+        assert_eq!(
+            send(&mut c, WOWZA, b"junk"),
+            Verdict::Drop(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn statistics_and_counters_follow_the_traffic() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Strict);
+        for seq in [1, 2, 3, 5, 5, 4] {
+            let v = send(&mut p, APPLIANCE, &rtp(seq));
+            if let Verdict::Forward(to) = v {
+                p.sent(p.direction(to), 32);
+            }
+        }
+        let c = p.counters();
+        assert_eq!(c.to_wowza_packets.get(), 6);
+        assert_eq!(c.to_wowza_bytes.get(), 6 * 32);
+        assert_eq!(c.media.ssrc.get(), 7 + 1);
+        assert_eq!((c.media.duplicates.get(), c.media.reordered.get()), (1, 1));
+        assert_eq!(c.media.expected.get(), c.media.received.get());
+
+        let mut ctl = port(Plane::Rtcp, SourcePolicy::Strict);
+        send(&mut ctl, APPLIANCE, &rr());
+        assert_eq!(
+            send(&mut ctl, WOWZA, &rr()),
+            Verdict::Forward(APPLIANCE.parse().unwrap())
+        );
+        let c = ctl.counters();
+        assert_eq!(
+            c.control.receiver_reports.get(),
+            1,
+            "only the appliance's RR is a report of this stream's sender"
+        );
+        assert_eq!(c.control.wowza_lost.get(), 3);
+        assert_eq!(c.control.wowza_jitter.get(), 480);
+    }
+}

@@ -1,0 +1,68 @@
+//! The forwarding table's rows: plain data, so that any backend (this
+//! userspace one, or a kernel fast path mirroring it into BPF maps) reads the
+//! same thing.
+
+use crate::group::{GroupId, Layout, Plane, Role};
+use crate::reservation::{Destination, SourcePolicy};
+use std::net::{IpAddr, SocketAddr};
+
+/// What the data plane needs to bind and forward one reservation's group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// The group.
+    pub group: GroupId,
+    /// Which pairs are bound.
+    pub layout: Layout,
+    /// Where its packets go.
+    pub destination: Destination,
+    /// Which senders are accepted.
+    pub policy: SourcePolicy,
+    /// The appliance's IP (strict).
+    pub source: Option<IpAddr>,
+}
+
+/// One bound port's forwarding rule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PortRule {
+    /// The group it belongs to.
+    pub group: GroupId,
+    /// The relay's port.
+    pub port: u16,
+    /// Media or control.
+    pub plane: Plane,
+    /// The stream role.
+    pub role: Role,
+    /// Where the appliance's packets go (and whose packets go back).
+    pub destination: SocketAddr,
+    /// Which senders are accepted.
+    pub policy: SourcePolicy,
+    /// The appliance's IP (strict).
+    pub source: Option<IpAddr>,
+    /// Larger datagrams are dropped.
+    pub max_packet_size: usize,
+}
+
+impl GroupPlan {
+    /// The rules of every port the layout uses.
+    pub fn rules(&self, max_packet_size: usize) -> impl Iterator<Item = PortRule> + '_ {
+        self.layout.pairs().flat_map(move |(pair, role)| {
+            Plane::BOTH.map(|plane| {
+                let port = self.group.port(pair, plane);
+                let offset = port - self.group.base();
+                PortRule {
+                    group: self.group,
+                    port,
+                    plane,
+                    role,
+                    destination: SocketAddr::new(
+                        self.destination.address,
+                        self.destination.base_port + offset,
+                    ),
+                    policy: self.policy,
+                    source: self.source,
+                    max_packet_size,
+                }
+            })
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! A data-plane worker: one thread, one epoll instance, the sockets assigned to
+//! it. For each readable socket it receives a batch, lets each [`Port`] decide,
+//! and sends the forwards back out of the same socket in one batch. Commands
+//! from the control plane (add, update, remove a port) arrive over a channel
+//! with a waker; nothing on the packet path locks or allocates.
+
+use super::batch::{BATCH, Batch};
+use super::port::{Port, Verdict};
+use super::rule::PortRule;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tracing::warn;
+
+const WAKE: Token = Token(usize::MAX);
+/// Batches read from one socket before the others get their turn.
+const FAIR_SHARE: usize = 8;
+
+/// What the control plane asks of a worker.
+pub enum Command {
+    /// Start forwarding on this socket.
+    Add(std::net::UdpSocket, Box<Port>),
+    /// Replace a port's rule; `relatch` forgets its latched appliance.
+    Update(PortRule, bool),
+    /// Close these ports; the sender is answered once they are closed.
+    Remove(Vec<u16>, Sender<()>),
+    /// Close everything and end the thread.
+    Stop,
+}
+
+/// The control plane's side of a worker.
+pub struct WorkerHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts worker `index`; `slot` is the receive buffer size per datagram.
+    pub fn spawn(index: usize, slot: usize) -> io::Result<WorkerHandle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (commands, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("data-{index}"))
+            .spawn(move || Worker::new(poll, rx, slot).run())?;
+        Ok(WorkerHandle {
+            commands,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command and wakes the worker.
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    commands: Receiver<Command>,
+    ports: Slab<(UdpSocket, Port)>,
+    by_port: HashMap<u16, usize>,
+    batch: Batch,
+    /// Sockets left readable after their fair share (edge-triggered: no new event).
+    again: Vec<usize>,
+}
+
+impl Worker {
+    fn new(poll: Poll, commands: Receiver<Command>, slot: usize) -> Self {
+        Worker {
+            poll,
+            commands,
+            ports: Slab::with_capacity(1024),
+            by_port: HashMap::new(),
+            batch: Batch::new(slot),
+            again: Vec::with_capacity(1024),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<usize> = Vec::with_capacity(1024);
+        loop {
+            let timeout = (!self.again.is_empty()).then_some(std::time::Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                warn!(error = %e, "data-plane worker cannot poll; stopping");
+                return;
+            }
+            ready.clear();
+            ready.append(&mut self.again);
+            for event in events.iter() {
+                match event.token() {
+                    WAKE => {
+                        if !self.commands() {
+                            return;
+                        }
+                    }
+                    Token(key) => ready.push(key),
+                }
+            }
+            for &key in &ready {
+                self.drain(key);
+            }
+        }
+    }
+
+    /// Applies pending commands; false when told to stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Add(socket, port) => {
+                    let number = port.rule().port;
+                    let entry = self.ports.vacant_entry();
+                    let mut socket = UdpSocket::from_std(socket);
+                    if let Err(e) = self.poll.registry().register(
+                        &mut socket,
+                        Token(entry.key()),
+                        Interest::READABLE,
+                    ) {
+                        warn!(port = number, error = %e, "cannot watch a bound socket; it will not forward");
+                        continue;
+                    }
+                    self.by_port.insert(number, entry.key());
+                    entry.insert((socket, *port));
+                }
+                Command::Update(rule, relatch) => {
+                    if let Some(&key) = self.by_port.get(&rule.port) {
+                        self.ports[key].1.set_rule(rule, relatch);
+                    }
+                }
+                Command::Remove(numbers, done) => {
+                    for number in numbers {
+                        if let Some(key) = self.by_port.remove(&number) {
+                            let (mut socket, _) = self.ports.remove(key);
+                            let _ = self.poll.registry().deregister(&mut socket);
+                            self.again.retain(|&k| k != key);
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    /// Receives, decides and forwards on one socket until it is empty or has had
+    /// its fair share.
+    fn drain(&mut self, key: usize) {
+        let Some((socket, port)) = self.ports.get_mut(key) else {
+            return;
+        };
+        let fd = socket.as_raw_fd();
+        for _ in 0..FAIR_SHARE {
+            let n = match self.batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error queued on the socket: reading it clears it.
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((from, data, len)) = self.batch.datagram(i) else {
+                    continue;
+                };
+                if let Verdict::Forward(to) = port.on_datagram(from, data, len, now) {
+                    self.batch.forward(i, to);
+                }
+            }
+            self.batch.send(fd, |to, len, ok| {
+                if ok {
+                    port.sent(port.direction(to), len);
+                } else {
+                    port.send_failed();
+                }
+            });
+            if n < BATCH {
+                return;
+            }
+        }
+        self.again.push(key);
+    }
+}
