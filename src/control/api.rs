@@ -22,7 +22,7 @@ pub async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> 
     let views: Vec<_> = relay
         .schedule()
         .entries()
-        .map(|e| view::reservation(relay.schedule(), relay.rules(), e, false))
+        .map(|e| view::reservation(&relay, e, false))
         .collect();
     Json(json!({ "reservations": views }))
 }
@@ -45,13 +45,7 @@ pub async fn group(
         .schedule()
         .occupant(group, OffsetDateTime::now_utc())
         .ok_or_else(|| ApiError::not_found(format!("no reservation occupies group {group} now")))?;
-    Ok(Json(view::reservation(
-        relay.schedule(),
-        relay.rules(),
-        entry,
-        false,
-    ))
-    .into_response())
+    Ok(Json(view::reservation(&relay, entry, false)).into_response())
 }
 
 pub async fn create(
@@ -106,13 +100,7 @@ pub async fn delete(
     authorize(&shared, &headers)?;
     blocking(shared, move |relay| {
         let entry = relay.delete(&id, OffsetDateTime::now_utc())?;
-        Ok(Json(view::reservation(
-            relay.schedule(),
-            relay.rules(),
-            &entry,
-            true,
-        ))
-        .into_response())
+        Ok(Json(view::reservation(relay, &entry, true)).into_response())
     })
     .await
 }
@@ -163,12 +151,7 @@ fn view_of(relay: &Relay, id: &str) -> Result<view::ReservationView> {
         .schedule()
         .get(id)
         .ok_or_else(|| ApiError::not_found(format!("no reservation with event_id {id:?}")))?;
-    Ok(view::reservation(
-        relay.schedule(),
-        relay.rules(),
-        entry,
-        false,
-    ))
+    Ok(view::reservation(relay, entry, false))
 }
 
 /// Mutating routes need the bearer token when one is configured.

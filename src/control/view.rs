@@ -1,10 +1,14 @@
 //! The JSON shape of a reservation in API responses.
 
+use crate::dataplane::DataPlane;
+use crate::dataplane::counters::PortSnapshot;
 use crate::group::{GroupId, Plane, Role};
-use crate::reservation::schedule::{Binding, Entry, PortFailure, Schedule, State};
-use crate::reservation::{Destination, Rules, SourcePolicy, rfc3339};
+use crate::relay::Relay;
+use crate::reservation::schedule::{Binding, Entry, PortFailure, State};
+use crate::reservation::{Destination, SourcePolicy, rfc3339};
 use serde::Serialize;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// A reservation with its state, window and ports.
 #[derive(Debug, Serialize)]
@@ -38,6 +42,32 @@ pub struct ReservationView {
     /// When binding is retried (state `degraded`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
+    /// Live statistics of every stream whose ports are bound.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamView>,
+}
+
+/// One stream (pair) with the live figures of its two ports.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// The role.
+    pub stream: Role,
+    /// The media port and its figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtp: Option<PortStats>,
+    /// The control port and its figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtcp: Option<PortStats>,
+}
+
+/// A bound port's number and figures.
+#[derive(Debug, Serialize)]
+pub struct PortStats {
+    /// The relay's port.
+    pub port: u16,
+    /// Its figures.
+    #[serde(flatten)]
+    pub stats: PortSnapshot,
 }
 
 /// `[start - lead, end + trail)`.
@@ -62,8 +92,10 @@ pub struct PortView {
     pub destination_port: u16,
 }
 
-/// Builds the view of an entry; `ended` overrides the state (a deleted reservation).
-pub fn reservation(schedule: &Schedule, rules: &Rules, e: &Entry, ended: bool) -> ReservationView {
+/// Builds the view of an entry with live statistics from `dataplane`; `ended`
+/// overrides the state (a deleted reservation).
+pub fn reservation(relay: &Relay, e: &Entry, ended: bool) -> ReservationView {
+    let (schedule, rules, dataplane) = (relay.schedule(), relay.rules(), relay.dataplane());
     let r = &e.reservation;
     let w = schedule.window(r);
     let destination = r.destination(rules, e.group);
@@ -105,5 +137,42 @@ pub fn reservation(schedule: &Schedule, rules: &Rules, e: &Entry, ended: bool) -
         ports,
         errors,
         retry_at,
+        streams: if ended {
+            Vec::new()
+        } else {
+            streams(dataplane, e)
+        },
     }
+}
+
+fn streams(dataplane: &DataPlane, e: &Entry) -> Vec<StreamView> {
+    let bound = dataplane.ports(e.group);
+    if bound.is_empty() {
+        return Vec::new();
+    }
+    let now = Instant::now();
+    let stats = |pair: u8, plane: Plane, role: Role| {
+        let port = e.group.port(pair, plane);
+        bound
+            .iter()
+            .find(|p| p.rule.port == port)
+            .map(|p| PortStats {
+                port,
+                stats: p.counters.snapshot(
+                    plane == Plane::Rtp,
+                    dataplane.clock_rate(role),
+                    dataplane.epoch(),
+                    now,
+                ),
+            })
+    };
+    e.reservation
+        .layout
+        .pairs()
+        .map(|(pair, role)| StreamView {
+            stream: role,
+            rtp: stats(pair, Plane::Rtp, role),
+            rtcp: stats(pair, Plane::Rtcp, role),
+        })
+        .collect()
 }

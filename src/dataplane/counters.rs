@@ -195,3 +195,135 @@ impl PortCounters {
         }
     }
 }
+
+/// A port's figures at one moment, as the API shows them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortSnapshot {
+    /// Appliance → destination packets.
+    pub packets_to_wowza: u64,
+    /// … bytes.
+    pub bytes_to_wowza: u64,
+    /// Destination → appliance packets.
+    pub packets_to_appliance: u64,
+    /// … bytes.
+    pub bytes_to_appliance: u64,
+    /// Drops by reason.
+    pub dropped: Dropped,
+    /// The latched appliance.
+    pub appliance: Option<SocketAddr>,
+    /// Seconds since the last packet from the appliance.
+    pub seconds_since_last_packet: Option<f64>,
+    /// Media-stream figures (media ports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSnapshot>,
+    /// Control-stream figures (control ports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSnapshot>,
+}
+
+/// Drops by reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// `unknown_source`.
+    pub unknown_source: u64,
+    /// `malformed`.
+    pub malformed: u64,
+    /// `oversize`.
+    pub oversize: u64,
+    /// `send_error`.
+    pub send_error: u64,
+    /// `no_return_address`.
+    pub no_return_address: u64,
+}
+
+/// RFC 3550 figures of a media stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MediaSnapshot {
+    /// Current SSRC.
+    pub ssrc: Option<u32>,
+    /// Current payload type.
+    pub payload_type: Option<u8>,
+    /// Extended highest sequence number.
+    pub extended_highest_sequence: Option<u32>,
+    /// Expected packets (A.3).
+    pub expected: u64,
+    /// Received packets (A.1).
+    pub received: u64,
+    /// Expected − received.
+    pub lost: i64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Late packets.
+    pub reordered: u64,
+    /// Interarrival jitter (A.8) in milliseconds.
+    pub jitter_ms: f64,
+    /// SSRC changes.
+    pub ssrc_changes: u64,
+}
+
+/// Figures of a control stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ControlSnapshot {
+    /// Sender reports.
+    pub sender_reports: u64,
+    /// Receiver reports.
+    pub receiver_reports: u64,
+    /// The destination's latest report: fraction lost (0–1).
+    pub wowza_fraction_lost: Option<f64>,
+    /// … cumulative lost.
+    pub wowza_cumulative_lost: Option<i64>,
+    /// … jitter in milliseconds (media clock).
+    pub wowza_jitter_ms: Option<f64>,
+}
+
+impl PortCounters {
+    /// Reads everything; `clock_rate` converts Wowza's jitter to time.
+    pub fn snapshot(
+        &self,
+        media: bool,
+        clock_rate: u32,
+        epoch: Instant,
+        now: Instant,
+    ) -> PortSnapshot {
+        let m = &self.media;
+        let c = &self.control;
+        let minus_one = |v: u64| v.checked_sub(1);
+        let fraction = c.wowza_fraction_bits.get();
+        let reported = fraction != 0;
+        PortSnapshot {
+            packets_to_wowza: self.to_wowza_packets.get(),
+            bytes_to_wowza: self.to_wowza_bytes.get(),
+            packets_to_appliance: self.to_appliance_packets.get(),
+            bytes_to_appliance: self.to_appliance_bytes.get(),
+            dropped: Dropped {
+                unknown_source: self.dropped(DropReason::UnknownSource),
+                malformed: self.dropped(DropReason::Malformed),
+                oversize: self.dropped(DropReason::Oversize),
+                send_error: self.dropped(DropReason::SendError),
+                no_return_address: self.dropped(DropReason::NoReturnAddress),
+            },
+            appliance: self.latched(),
+            seconds_since_last_packet: self.last_packet_age(epoch, now),
+            media: media.then(|| MediaSnapshot {
+                ssrc: minus_one(m.ssrc.get()).map(|v| v as u32),
+                payload_type: minus_one(m.payload_type.get()).map(|v| v as u8),
+                extended_highest_sequence: minus_one(m.extended_highest.get()).map(|v| v as u32),
+                expected: m.expected.get(),
+                received: m.received.get(),
+                lost: m.expected.get() as i64 - m.received.get() as i64,
+                duplicates: m.duplicates.get(),
+                reordered: m.reordered.get(),
+                jitter_ms: f64::from_bits(m.jitter_bits.get()) * 1e3,
+                ssrc_changes: m.ssrc_changes.get(),
+            }),
+            control: (!media).then(|| ControlSnapshot {
+                sender_reports: c.sender_reports.get(),
+                receiver_reports: c.receiver_reports.get(),
+                wowza_fraction_lost: reported.then(|| f64::from_bits(fraction & !(1 << 63))),
+                wowza_cumulative_lost: reported.then(|| c.wowza_lost.get() as i64),
+                wowza_jitter_ms: reported
+                    .then(|| c.wowza_jitter.get() as f64 * 1e3 / f64::from(clock_rate.max(1))),
+            }),
+        }
+    }
+}

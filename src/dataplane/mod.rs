@@ -138,11 +138,7 @@ impl DataPlane {
     }
 
     fn start_port(&mut self, group: GroupId, rule: PortRule, socket: UdpSocket) {
-        let clock_rate = if rule.role.is_audio() {
-            self.options.audio_clock_rate
-        } else {
-            self.options.video_clock_rate
-        };
+        let clock_rate = self.clock_rate(rule.role);
         let counters = Arc::new(PortCounters::default());
         let port = Port::new(rule, clock_rate, counters.clone(), self.epoch);
         let worker = self.next_worker;
@@ -206,6 +202,15 @@ impl DataPlane {
     /// The bound ports of `group`.
     pub fn ports(&self, group: GroupId) -> &[BoundPort] {
         self.groups.get(&group).map_or(&[], Vec::as_slice)
+    }
+
+    /// The media clock of a stream role (Hz).
+    pub fn clock_rate(&self, role: crate::group::Role) -> u32 {
+        if role.is_audio() {
+            self.options.audio_clock_rate
+        } else {
+            self.options.video_clock_rate
+        }
     }
 
     /// Number of bound sockets.

@@ -1,0 +1,320 @@
+//! SPEC §3 and §4 over real loopback sockets with the real binary: an appliance
+//! stand-in sends RTP and RTCP, a Wowza stand-in receives them byte for byte on
+//! the mapped ports and answers receiver reports that reach the appliance;
+//! strangers, late latchers, malformed and oversize packets never get through;
+//! the API's statistics match what was sent. Groups 300–320 are this file's.
+
+mod common;
+use common::*;
+use rtcp::receiver_report::ReceiverReport;
+use rtcp::reception_report::ReceptionReport;
+use rtcp::sender_report::SenderReport;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::time::Duration;
+use webrtc_util::marshal::Marshal;
+
+const OFFSET: u16 = 16384;
+const LAYOUTS: [&str; 6] = [
+    "audio-only",
+    "audio-display",
+    "audio-video",
+    "audio-display-video",
+    "audio-dual-video",
+    "audio-dual-display",
+];
+
+fn rtp(ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
+    let p = rtp::packet::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc,
+            marker: seq.is_multiple_of(2),
+            ..Default::default()
+        },
+        payload: vec![seq as u8; payload_len].into(),
+    };
+    p.marshal().unwrap().to_vec()
+}
+
+fn sender_report(ssrc: u32) -> Vec<u8> {
+    SenderReport {
+        ssrc,
+        ntp_time: 0x1234_5678_9abc_def0,
+        rtp_time: 3000,
+        packet_count: 8,
+        octet_count: 800,
+        ..Default::default()
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+fn receiver_report(media_ssrc: u32, lost: u32) -> Vec<u8> {
+    ReceiverReport {
+        ssrc: 0xfeed,
+        reports: vec![ReceptionReport {
+            ssrc: media_ssrc,
+            fraction_lost: 51,
+            total_lost: lost,
+            last_sequence_number: 9,
+            jitter: 90,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+fn socket(addr: &str) -> UdpSocket {
+    let s = UdpSocket::bind(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    s
+}
+
+/// Receives one datagram: (bytes, sender port).
+fn recv(s: &UdpSocket) -> (Vec<u8>, u16) {
+    let mut buf = [0u8; 9000];
+    let (n, from) = s.recv_from(&mut buf).expect("a datagram arrives");
+    (buf[..n].to_vec(), from.port())
+}
+
+/// Asserts nothing more arrives within a short while.
+fn nothing_more(s: &UdpSocket, what: &str) {
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 9000];
+    match s.recv_from(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("{what}: unexpected datagram {other:?}"),
+    }
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+}
+
+/// The used ports of a reservation answer: stream → (media port, control port).
+fn pairs(answer: &Value) -> BTreeMap<String, (u16, u16)> {
+    let mut out: BTreeMap<String, (u16, u16)> = BTreeMap::new();
+    for p in answer["ports"].as_array().unwrap() {
+        let port = p["port"].as_u64().unwrap() as u16;
+        let e = out
+            .entry(p["stream"].as_str().unwrap().to_string())
+            .or_default();
+        if p["plane"] == "rtp" {
+            e.0 = port;
+        } else {
+            e.1 = port;
+        }
+    }
+    out
+}
+
+fn stream<'a>(view: &'a Value, role: &str) -> &'a Value {
+    view["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == role)
+        .unwrap()
+}
+
+#[test]
+fn every_layout_forwards_both_ways_and_measures() {
+    let relay = Setup::new().start();
+    let stranger = socket("127.0.0.2:0");
+    for (i, layout) in LAYOUTS.iter().enumerate() {
+        let group = 300 + i as u16;
+        let id = format!("fwd-{layout}");
+        let a = relay.post(
+            "/v1/reservations",
+            &reservation(&id, Some(group), layout, &at(0), &at(600)),
+        );
+        assert_eq!(
+            (a.status, a.body["state"].as_str()),
+            (201, Some("active")),
+            "{}",
+            a.text
+        );
+        let appliance = socket("127.0.0.1:0");
+        for (k, (role, (media, control))) in pairs(&a.body).into_iter().enumerate() {
+            let what = format!("{layout}/{role}");
+            let wowza_media = socket(&format!("127.0.0.1:{}", media - OFFSET));
+            let wowza_control = socket(&format!("127.0.0.1:{}", control - OFFSET));
+            let ssrc = 0x1000 + k as u32;
+
+            // 1 2 3 5 5 4 6 9: probation on 1, then 7 and 8 lost, 5 twice, 4 late.
+            let seqs = [1u16, 2, 3, 5, 5, 4, 6, 9];
+            let sent: Vec<Vec<u8>> = seqs
+                .iter()
+                .map(|&s| rtp(ssrc, s, 100 + usize::from(s)))
+                .collect();
+            for p in &sent {
+                appliance.send_to(p, ("127.0.0.1", media)).unwrap();
+            }
+            let sr = sender_report(ssrc);
+            appliance.send_to(&sr, ("127.0.0.1", control)).unwrap();
+            // Never forwarded: a stranger, junk, RTCP on the media port, oversize.
+            stranger
+                .send_to(&rtp(ssrc, 10, 50), ("127.0.0.1", media))
+                .unwrap();
+            appliance
+                .send_to(b"not rtp at all", ("127.0.0.1", media))
+                .unwrap();
+            appliance.send_to(&sr, ("127.0.0.1", media)).unwrap();
+            appliance
+                .send_to(&rtp(ssrc, 11, 5000), ("127.0.0.1", media))
+                .unwrap();
+            appliance
+                .send_to(&rtp(ssrc, 12, 50), ("127.0.0.1", control))
+                .unwrap();
+
+            for p in &sent {
+                assert_eq!(
+                    recv(&wowza_media),
+                    (p.clone(), media),
+                    "{what}: RTP unchanged, from the relay's port"
+                );
+            }
+            assert_eq!(recv(&wowza_control), (sr.clone(), control), "{what}: SR");
+            nothing_more(&wowza_media, &what);
+            nothing_more(&wowza_control, &what);
+
+            // Wowza's receiver report goes back to the appliance.
+            let rr = receiver_report(ssrc, 2);
+            wowza_control.send_to(&rr, ("127.0.0.1", control)).unwrap();
+            assert_eq!(
+                recv(&appliance),
+                (rr.clone(), control),
+                "{what}: RR to the appliance"
+            );
+
+            let view = relay.get(&format!("/v1/reservations/{id}")).body;
+            let s = stream(&view, &role);
+            let (m, c) = (&s["rtp"], &s["rtcp"]);
+            let bytes: usize = sent.iter().map(Vec::len).sum();
+            assert_eq!(m["packets_to_wowza"], 8, "{what}: {s}");
+            assert_eq!(m["bytes_to_wowza"], bytes as u64, "{what}");
+            assert_eq!(m["media"]["ssrc"], ssrc, "{what}");
+            assert_eq!(m["media"]["payload_type"], 96, "{what}");
+            assert_eq!(m["media"]["lost"], 2, "{what}: {s}");
+            assert_eq!(m["media"]["duplicates"], 1, "{what}");
+            assert_eq!(m["media"]["reordered"], 1, "{what}");
+            assert_eq!(m["media"]["extended_highest_sequence"], 9, "{what}");
+            assert_eq!(m["dropped"]["unknown_source"], 1, "{what}");
+            assert_eq!(m["dropped"]["malformed"], 2, "{what}");
+            assert_eq!(m["dropped"]["oversize"], 1, "{what}");
+            assert_eq!(m["appliance"], appliance.local_addr().unwrap().to_string());
+            assert!(m["seconds_since_last_packet"].as_f64().unwrap() < 5.0);
+            assert_eq!(c["packets_to_wowza"], 1, "{what}");
+            assert_eq!(c["packets_to_appliance"], 1, "{what}");
+            assert_eq!(c["bytes_to_appliance"], rr.len() as u64, "{what}");
+            assert_eq!(c["control"]["sender_reports"], 1, "{what}");
+            assert_eq!(c["control"]["wowza_cumulative_lost"], 2, "{what}");
+            assert!(
+                (c["control"]["wowza_fraction_lost"].as_f64().unwrap() - 51.0 / 256.0).abs() < 1e-9
+            );
+            assert_eq!(
+                c["dropped"]["malformed"], 1,
+                "{what}: RTP on the control port"
+            );
+        }
+        // Freed at once: the ports can be bound by someone else right after DELETE.
+        assert_eq!(relay.delete(&format!("/v1/reservations/{id}")).status, 200);
+        for p in a.body["ports"].as_array().unwrap() {
+            let port = p["port"].as_u64().unwrap() as u16;
+            assert!(
+                UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+                "{layout}: {port} closed"
+            );
+        }
+    }
+}
+
+#[test]
+fn latch_keeps_the_first_sender_and_patch_relatches() {
+    let group = 310;
+    let relay = Setup::new().start();
+    let body = reservation("latch", Some(group), "audio-only", &at(0), &at(600))
+        .replace("\"source\": \"127.0.0.1\"", "\"source_policy\": \"latch\"");
+    let a = relay.post("/v1/reservations", &body);
+    assert_eq!(a.status, 201, "{}", a.text);
+    let media = base(group);
+    let wowza = socket(&format!("127.0.0.1:{}", media - OFFSET));
+    let first = socket("127.0.0.1:0");
+    let second = socket("127.0.0.3:0");
+
+    // Wowza speaks first: nobody is latched, nothing to return to.
+    wowza.send_to(&rtp(1, 1, 10), ("127.0.0.1", media)).unwrap();
+    first.send_to(&rtp(7, 1, 10), ("127.0.0.1", media)).unwrap();
+    assert_eq!(recv(&wowza).0, rtp(7, 1, 10));
+    second
+        .send_to(&rtp(8, 1, 10), ("127.0.0.1", media))
+        .unwrap();
+    first.send_to(&rtp(7, 2, 10), ("127.0.0.1", media)).unwrap();
+    assert_eq!(
+        recv(&wowza).0,
+        rtp(7, 2, 10),
+        "the second sender never arrives"
+    );
+    nothing_more(&wowza, "latch");
+    wowza.send_to(&rtp(1, 2, 10), ("127.0.0.1", media)).unwrap();
+    assert_eq!(recv(&first).0, rtp(1, 2, 10));
+    nothing_more(&second, "latch: return path");
+
+    let view = relay.get("/v1/reservations/latch").body;
+    let m = &stream(&view, "primary_audio")["rtp"];
+    assert_eq!(m["dropped"]["unknown_source"], 1);
+    assert_eq!(m["dropped"]["no_return_address"], 1);
+
+    // PATCH with a source re-latches: the next sender is taken.
+    let p = relay.patch("/v1/reservations/latch", r#"{"source": "127.0.0.3"}"#);
+    assert_eq!(p.status, 200, "{}", p.text);
+    second
+        .send_to(&rtp(8, 2, 10), ("127.0.0.1", media))
+        .unwrap();
+    assert_eq!(recv(&wowza).0, rtp(8, 2, 10));
+    first.send_to(&rtp(7, 3, 10), ("127.0.0.1", media)).unwrap();
+    nothing_more(&wowza, "after re-latch");
+}
+
+#[test]
+fn an_unreachable_wowza_is_counted_and_stalls_nothing() {
+    // Group 311's destination has no listener; group 312's has one. Sending to a
+    // closed port on loopback brings ICMP errors back to the relay socket.
+    let relay = Setup::new().start();
+    for (id, g) in [("dead", 311), ("alive", 312)] {
+        let a = relay.post(
+            "/v1/reservations",
+            &reservation(id, Some(g), "audio-only", &at(0), &at(600)),
+        );
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+    let wowza = socket(&format!("127.0.0.1:{}", base(312) - OFFSET));
+    let appliance = socket("127.0.0.1:0");
+    for seq in 0..50u16 {
+        appliance
+            .send_to(&rtp(1, seq, 100), ("127.0.0.1", base(311)))
+            .unwrap();
+        appliance
+            .send_to(&rtp(2, seq, 100), ("127.0.0.1", base(312)))
+            .unwrap();
+    }
+    for seq in 0..50u16 {
+        assert_eq!(recv(&wowza).0, rtp(2, seq, 100));
+    }
+    assert!(wait_until(Duration::from_secs(2), || {
+        let view = relay.get("/v1/reservations/dead").body;
+        let m = &stream(&view, "primary_audio")["rtp"];
+        m["packets_to_wowza"].as_u64().unwrap() + m["dropped"]["send_error"].as_u64().unwrap() == 50
+    }));
+    assert_eq!(relay.get("/healthz").status, 200);
+}
