@@ -28,7 +28,12 @@ fn port(plane: Plane) -> Port {
         source: Some("127.0.0.1".parse().unwrap()),
         max_packet_size: 4096,
     };
-    Port::new(rule, 90_000, Arc::new(PortCounters::default()), Instant::now())
+    Port::new(
+        rule,
+        90_000,
+        Arc::new(PortCounters::default()),
+        Instant::now(),
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -2,7 +2,7 @@
 //! the small commands `ports` and `check-config`.
 
 use crate::config::{self, Config};
-use crate::group::{GroupId, Layout, port_table};
+use crate::group::{GroupId, Layout, Plane, Role, port_table};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +35,144 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate synthetic webcasts (RTP + RTCP sender reports) toward port groups.
+    Gen(GenArgs),
+    /// Stand in for Wowza: receive, verify, answer with receiver reports.
+    Sink(SinkArgs),
+    /// Drive gen and sink through a relay and report throughput, loss, latency, CPU.
+    Loadtest(LoadtestArgs),
+}
+
+/// What the traffic tools send or expect.
+#[derive(Debug, Args)]
+pub struct TrafficArgs {
+    /// Port groups: a number, a range or a list, e.g. 14, 0-9, 0,3,10-19.
+    #[arg(long, value_parser = parse_groups)]
+    pub groups: Groups,
+    /// Layout of every group.
+    #[arg(long, default_value = "audio-display-video")]
+    pub layout: Layout,
+    /// Traffic profile.
+    #[arg(long, default_value = "echo360-live", value_parser = crate::traffic::profile::Profile::named)]
+    pub profile: crate::traffic::profile::Profile,
+    /// How long to run, e.g. 30s, 5m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Address to send to (the relay's).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub target: std::net::IpAddr,
+    /// Destination port = group port + this offset.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub port_offset: i32,
+    /// Address the source sockets bind (the appliance's address).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Source sockets; each stream always sends from the same one.
+    #[arg(long, default_value_t = 32)]
+    pub sockets: usize,
+    /// Audio bitrate override (kbit/s).
+    #[arg(long)]
+    pub audio_kbps: Option<u32>,
+    /// Display bitrate override (kbit/s).
+    #[arg(long)]
+    pub display_kbps: Option<u32>,
+    /// Display frame rate override.
+    #[arg(long)]
+    pub display_fps: Option<f64>,
+    /// Video bitrate override (kbit/s).
+    #[arg(long)]
+    pub video_kbps: Option<u32>,
+    /// Video frame rate override.
+    #[arg(long)]
+    pub video_fps: Option<f64>,
+}
+
+/// `sink`.
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Bound port = group port + this offset (the relay's [wowza] port_offset).
+    #[arg(long, default_value_t = -16384, allow_hyphen_values = true)]
+    pub port_offset: i32,
+}
+
+/// `loadtest`.
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// A running relay's control plane, e.g. http://127.0.0.1:9870 (default: spawn one).
+    #[arg(long, conflicts_with = "direct")]
+    pub relay: Option<String>,
+    /// The running relay's process ID, for its CPU time (else read from /metrics).
+    #[arg(long, requires = "relay")]
+    pub relay_pid: Option<u32>,
+    /// Start a relay for the run (the default).
+    #[arg(long, conflicts_with_all = ["relay", "direct"])]
+    pub spawn: bool,
+    /// No relay: gen sends straight to sink (the ceiling to compare with).
+    #[arg(long)]
+    pub direct: bool,
+    /// Number of webcasts.
+    #[arg(long, default_value_t = 64)]
+    pub groups: u16,
+    /// First group number.
+    #[arg(long, default_value_t = 0)]
+    pub first_group: u16,
+    /// Layout of every webcast.
+    #[arg(long, default_value = "audio-display-video")]
+    pub layout: Layout,
+    /// Traffic profile.
+    #[arg(long, default_value = "echo360-live", value_parser = crate::traffic::profile::Profile::named)]
+    pub profile: crate::traffic::profile::Profile,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Bearer token for a relay that requires one.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Generator source sockets.
+    #[arg(long, default_value_t = 32)]
+    pub sockets: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A list of port groups.
+#[derive(Clone, Debug)]
+pub struct Groups(pub Vec<GroupId>);
+
+fn parse_groups(text: &str) -> Result<Groups, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a group number"))
+        };
+        let (a, b) = (num(a)?, num(b)?);
+        if a > b {
+            return Err(format!("range {part} runs backwards"));
+        }
+        for n in a..=b {
+            out.push(GroupId::try_from(n).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(Groups(out))
 }
 
 /// `--config PATH`.
@@ -55,7 +193,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 ExitCode::SUCCESS
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("rtp-relay: a command is required: run, check-config or ports (see 'rtp-relay --help')");
+                eprintln!("rtp-relay: a command is required: run, check-config, ports, gen, sink or loadtest (see 'rtp-relay --help')");
                 ExitCode::from(2)
             }
             _ => {
@@ -109,6 +247,166 @@ pub fn ports(group: u32, layout: Option<Layout>, json: bool) -> ExitCode {
         eprintln!("note: {e}");
     }
     ExitCode::SUCCESS
+}
+
+/// Ports of `group`'s used pairs moved by `offset`: (role, media port).
+fn offset_ports(groups: &Groups, layout: Layout, offset: i32) -> Result<Vec<(Role, u16)>, String> {
+    let mut out = Vec::new();
+    for g in &groups.0 {
+        for (pair, role) in layout.pairs() {
+            let port = i32::from(g.port(pair, Plane::Rtp)) + offset;
+            if !(1..=65534).contains(&port) {
+                return Err(format!(
+                    "--port-offset {offset} moves group {g} to port {port}, outside 1–65534"
+                ));
+            }
+            out.push((role, port as u16));
+        }
+    }
+    Ok(out)
+}
+
+fn print_report<T: serde::Serialize>(json: bool, report: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("JSON"));
+    } else {
+        print!("{}", text());
+    }
+}
+
+fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("rtp-relay: {e}");
+    ExitCode::from(code)
+}
+
+/// `rtp-relay gen …`.
+pub fn generate(a: GenArgs) -> ExitCode {
+    use crate::traffic::generator;
+    let t = &a.traffic;
+    let ports = match offset_ports(&t.groups, t.layout, a.port_offset) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 2),
+    };
+    let targets: Vec<generator::Target> = ports
+        .into_iter()
+        .map(|(role, port)| generator::Target {
+            role,
+            media: std::net::SocketAddr::new(a.target, port),
+            control: std::net::SocketAddr::new(a.target, port + 1),
+        })
+        .collect();
+    let profile = t.profile.with(
+        a.audio_kbps,
+        (a.display_kbps, a.display_fps),
+        (a.video_kbps, a.video_fps),
+    );
+    let options = generator::Options {
+        targets,
+        profile,
+        duration: t.duration,
+        sockets: a.sockets,
+        bind: a.bind,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    match generator::run(&options, &stop, &std::sync::atomic::AtomicU64::new(0)) {
+        Ok(r) => {
+            print_report(t.json, &r, || {
+                let mut s = format!(
+                    "sent {} RTP packets ({:.0}/s, profile {:.0}/s, {:.2} Mbit/s) and {} sender reports on {} streams in {:.1} s; {} receiver reports came back\n",
+                    r.packets,
+                    r.packets_per_second,
+                    r.target_packets_per_second,
+                    r.bytes as f64 * 8.0 / r.seconds.max(1e-9) / 1e6,
+                    r.sender_reports,
+                    r.streams,
+                    r.seconds,
+                    r.received_reports
+                );
+                if r.fell_behind() {
+                    s.push_str(&format!("WARNING: the generator fell behind its schedule: {} frames late, max lag {:.1} ms\n", r.late_frames, r.max_lag_ms));
+                }
+                s
+            });
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("gen: {e}"), 1),
+    }
+}
+
+/// `rtp-relay sink …`.
+pub fn sink(a: SinkArgs) -> ExitCode {
+    use crate::traffic::sink;
+    let t = &a.traffic;
+    let ports = match offset_ports(&t.groups, t.layout, a.port_offset) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 2),
+    };
+    let streams: Vec<sink::Stream> = ports
+        .into_iter()
+        .map(|(role, port)| sink::Stream {
+            role,
+            media_port: port,
+            control_port: port + 1,
+        })
+        .collect();
+    let s = match sink::Sink::start(a.bind, &streams, &t.profile) {
+        Ok(s) => s,
+        Err(e) => return fail(e, 1),
+    };
+    std::thread::sleep(t.duration);
+    let r = s.finish();
+    print_report(t.json, &r, || {
+        format!(
+            "received {} RTP packets ({} bytes) and {} RTCP packets on {} streams; lost {}, duplicates {}, reordered {}, corrupt {}; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {} receiver reports sent\n",
+            r.packets,
+            r.bytes,
+            r.rtcp_packets,
+            r.streams.len(),
+            r.lost,
+            r.duplicates,
+            r.reordered,
+            r.corrupt,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.max,
+            r.receiver_reports
+        )
+    });
+    ExitCode::SUCCESS
+}
+
+/// `rtp-relay loadtest …`.
+pub fn loadtest(a: LoadtestArgs) -> ExitCode {
+    use crate::traffic::loadtest::{self, Mode, Options};
+    let mode = match (a.relay, a.direct) {
+        (Some(url), _) => Mode::Relay {
+            url,
+            pid: a.relay_pid,
+        },
+        (None, true) => Mode::Direct,
+        (None, false) => Mode::Spawn,
+    };
+    if a.groups == 0 {
+        return fail("--groups: give at least 1 webcast", 2);
+    }
+    let options = Options {
+        mode,
+        groups: a.groups,
+        first_group: a.first_group,
+        layout: a.layout,
+        profile: a.profile,
+        duration: a.duration,
+        token: a.token,
+        sockets: a.sockets,
+        progress: !a.json,
+    };
+    match loadtest::run(&options) {
+        Ok(r) => {
+            print_report(a.json, &r, || loadtest::table(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("loadtest: {e}"), 1),
+    }
 }
 
 /// `rtp-relay check-config [--config PATH]`.

@@ -21,3 +21,4 @@ pub mod reservation;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod traffic;

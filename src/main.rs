@@ -16,5 +16,8 @@ fn main() -> ExitCode {
             layout,
             json,
         } => cli::ports(group, layout, json),
+        Command::Gen(args) => cli::generate(args),
+        Command::Sink(args) => cli::sink(args),
+        Command::Loadtest(args) => cli::loadtest(args),
     }
 }

@@ -111,6 +111,26 @@ impl Batch {
         self.queued += 1;
     }
 
+    /// Copies `data` into the next free slot and queues it for `to`; false when
+    /// the batch is full or `data` does not fit a slot. (For senders that make
+    /// their own packets; do not mix with [`Batch::recv`] before a send.)
+    pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+        if self.queued == BATCH || data.len() > self.slot {
+            return false;
+        }
+        let i = self.queued;
+        self.bufs[i * self.slot..i * self.slot + data.len()].copy_from_slice(data);
+        self.c.lens[i] = data.len();
+        self.queue[i] = (i, to);
+        self.queued += 1;
+        true
+    }
+
+    /// Datagrams queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Sends the queue out of `fd`; `done(destination, length, sent)` is called
     /// for every queued datagram. A datagram the kernel refuses is skipped.
     pub fn send(&mut self, fd: RawFd, mut done: impl FnMut(SocketAddr, usize, bool)) {

@@ -11,7 +11,7 @@
 //! closes. Binding is idempotent: it binds the ports not yet bound and reports
 //! the ones that failed, so a degraded group is completed by binding it again.
 
-mod batch;
+pub(crate) mod batch;
 pub mod counters;
 pub mod port;
 pub mod rule;

@@ -1,0 +1,242 @@
+//! `rtp-relay gen`: paces every stream's frames and sender reports on one
+//! thread and sends them in batches (`sendmmsg`) from a few sockets. Each
+//! stream always sends from the same socket, so a relay can latch it.
+
+use super::profile::Profile;
+use super::source::StreamSource;
+use crate::dataplane::batch::{BATCH, Batch};
+use crate::group::Role;
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A frame later than this counts as late.
+const LATE: Duration = Duration::from_millis(20);
+
+/// Where one stream goes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its role (which profile it follows).
+    pub role: Role,
+    /// Where its RTP goes.
+    pub media: SocketAddr,
+    /// Where its RTCP goes.
+    pub control: SocketAddr,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Every stream.
+    pub targets: Vec<Target>,
+    /// What the roles send.
+    pub profile: Profile,
+    /// How long.
+    pub duration: Duration,
+    /// Source sockets (streams are spread over them).
+    pub sockets: usize,
+    /// Address the source sockets bind.
+    pub bind: IpAddr,
+}
+
+/// What was generated.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Streams.
+    pub streams: usize,
+    /// RTP packets sent.
+    pub packets: u64,
+    /// RTP bytes sent (whole datagrams).
+    pub bytes: u64,
+    /// RTCP sender reports sent.
+    pub sender_reports: u64,
+    /// Datagrams the kernel refused.
+    pub send_errors: u64,
+    /// RTCP packets received back (receiver reports through the relay).
+    pub received_reports: u64,
+    /// Seconds of sending.
+    pub seconds: f64,
+    /// The profile's packet rate for these streams.
+    pub target_packets_per_second: f64,
+    /// What was achieved.
+    pub packets_per_second: f64,
+    /// Frames sent more than 20 ms after they were due.
+    pub late_frames: u64,
+    /// The latest a frame was sent, in milliseconds.
+    pub max_lag_ms: f64,
+}
+
+impl Report {
+    /// True when the generator did not keep up with its schedule.
+    pub fn fell_behind(&self) -> bool {
+        self.packets_per_second < 0.98 * self.target_packets_per_second || self.late_frames > 0
+    }
+}
+
+/// The profile's packet rate for `targets`.
+pub fn target_rate(profile: &Profile, targets: &[Target]) -> f64 {
+    targets
+        .iter()
+        .map(|t| {
+            let p = profile.role(t.role);
+            let (ordinary, key) = p.frame_sizes();
+            let packets = |size: usize| size.div_ceil(super::profile::MAX_PACKET - 12) as f64;
+            let per_gop = p
+                .keyframe_interval
+                .map_or(1.0, |g| (g.as_secs_f64() * p.frame_rate).round());
+            (packets(key) + (per_gop - 1.0) * packets(ordinary)) / per_gop * p.frame_rate
+        })
+        .sum()
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Frame,
+    Report,
+}
+
+/// Runs until `duration` passes or `stop` is set; `progress` counts packets sent.
+pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<Report> {
+    let sockets: Vec<UdpSocket> = (0..o.sockets.clamp(1, o.targets.len().max(1)))
+        .map(|_| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(SocketAddr::new(o.bind, 0)),
+                socket2::Type::DGRAM,
+                None,
+            )?;
+            let _ = s.set_send_buffer_size(4 << 20);
+            s.bind(&SocketAddr::new(o.bind, 0).into())?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        })
+        .collect::<io::Result<_>>()?;
+    let start = Instant::now();
+    let mut sources: Vec<StreamSource> = o
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            // Spread first frames over one frame interval.
+            let p = o.profile.role(t.role);
+            let offset = Duration::from_secs_f64(fastrand::f64() / p.frame_rate);
+            StreamSource::new(
+                i as u32,
+                p,
+                fastrand::u32(..),
+                fastrand::u16(..),
+                fastrand::u32(..),
+                start + offset,
+            )
+        })
+        .collect();
+    let mut heap: BinaryHeap<Reverse<(Instant, Event, usize)>> =
+        BinaryHeap::with_capacity(2 * sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        heap.push(Reverse((s.next_frame_at(), Event::Frame, i)));
+        heap.push(Reverse((s.next_report_at(), Event::Report, i)));
+    }
+    let mut batches: Vec<Batch> = sockets
+        .iter()
+        .map(|_| Batch::new(super::profile::MAX_PACKET))
+        .collect();
+    let mut inbound = Batch::new(1500);
+    let mut report = Report {
+        streams: sources.len(),
+        target_packets_per_second: target_rate(&o.profile, &o.targets),
+        ..Report::default()
+    };
+    let end = start + o.duration;
+    let mut next_drain = start;
+    let mut max_lag = Duration::ZERO;
+
+    loop {
+        let now = Instant::now();
+        if now >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        while let Some(&Reverse((due, event, i))) = heap.peek() {
+            if due > now || due >= end {
+                break;
+            }
+            heap.pop();
+            let lag = now - due;
+            let k = i % sockets.len();
+            let (socket, batch) = (&sockets[k], &mut batches[k]);
+            match event {
+                Event::Frame => {
+                    max_lag = max_lag.max(lag);
+                    if lag > LATE {
+                        report.late_frames += 1;
+                    }
+                    let to = o.targets[i].media;
+                    sources[i].frame(wall_ns, |p| {
+                        if !batch.push(to, p) {
+                            flush(socket, batch, &mut report);
+                            batch.push(to, p);
+                        }
+                        report.packets += 1;
+                        report.bytes += p.len() as u64;
+                    });
+                    heap.push(Reverse((sources[i].next_frame_at(), Event::Frame, i)));
+                }
+                Event::Report => {
+                    let sr = sources[i].sender_report(now, wall_ns);
+                    if !batch.push(o.targets[i].control, &sr) {
+                        flush(socket, batch, &mut report);
+                        batch.push(o.targets[i].control, &sr);
+                    }
+                    report.sender_reports += 1;
+                    heap.push(Reverse((sources[i].next_report_at(), Event::Report, i)));
+                }
+            }
+            if batch.queued() == BATCH {
+                flush(socket, batch, &mut report);
+            }
+        }
+        for (socket, batch) in sockets.iter().zip(batches.iter_mut()) {
+            if batch.queued() > 0 {
+                flush(socket, batch, &mut report);
+            }
+        }
+        progress.store(report.packets, Ordering::Relaxed);
+        if now >= next_drain {
+            // Receiver reports come back through the relay: read and count them.
+            for s in &sockets {
+                while let Ok(n) = inbound.recv(s.as_raw_fd()) {
+                    report.received_reports += n as u64;
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            next_drain = now + Duration::from_millis(50);
+        }
+        if let Some(&Reverse((due, _, _))) = heap.peek() {
+            let wait = due.saturating_duration_since(Instant::now());
+            if wait > Duration::from_micros(50) {
+                std::thread::sleep(wait.min(end.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64().min(o.duration.as_secs_f64());
+    report.packets_per_second = report.packets as f64 / report.seconds.max(1e-9);
+    report.max_lag_ms = max_lag.as_secs_f64() * 1e3;
+    progress.store(report.packets, Ordering::Relaxed);
+    Ok(report)
+}
+
+fn flush(socket: &UdpSocket, batch: &mut Batch, report: &mut Report) {
+    batch.send(socket.as_raw_fd(), |_, _, ok| {
+        if !ok {
+            report.send_errors += 1;
+        }
+    });
+}

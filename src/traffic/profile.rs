@@ -1,0 +1,128 @@
+//! Traffic profiles: what each stream role sends.
+
+use crate::group::Role;
+use std::time::Duration;
+
+/// How one role's encoder behaves.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct RoleProfile {
+    /// Average bitrate of the payload, bits per second.
+    pub bitrate: u32,
+    /// Frames per second.
+    pub frame_rate: f64,
+    /// RTP clock (Hz).
+    pub clock_rate: u32,
+    /// A keyframe this often (video only); `None` for audio.
+    pub keyframe_interval: Option<Duration>,
+    /// A keyframe is this many times larger than another frame.
+    pub keyframe_factor: u32,
+    /// RTP payload type.
+    pub payload_type: u8,
+}
+
+/// What every role of a webcast sends.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// `primary_audio`.
+    pub audio: RoleProfile,
+    /// `primary_display`, `secondary_display`.
+    pub display: RoleProfile,
+    /// `primary_video`, `secondary_video`.
+    pub video: RoleProfile,
+}
+
+/// Largest RTP packet the generator sends (header included).
+pub const MAX_PACKET: usize = 1200;
+/// How often each stream sends an RTCP sender report.
+pub const SR_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Profile {
+    /// `echo360-live`: AAC-like audio at 128 kbit/s (one packet per 1024-sample
+    /// frame at 48 kHz, ~47 packets/s), H.264-like display at 475 kbit/s and
+    /// video at 365 kbit/s, 15 fps, a keyframe 5× larger every 2 s.
+    pub fn echo360_live() -> Self {
+        let video = |bitrate| RoleProfile {
+            bitrate,
+            frame_rate: 15.0,
+            clock_rate: 90_000,
+            keyframe_interval: Some(Duration::from_secs(2)),
+            keyframe_factor: 5,
+            payload_type: 96,
+        };
+        Profile {
+            audio: RoleProfile {
+                bitrate: 128_000,
+                frame_rate: 48_000.0 / 1024.0,
+                clock_rate: 48_000,
+                keyframe_interval: None,
+                keyframe_factor: 1,
+                payload_type: 97,
+            },
+            display: video(475_000),
+            video: video(365_000),
+        }
+    }
+
+    /// A named profile.
+    pub fn named(name: &str) -> Result<Self, String> {
+        match name {
+            "echo360-live" => Ok(Self::echo360_live()),
+            other => Err(format!(
+                "unknown profile {other:?}: the profiles are echo360-live"
+            )),
+        }
+    }
+
+    /// The profile of a role.
+    pub fn role(&self, role: Role) -> RoleProfile {
+        match role {
+            Role::PrimaryAudio => self.audio,
+            Role::PrimaryDisplay | Role::SecondaryDisplay => self.display,
+            Role::PrimaryVideo | Role::SecondaryVideo => self.video,
+        }
+    }
+
+    /// Overrides a role family's bitrate (kbit/s) and frame rate, from CLI options.
+    pub fn with(
+        mut self,
+        audio_kbps: Option<u32>,
+        display: (Option<u32>, Option<f64>),
+        video: (Option<u32>, Option<f64>),
+    ) -> Self {
+        if let Some(k) = audio_kbps {
+            self.audio.bitrate = k * 1000;
+        }
+        for (target, (kbps, fps)) in [(&mut self.display, display), (&mut self.video, video)] {
+            if let Some(k) = kbps {
+                target.bitrate = k * 1000;
+            }
+            if let Some(f) = fps {
+                target.frame_rate = f;
+            }
+        }
+        self
+    }
+}
+
+impl RoleProfile {
+    /// Payload bytes of an ordinary frame and of a keyframe, so that the average
+    /// over a keyframe interval matches the bitrate.
+    pub fn frame_sizes(&self) -> (usize, usize) {
+        let per_second = f64::from(self.bitrate) / 8.0;
+        match self.keyframe_interval {
+            None => {
+                let size = (per_second / self.frame_rate).round() as usize;
+                (size, size)
+            }
+            Some(gop) => {
+                let frames = (gop.as_secs_f64() * self.frame_rate).round().max(1.0);
+                let per_gop = per_second * gop.as_secs_f64();
+                let ordinary = per_gop / (frames - 1.0 + f64::from(self.keyframe_factor));
+                (
+                    ordinary.round() as usize,
+                    (ordinary * f64::from(self.keyframe_factor)).round() as usize,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `rtp-relay sink`: stands in for Wowza. Binds the destination ports, checks
+//! every stream (continuity, integrity, latency) and answers each with an RTCP
+//! receiver report every 5 s, sent to where the stream's RTCP comes from.
+
+use super::profile::{Profile, SR_INTERVAL};
+use super::receiver::StreamReceiver;
+use crate::dataplane::batch::{BATCH, Batch};
+use crate::group::Role;
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One stream the sink receives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// Its role (for the clock rate).
+    pub role: Role,
+    /// The port its RTP arrives on.
+    pub media_port: u16,
+    /// The port its RTCP arrives on.
+    pub control_port: u16,
+}
+
+/// What the sink found, per stream and in all.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// RTP packets received.
+    pub packets: u64,
+    /// RTP bytes received.
+    pub bytes: u64,
+    /// RTCP packets received.
+    pub rtcp_packets: u64,
+    /// RFC 3550 expected − received, all streams.
+    pub lost: i64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Late packets.
+    pub reordered: u64,
+    /// Payloads whose checksum failed.
+    pub corrupt: u64,
+    /// Datagrams not from the generator.
+    pub foreign: u64,
+    /// Receiver reports sent.
+    pub receiver_reports: u64,
+    /// One-way latency percentiles, milliseconds.
+    pub latency_ms: Latency,
+    /// Per stream, in the order given.
+    pub streams: Vec<StreamReport>,
+}
+
+/// Latency percentiles (milliseconds).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// One stream's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamReport {
+    /// Its media port.
+    pub port: u16,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Expected − received.
+    pub lost: i64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Late packets.
+    pub reordered: u64,
+    /// Corrupt payloads.
+    pub corrupt: u64,
+    /// Receiver reports sent.
+    pub receiver_reports: u64,
+}
+
+/// A running sink.
+pub struct Sink {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    thread: JoinHandle<Report>,
+}
+
+struct Port {
+    socket: mio::net::UdpSocket,
+    stream: usize,
+    media: bool,
+}
+
+struct State {
+    rx: StreamReceiver,
+    peer_media: Option<SocketAddr>,
+    peer_control: Option<SocketAddr>,
+    next_report: Instant,
+}
+
+impl Sink {
+    /// Binds every port on `bind` (an error names the port) and starts receiving.
+    pub fn start(bind: IpAddr, streams: &[Stream], profile: &Profile) -> io::Result<Sink> {
+        let poll = Poll::new()?;
+        let mut ports = Vec::with_capacity(streams.len() * 2);
+        for (i, s) in streams.iter().enumerate() {
+            for (port, media) in [(s.media_port, true), (s.control_port, false)] {
+                let socket = open(bind, port).map_err(|e| {
+                    io::Error::new(e.kind(), format!("sink cannot bind {bind}:{port}: {e}"))
+                })?;
+                let mut socket = mio::net::UdpSocket::from_std(socket);
+                poll.registry()
+                    .register(&mut socket, Token(ports.len()), Interest::READABLE)?;
+                ports.push(Port {
+                    socket,
+                    stream: i,
+                    media,
+                });
+            }
+        }
+        let start = Instant::now();
+        let states: Vec<State> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| State {
+                rx: StreamReceiver::new(profile.role(s.role).clock_rate, 0x5111_0000 + i as u32),
+                peer_media: None,
+                peer_control: None,
+                // Stagger reports over the interval.
+                next_report: start + SR_INTERVAL + SR_INTERVAL.mul_f64((i % 101) as f64 / 101.0),
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let media_ports: Vec<u16> = streams.iter().map(|s| s.media_port).collect();
+        let (stop2, received2) = (stop.clone(), received.clone());
+        let thread = std::thread::Builder::new()
+            .name("sink".into())
+            .spawn(move || run(poll, ports, states, media_ports, &stop2, &received2))?;
+        Ok(Sink {
+            stop,
+            received,
+            thread,
+        })
+    }
+
+    /// RTP and RTCP packets received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Stops receiving and reports.
+    pub fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn open(bind: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let addr = SocketAddr::new(bind, port);
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn run(
+    mut poll: Poll,
+    ports: Vec<Port>,
+    mut states: Vec<State>,
+    media_ports: Vec<u16>,
+    stop: &AtomicBool,
+    received: &AtomicU64,
+) -> Report {
+    let mut events = Events::with_capacity(4096);
+    let mut batch = Batch::new(2048);
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid bounds");
+    let mut report = Report::default();
+    let mut next_reports = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(20)))
+            .is_err()
+        {
+            continue;
+        }
+        for event in events.iter() {
+            let port = &ports[event.token().0];
+            let state = &mut states[port.stream];
+            while let Ok(n) = batch.recv(port.socket.as_raw_fd()) {
+                let now = Instant::now();
+                let wall_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                for i in 0..n {
+                    let Some((from, data, _)) = batch.datagram(i) else {
+                        continue;
+                    };
+                    if port.media {
+                        state.peer_media = Some(from);
+                        report.packets += 1;
+                        report.bytes += data.len() as u64;
+                        if let Some(ns) = state.rx.on_rtp(data, now, wall_ns) {
+                            let _ = latency.record(ns.max(1_000));
+                        }
+                    } else {
+                        state.peer_control = Some(from);
+                        report.rtcp_packets += 1;
+                        state.rx.on_rtcp(data, now);
+                    }
+                }
+                received.fetch_add(n as u64, Ordering::Relaxed);
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_reports {
+            send_reports(&ports, &mut states, now);
+            next_reports = now + Duration::from_millis(100);
+        }
+    }
+    for (state, port) in states.iter().zip(media_ports) {
+        let s = state.rx.snapshot();
+        report.lost += s.lost;
+        report.duplicates += s.duplicates;
+        report.reordered += s.reordered;
+        report.corrupt += state.rx.corrupt;
+        report.foreign += state.rx.foreign;
+        report.receiver_reports += state.rx.reports;
+        report.streams.push(StreamReport {
+            port,
+            packets: s.packets,
+            lost: s.lost,
+            duplicates: s.duplicates,
+            reordered: s.reordered,
+            corrupt: state.rx.corrupt,
+            receiver_reports: state.rx.reports,
+        });
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    if !latency.is_empty() {
+        report.latency_ms = Latency {
+            p50: ms(latency.value_at_quantile(0.5)),
+            p99: ms(latency.value_at_quantile(0.99)),
+            p999: ms(latency.value_at_quantile(0.999)),
+            max: ms(latency.max()),
+        };
+    }
+    report
+}
+
+/// Sends the receiver reports that are due, from each stream's control socket
+/// to where its RTCP comes from (or, before any, the media sender's port + 1).
+fn send_reports(ports: &[Port], states: &mut [State], now: Instant) {
+    for (i, state) in states.iter_mut().enumerate() {
+        if now < state.next_report {
+            continue;
+        }
+        state.next_report += SR_INTERVAL;
+        let to = state.peer_control.or_else(|| {
+            state
+                .peer_media
+                .map(|m| SocketAddr::new(m.ip(), m.port().wrapping_add(1)))
+        });
+        let (Some(to), Some(rr)) = (to, state.rx.receiver_report(now)) else {
+            continue;
+        };
+        let _ = ports[2 * i + 1].socket.send_to(&rr, to);
+    }
+}
