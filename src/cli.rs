@@ -80,6 +80,9 @@ pub struct GenArgs {
     /// Source sockets; each stream always sends from the same one.
     #[arg(long, default_value_t = 32)]
     pub sockets: usize,
+    /// Sending threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
     /// Audio bitrate override (kbit/s).
     #[arg(long)]
     pub audio_kbps: Option<u32>,
@@ -146,6 +149,9 @@ pub struct LoadtestArgs {
     /// Generator source sockets.
     #[arg(long, default_value_t = 32)]
     pub sockets: usize,
+    /// Generator threads.
+    #[arg(long, default_value_t = 2)]
+    pub generator_threads: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -306,6 +312,7 @@ pub fn generate(a: GenArgs) -> ExitCode {
         duration: t.duration,
         sockets: a.sockets,
         bind: a.bind,
+        threads: a.threads,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     match generator::run(&options, &stop, &std::sync::atomic::AtomicU64::new(0)) {
@@ -398,6 +405,7 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         duration: a.duration,
         token: a.token,
         sockets: a.sockets,
+        generator_threads: a.generator_threads,
         progress: !a.json,
     };
     match loadtest::run(&options) {

@@ -42,6 +42,7 @@ fn gen_to_sink_delivers_everything_at_the_profile_rate() {
         duration: Duration::from_secs(7),
         sockets: 4,
         bind: localhost,
+        threads: 2,
     };
     let g = generator::run(&options, &AtomicBool::new(false), &AtomicU64::new(0)).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -42,6 +42,8 @@ pub struct Options {
     pub sockets: usize,
     /// Address the source sockets bind.
     pub bind: IpAddr,
+    /// Sending threads (streams are split between them).
+    pub threads: usize,
 }
 
 /// What was generated.
@@ -101,8 +103,68 @@ enum Event {
 }
 
 /// Runs until `duration` passes or `stop` is set; `progress` counts packets sent.
+/// Streams are split between `threads` threads, each pacing and sending its own.
 pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<Report> {
-    let sockets: Vec<UdpSocket> = (0..o.sockets.clamp(1, o.targets.len().max(1)))
+    let threads = o.threads.clamp(1, o.targets.len().max(1));
+    let start = Instant::now();
+    let counts: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let reports: Vec<io::Result<Report>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<usize> = (t..o.targets.len()).step_by(threads).collect();
+                let count = &counts[t];
+                scope.spawn(move || {
+                    run_thread(o, &mine, (o.sockets / threads).max(1), start, stop, count)
+                })
+            })
+            .collect();
+        // Sum the threads' progress while they run.
+        while !handles.iter().all(|h| h.is_finished()) {
+            progress.store(
+                counts.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+                Ordering::Relaxed,
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("generator thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = Report {
+        streams: o.targets.len(),
+        target_packets_per_second: target_rate(&o.profile, &o.targets),
+        ..Report::default()
+    };
+    for r in reports {
+        let r = r?;
+        total.packets += r.packets;
+        total.bytes += r.bytes;
+        total.sender_reports += r.sender_reports;
+        total.send_errors += r.send_errors;
+        total.received_reports += r.received_reports;
+        total.late_frames += r.late_frames;
+        total.max_lag_ms = total.max_lag_ms.max(r.max_lag_ms);
+        total.seconds = total.seconds.max(r.seconds);
+    }
+    total.packets_per_second = total.packets as f64 / total.seconds.max(1e-9);
+    progress.store(total.packets, Ordering::Relaxed);
+    Ok(total)
+}
+
+/// One sending thread: the streams `mine` (indices into `o.targets`).
+fn run_thread(
+    o: &Options,
+    mine: &[usize],
+    sockets: usize,
+    start: Instant,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> io::Result<Report> {
+    let sockets: Vec<UdpSocket> = (0..sockets.clamp(1, mine.len().max(1)))
         .map(|_| {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(SocketAddr::new(o.bind, 0)),
@@ -115,23 +177,14 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
             Ok(s.into())
         })
         .collect::<io::Result<_>>()?;
-    let start = Instant::now();
-    let mut sources: Vec<StreamSource> = o
-        .targets
+    let mut sources: Vec<StreamSource> = mine
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
+        .map(|&i| {
             // Spread first frames over one frame interval.
-            let p = o.profile.role(t.role);
+            let p = o.profile.role(o.targets[i].role);
             let offset = Duration::from_secs_f64(fastrand::f64() / p.frame_rate);
-            StreamSource::new(
-                i as u32,
-                p,
-                fastrand::u32(..),
-                fastrand::u16(..),
-                fastrand::u32(..),
-                start + offset,
-            )
+            let (ssrc, seq, ts) = (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..));
+            StreamSource::new(i as u32, p, ssrc, seq, ts, start + offset)
         })
         .collect();
     let mut heap: BinaryHeap<Reverse<(Instant, Event, usize)>> =
@@ -145,11 +198,7 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
         .map(|_| Batch::new(super::profile::MAX_PACKET))
         .collect();
     let mut inbound = Batch::new(1500);
-    let mut report = Report {
-        streams: sources.len(),
-        target_packets_per_second: target_rate(&o.profile, &o.targets),
-        ..Report::default()
-    };
+    let mut report = Report::default();
     let end = start + o.duration;
     let mut next_drain = start;
     let mut max_lag = Duration::ZERO;
@@ -176,7 +225,7 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
                     if lag > LATE {
                         report.late_frames += 1;
                     }
-                    let to = o.targets[i].media;
+                    let to = o.targets[mine[i]].media;
                     sources[i].frame(wall_ns, |p| {
                         if !batch.push(to, p) {
                             flush(socket, batch, &mut report);
@@ -189,9 +238,10 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
                 }
                 Event::Report => {
                     let sr = sources[i].sender_report(now, wall_ns);
-                    if !batch.push(o.targets[i].control, &sr) {
+                    let to = o.targets[mine[i]].control;
+                    if !batch.push(to, &sr) {
                         flush(socket, batch, &mut report);
-                        batch.push(o.targets[i].control, &sr);
+                        batch.push(to, &sr);
                     }
                     report.sender_reports += 1;
                     heap.push(Reverse((sources[i].next_report_at(), Event::Report, i)));
@@ -227,7 +277,6 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
         }
     }
     report.seconds = start.elapsed().as_secs_f64().min(o.duration.as_secs_f64());
-    report.packets_per_second = report.packets as f64 / report.seconds.max(1e-9);
     report.max_lag_ms = max_lag.as_secs_f64() * 1e3;
     progress.store(report.packets, Ordering::Relaxed);
     Ok(report)

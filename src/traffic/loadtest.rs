@@ -55,6 +55,8 @@ pub struct Options {
     pub token: Option<String>,
     /// Generator source sockets.
     pub sockets: usize,
+    /// Generator threads.
+    pub generator_threads: usize,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -193,6 +195,7 @@ fn measure(
         duration: o.duration,
         sockets: o.sockets,
         bind: localhost,
+        threads: o.generator_threads,
     };
     let cpu_before = relay_cpu(pid, url);
     let stop = AtomicBool::new(false);

@@ -1,6 +1,7 @@
 //! What every generated RTP payload starts with, so the sink can check
 //! integrity and measure one-way latency: magic, stream number, send time,
-//! and a checksum of the rest of the payload (filled with a pattern).
+//! and a checksum of the rest of the payload (a fixed filler pattern, whose
+//! checksum per length is computed once).
 
 /// Bytes of the probe at the start of each payload.
 pub const LEN: usize = 20;
@@ -24,16 +25,37 @@ pub enum ProbeError {
     Corrupt,
 }
 
-/// Writes a probe and the filler pattern into `payload` (at least [`LEN`] bytes).
-pub fn write(payload: &mut [u8], stream: u32, sent_ns: u64, seq: u16) {
-    let (head, rest) = payload.split_at_mut(LEN);
-    for (i, b) in rest.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31).wrapping_add(seq as u8);
+/// The filler of every payload after the probe.
+fn filler() -> &'static [u8] {
+    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        (0..65536u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    })
+}
+
+/// Writes probes; remembers the filler's checksum for each payload length.
+#[derive(Clone, Debug, Default)]
+pub struct Writer {
+    crc: Vec<Option<u32>>,
+}
+
+impl Writer {
+    /// Writes a probe and the filler into `payload` (at least [`LEN`] bytes).
+    pub fn write(&mut self, payload: &mut [u8], stream: u32, sent_ns: u64) {
+        let (head, rest) = payload.split_at_mut(LEN);
+        let filler = &filler()[..rest.len()];
+        rest.copy_from_slice(filler);
+        if self.crc.len() <= rest.len() {
+            self.crc.resize(rest.len() + 1, None);
+        }
+        let crc = *self.crc[rest.len()].get_or_insert_with(|| crc32fast::hash(filler));
+        head[..4].copy_from_slice(&MAGIC);
+        head[4..8].copy_from_slice(&stream.to_be_bytes());
+        head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+        head[16..20].copy_from_slice(&crc.to_be_bytes());
     }
-    head[..4].copy_from_slice(&MAGIC);
-    head[4..8].copy_from_slice(&stream.to_be_bytes());
-    head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
-    head[16..20].copy_from_slice(&crc32fast::hash(rest).to_be_bytes());
 }
 
 /// Reads and checks the probe of `payload`.
@@ -58,7 +80,7 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let mut p = vec![0u8; 300];
-        write(&mut p, 7, 123_456_789, 42);
+        Writer::default().write(&mut p, 7, 123_456_789);
         assert_eq!(
             read(&p),
             Ok(Probe {

@@ -24,6 +24,7 @@ pub struct StreamSource {
     octets: u32,
     next_sr: Instant,
     buf: Vec<u8>,
+    probe: probe::Writer,
 }
 
 /// NTP seconds at the Unix epoch.
@@ -58,6 +59,7 @@ impl StreamSource {
             // Spread first reports over the interval so they do not all coincide.
             next_sr: start + SR_INTERVAL.mul_f64(f64::from(index % 97) / 97.0),
             buf: vec![0; MAX_PACKET],
+            probe: probe::Writer::default(),
         }
     }
 
@@ -103,7 +105,8 @@ impl StreamSource {
             b[4..8].copy_from_slice(&ts.to_be_bytes());
             b[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
             let len = FIXED_HEADER + payload;
-            probe::write(&mut b[FIXED_HEADER..len], self.index, sent_ns, self.seq);
+            self.probe
+                .write(&mut b[FIXED_HEADER..len], self.index, sent_ns);
             emit(&b[..len]);
             self.seq = self.seq.wrapping_add(1);
             self.packets = self.packets.wrapping_add(1);
