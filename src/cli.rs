@@ -128,6 +128,10 @@ pub struct LoadtestArgs {
     /// No relay: gen sends straight to sink (the ceiling to compare with).
     #[arg(long)]
     pub direct: bool,
+    /// A forwarder without a control plane (a benchmark baseline) that listens
+    /// on the group ports and forwards 16384 ports lower: its process ID.
+    #[arg(long, conflicts_with_all = ["relay", "direct", "spawn"])]
+    pub external_pid: Option<u32>,
     /// Number of webcasts.
     #[arg(long, default_value_t = 64)]
     pub groups: u16,
@@ -385,13 +389,14 @@ pub fn sink(a: SinkArgs) -> ExitCode {
 /// `rtp-relay loadtest …`.
 pub fn loadtest(a: LoadtestArgs) -> ExitCode {
     use crate::traffic::loadtest::{self, Mode, Options};
-    let mode = match (a.relay, a.direct) {
-        (Some(url), _) => Mode::Relay {
+    let mode = match (a.relay, a.direct, a.external_pid) {
+        (Some(url), _, _) => Mode::Relay {
             url,
             pid: a.relay_pid,
         },
-        (None, true) => Mode::Direct,
-        (None, false) => Mode::Spawn,
+        (None, true, _) => Mode::Direct,
+        (None, false, Some(pid)) => Mode::External { pid },
+        (None, false, None) => Mode::Spawn,
     };
     if a.groups == 0 {
         return fail("--groups: give at least 1 webcast", 2);

@@ -34,6 +34,12 @@ pub enum Mode {
     },
     /// No relay: gen sends straight to the sink.
     Direct,
+    /// A forwarder with no control plane (a benchmark baseline) already
+    /// listening on the group ports and sending 16384 ports lower.
+    External {
+        /// Its process ID, for its CPU time.
+        pid: u32,
+    },
 }
 
 /// What to run.
@@ -126,6 +132,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
     };
     let pid = match (&o.mode, &relay) {
         (Mode::Relay { pid, .. }, _) => *pid,
+        (Mode::External { pid }, _) => Some(*pid),
         (_, Some(r)) => Some(r.child.id()),
         _ => None,
     };
@@ -135,13 +142,15 @@ pub fn run(o: &Options) -> Result<Report, String> {
     let mut streams: Vec<(Role, u16, u16)> = Vec::new();
     let result = (|| {
         for &g in &groups {
-            let ports: Vec<(Role, u16, u16)> = match &client {
-                Some(c) => c.reserve(g, o.layout, o.duration)?,
-                None => direct_ports(g, o.layout),
+            let ports: Vec<(Role, u16, u16)> = match (&client, &o.mode) {
+                (Some(c), _) => c.reserve(g, o.layout, o.duration)?,
+                (None, Mode::External { .. }) => forwarded_ports(g, o.layout),
+                (None, _) => direct_ports(g, o.layout),
             };
             streams.extend(ports);
         }
-        measure(o, &streams, client.is_some(), pid, url.as_deref())
+        let through_relay = !matches!(o.mode, Mode::Direct);
+        measure(o, &streams, through_relay, pid, url.as_deref())
     })();
     if let Some(c) = &client {
         for &g in &groups {
@@ -154,6 +163,18 @@ pub fn run(o: &Options) -> Result<Report, String> {
     result
 }
 
+/// Group ports in, sink ports out (a forwarder in between).
+fn forwarded_ports(g: GroupId, layout: Layout) -> Vec<(Role, u16, u16)> {
+    layout
+        .pairs()
+        .map(|(pair, role)| {
+            let port = g.port(pair, Plane::Rtp);
+            (role, port, (i32::from(port) + SINK_OFFSET) as u16)
+        })
+        .collect()
+}
+
+/// Sink ports for both: gen sends straight to the sink.
 fn direct_ports(g: GroupId, layout: Layout) -> Vec<(Role, u16, u16)> {
     layout
         .pairs()
@@ -253,6 +274,7 @@ fn measure(
             Mode::Spawn => "spawn",
             Mode::Relay { .. } => "relay",
             Mode::Direct => "direct",
+            Mode::External { .. } => "external",
         }
         .into(),
         groups: o.groups,
