@@ -156,6 +156,10 @@ pub struct LoadtestArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 2)]
     pub generator_threads: usize,
+    /// Find the most webcasts (up to --groups) carried loss-free (< 0.01 %), by
+    /// bisection: one run of --duration per step.
+    #[arg(long)]
+    pub ramp: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -334,8 +338,17 @@ pub fn generate(a: GenArgs) -> ExitCode {
                     r.received_reports
                 );
                 if r.fell_behind() {
-                    s.push_str(&format!("WARNING: the generator fell behind its schedule: {} frames late, max lag {:.1} ms\n", r.late_frames, r.max_lag_ms));
+                    s.push_str(&format!(
+                        "WARNING: THE GENERATOR FELL BEHIND its schedule: {:.0} of {:.0} packets/s, max lag {:.1} ms\n",
+                        r.packets_per_second, r.target_packets_per_second, r.max_lag_ms
+                    ));
                 }
+                s.push_str(&format!(
+                    "pacing: {} frames, {:.2} % more than 20 ms late, max lag {:.1} ms\n",
+                    r.frames,
+                    r.late_share() * 100.0,
+                    r.max_lag_ms
+                ));
                 s
             });
             ExitCode::SUCCESS
@@ -413,9 +426,45 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         generator_threads: a.generator_threads,
         progress: !a.json,
     };
+    if a.ramp {
+        return ramp(&options, a.json);
+    }
     match loadtest::run(&options) {
         Ok(r) => {
             print_report(a.json, &r, || loadtest::table(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("loadtest: {e}"), 1),
+    }
+}
+
+fn ramp(options: &crate::traffic::loadtest::Options, json: bool) -> ExitCode {
+    use crate::traffic::loadtest;
+    let result = loadtest::ramp(options, |r| {
+        if !json {
+            let verdict = if r.loss_free() {
+                "loss-free".to_string()
+            } else if r.generator_fell_behind {
+                format!("{:.4} % lost, generator behind", r.loss_ratio * 100.0)
+            } else {
+                format!("{:.4} % lost", r.loss_ratio * 100.0)
+            };
+            eprintln!(
+                "ramp: {} webcasts, {:.0} packets/s offered: {verdict} (latency p99 {:.1} ms)",
+                r.groups, r.offered_packets_per_second, r.latency_ms.p99
+            );
+        }
+    });
+    match result {
+        Ok(ramp) => {
+            print_report(json, &ramp, || match &ramp.highest_loss_free {
+                Some(r) => format!(
+                    "highest loss-free load: {} webcasts\n{}",
+                    r.groups,
+                    loadtest::table(r)
+                ),
+                None => "no step was loss-free, not even the smallest\n".into(),
+            });
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("loadtest: {e}"), 1),

@@ -145,3 +145,50 @@ fn gen_and_sink_commands_run_and_report() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--groups"));
 }
+
+#[test]
+fn loadtest_through_a_spawned_relay_reports_as_json() {
+    // Groups 220–223 on the spawned relay; the sink 16384 ports lower.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "loadtest",
+            "--groups",
+            "4",
+            "--first-group",
+            "220",
+            "--duration",
+            "6s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "spawn");
+    assert_eq!(r["streams"], 12);
+    assert!(r["sent"].as_u64().unwrap() > 6 * 500, "{r}");
+    assert_eq!(
+        r["received"], r["sent"],
+        "nothing lost through the relay: {r}"
+    );
+    assert_eq!(
+        (r["duplicates"].as_u64(), r["corrupt"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Receiver reports went sink → relay → generator.
+    assert!(r["receiver_reports_returned"].as_u64().unwrap() > 0, "{r}");
+    let cpu = r["relay_cpu_us_per_packet"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 1000.0, "{cpu}");
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // The reservations were deleted and the relay stopped: the ports are free.
+    for port in [65528 - 8 * 220, 65528 - 8 * 223 + 5] {
+        assert!(
+            std::net::UdpSocket::bind(("127.0.0.1", port as u16)).is_ok(),
+            "{port}"
+        );
+    }
+}

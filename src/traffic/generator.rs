@@ -15,8 +15,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A frame later than this counts as late.
+/// A frame later than this counts as late (pacing jitter).
 const LATE: Duration = Duration::from_millis(20);
+/// A schedule this far behind has fallen behind, not jittered.
+const BEHIND: f64 = 250.0;
 
 /// Where one stream goes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct Report {
     pub target_packets_per_second: f64,
     /// What was achieved.
     pub packets_per_second: f64,
+    /// Frames sent.
+    pub frames: u64,
     /// Frames sent more than 20 ms after they were due.
     pub late_frames: u64,
     /// The latest a frame was sent, in milliseconds.
@@ -74,9 +78,15 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when the generator did not keep up with its schedule.
+    /// True when the generator did not keep up: it missed the profile's rate by
+    /// more than 2 %, or some frame went out more than 250 ms late.
     pub fn fell_behind(&self) -> bool {
-        self.packets_per_second < 0.98 * self.target_packets_per_second || self.late_frames > 0
+        self.packets_per_second < 0.98 * self.target_packets_per_second || self.max_lag_ms > BEHIND
+    }
+
+    /// Share of frames more than 20 ms late.
+    pub fn late_share(&self) -> f64 {
+        self.late_frames as f64 / self.frames.max(1) as f64
     }
 }
 
@@ -146,6 +156,7 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
         total.sender_reports += r.sender_reports;
         total.send_errors += r.send_errors;
         total.received_reports += r.received_reports;
+        total.frames += r.frames;
         total.late_frames += r.late_frames;
         total.max_lag_ms = total.max_lag_ms.max(r.max_lag_ms);
         total.seconds = total.seconds.max(r.seconds);
@@ -222,6 +233,7 @@ fn run_thread(
             match event {
                 Event::Frame => {
                     max_lag = max_lag.max(lag);
+                    report.frames += 1;
                     if lag > LATE {
                         report.late_frames += 1;
                     }

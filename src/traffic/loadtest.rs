@@ -110,8 +110,61 @@ pub struct Report {
     pub relay_cpu_seconds: Option<f64>,
     /// Relay CPU per forwarded packet, microseconds.
     pub relay_cpu_us_per_packet: Option<f64>,
+    /// The generator missed its rate or its schedule drifted.
+    pub generator_fell_behind: bool,
     /// What makes the figures doubtful (empty when they are sound).
     pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// Under 0.01 % lost, and the offered load was the profile's.
+    pub fn loss_free(&self) -> bool {
+        self.loss_ratio < 1e-4 && !self.generator_fell_behind
+    }
+}
+
+/// The steps of a ramp and the highest loss-free one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ramp {
+    /// Every step, in the order run.
+    pub steps: Vec<Report>,
+    /// The most webcasts carried loss-free.
+    pub highest_loss_free: Option<Report>,
+}
+
+/// Finds the most webcasts (up to `o.groups`) carried loss-free, by bisection;
+/// `step` is told about each step as it ends.
+pub fn ramp(o: &Options, mut step: impl FnMut(&Report)) -> Result<Ramp, String> {
+    let max = o.groups;
+    let resolution = (max / 16).max(1);
+    let (mut lo, mut hi) = (0u16, max.saturating_add(1));
+    let mut n = max;
+    let mut ramp = Ramp {
+        steps: Vec::new(),
+        highest_loss_free: None,
+    };
+    loop {
+        let r = run(&Options {
+            groups: n,
+            progress: false,
+            ..o.clone()
+        })?;
+        step(&r);
+        if r.loss_free() {
+            lo = n;
+            ramp.highest_loss_free = Some(r.clone());
+        } else {
+            hi = n;
+        }
+        ramp.steps.push(r);
+        if hi - lo <= resolution {
+            return Ok(ramp);
+        }
+        n = lo + (hi - lo) / 2;
+        if n == lo {
+            return Ok(ramp);
+        }
+    }
 }
 
 /// Runs the load test.
@@ -259,6 +312,13 @@ fn measure(
             offered.packets_per_second, offered.target_packets_per_second, offered.late_frames, offered.max_lag_ms
         ));
     }
+    if !offered.fell_behind() && offered.late_share() > 0.01 {
+        warnings.push(format!(
+            "pacing jitter: {:.1} % of frames went out more than 20 ms late (max {:.1} ms); the machine is near saturation",
+            offered.late_share() * 100.0,
+            offered.max_lag_ms
+        ));
+    }
     if offered.send_errors > 0 {
         warnings.push(format!(
             "the generator could not send {} datagrams",
@@ -302,6 +362,7 @@ fn measure(
         relay_cpu_us_per_packet: cpu
             .filter(|_| forwarded > 0)
             .map(|c| c * 1e6 / forwarded as f64),
+        generator_fell_behind: offered.fell_behind(),
         warnings,
     })
 }
