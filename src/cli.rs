@@ -47,8 +47,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TrafficArgs {
     /// Port groups: a number, a range or a list, e.g. 14, 0-9, 0,3,10-19.
-    #[arg(long, value_parser = parse_groups)]
-    pub groups: Groups,
+    #[arg(long, value_parser = parse_groups, required_unless_present = "relay")]
+    pub groups: Option<Groups>,
     /// Layout of every group.
     #[arg(long, default_value = "audio-display-video")]
     pub layout: Layout,
@@ -68,6 +68,9 @@ pub struct TrafficArgs {
 pub struct GenArgs {
     #[command(flatten)]
     pub traffic: TrafficArgs,
+    /// Send to the groups of this relay's reservations, e.g. http://127.0.0.1:9870.
+    #[arg(long)]
+    pub relay: Option<String>,
     /// Address to send to (the relay's).
     #[arg(long, default_value = "127.0.0.1")]
     pub target: std::net::IpAddr,
@@ -105,6 +108,10 @@ pub struct GenArgs {
 pub struct SinkArgs {
     #[command(flatten)]
     pub traffic: TrafficArgs,
+    /// Bind the destination ports of this relay's reservations instead of --groups,
+    /// e.g. http://127.0.0.1:9870.
+    #[arg(long)]
+    pub relay: Option<String>,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
@@ -280,6 +287,56 @@ fn offset_ports(groups: &Groups, layout: Layout, offset: i32) -> Result<Vec<(Rol
     Ok(out)
 }
 
+/// The streams of a traffic command: (role, media port) from `--groups` moved by
+/// `offset`, or from a relay's reservations (their group ports, or with
+/// `destination` their destination ports).
+fn streams(
+    t: &TrafficArgs,
+    relay: Option<&str>,
+    offset: i32,
+    destination: bool,
+) -> Result<Vec<(Role, u16)>, (String, u8)> {
+    let Some(url) = relay else {
+        let groups = t
+            .groups
+            .as_ref()
+            .ok_or(("--groups or --relay is required".to_string(), 2))?;
+        return offset_ports(groups, t.layout, offset).map_err(|e| (e, 2));
+    };
+    let list = crate::traffic::loadtest::reservations(url).map_err(|e| (e, 1))?;
+    let key = if destination {
+        "destination_port"
+    } else {
+        "port"
+    };
+    let mut out = Vec::new();
+    for r in &list {
+        for p in r["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["plane"] == "rtp")
+        {
+            let role =
+                serde_json::from_value(p["stream"].clone()).map_err(|e| (e.to_string(), 1))?;
+            let port = p[key]
+                .as_u64()
+                .ok_or(("a reservation without ports".to_string(), 1))?;
+            out.push((role, port as u16));
+        }
+    }
+    if out.is_empty() {
+        return Err((
+            format!(
+                "the relay at {url} has no reservations to {}",
+                if destination { "receive" } else { "send" }
+            ),
+            1,
+        ));
+    }
+    Ok(out)
+}
+
 fn print_report<T: serde::Serialize>(json: bool, report: &T, text: impl FnOnce() -> String) {
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("JSON"));
@@ -297,9 +354,9 @@ fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
 pub fn generate(a: GenArgs) -> ExitCode {
     use crate::traffic::generator;
     let t = &a.traffic;
-    let ports = match offset_ports(&t.groups, t.layout, a.port_offset) {
+    let ports = match streams(t, a.relay.as_deref(), a.port_offset, false) {
         Ok(p) => p,
-        Err(e) => return fail(e, 2),
+        Err((e, code)) => return fail(e, code),
     };
     let targets: Vec<generator::Target> = ports
         .into_iter()
@@ -361,9 +418,9 @@ pub fn generate(a: GenArgs) -> ExitCode {
 pub fn sink(a: SinkArgs) -> ExitCode {
     use crate::traffic::sink;
     let t = &a.traffic;
-    let ports = match offset_ports(&t.groups, t.layout, a.port_offset) {
+    let ports = match streams(t, a.relay.as_deref(), a.port_offset, true) {
         Ok(p) => p,
-        Err(e) => return fail(e, 2),
+        Err((e, code)) => return fail(e, code),
     };
     let streams: Vec<sink::Stream> = ports
         .into_iter()

@@ -192,3 +192,34 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
         );
     }
 }
+
+#[test]
+fn gen_and_sink_follow_a_relays_reservations() {
+    use common::{Setup, at, reservation};
+    let relay = Setup::new().start();
+    let a = relay.post("/v1/reservations", &reservation("tools", Some(230), "audio-video", &at(0), &at(600)));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let sink = std::process::Command::new(BIN)
+        .args(["sink", "--relay", &relay.url, "--duration", "4s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let generated = std::process::Command::new(BIN)
+        .args(["gen", "--relay", &relay.url, "--duration", "2s", "--json"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let g: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+    let out = sink.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["streams"], 2);
+    assert_eq!(s["streams"].as_array().unwrap().len(), 2);
+    assert!(g["packets"].as_u64().unwrap() > 100);
+    assert_eq!(s["packets"], g["packets"], "everything went through the relay");
+    // The relay counted the same packets.
+    let view = relay.get("/v1/reservations/tools").body;
+    let sent: u64 = view["streams"].as_array().unwrap().iter().map(|st| st["rtp"]["packets_to_wowza"].as_u64().unwrap()).sum();
+    assert_eq!(serde_json::json!(sent), g["packets"]);
+}

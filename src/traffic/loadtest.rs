@@ -411,6 +411,17 @@ fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The reservations of a relay (`GET /v1/reservations`).
+pub fn reservations(url: &str) -> Result<Vec<Value>, String> {
+    let url = url.trim_end_matches('/');
+    let mut r = ureq::get(format!("{url}/v1/reservations"))
+        .call()
+        .map_err(|e| format!("cannot list the reservations of {url}: {e}"))?;
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{url} answered something that is not JSON: {e}"))?;
+    Ok(v["reservations"].as_array().cloned().unwrap_or_default())
+}
+
 /// Talks to the relay's control plane.
 struct Client {
     url: String,
