@@ -227,6 +227,63 @@ fn every_layout_forwards_both_ways_and_measures() {
                 "{what}: RTP on the control port"
             );
         }
+        // The same figures in the Prometheus exposition, read at scrape time.
+        let metrics = relay.get("/metrics").text;
+        let (role, _) = pairs(&a.body).into_iter().next().unwrap();
+        let g = group.to_string();
+        for (series, value) in [
+            (
+                format!(
+                    "rtp_relay_packets_total{{group=\"{g}\",stream=\"{role}\",plane=\"rtp\",direction=\"to_wowza\"}}"
+                ),
+                "8",
+            ),
+            (
+                format!(
+                    "rtp_relay_packets_total{{group=\"{g}\",stream=\"{role}\",plane=\"rtcp\",direction=\"to_appliance\"}}"
+                ),
+                "1",
+            ),
+            (
+                format!(
+                    "rtp_relay_dropped_packets_total{{group=\"{g}\",stream=\"{role}\",plane=\"rtp\",reason=\"malformed\"}}"
+                ),
+                "2",
+            ),
+            (
+                format!(
+                    "rtp_relay_dropped_packets_total{{group=\"{g}\",stream=\"{role}\",plane=\"rtp\",reason=\"unknown_source\"}}"
+                ),
+                "1",
+            ),
+            (
+                format!("rtp_relay_rtp_lost_packets_total{{group=\"{g}\",stream=\"{role}\"}}"),
+                "2",
+            ),
+            (
+                format!("rtp_relay_rtp_duplicate_packets_total{{group=\"{g}\",stream=\"{role}\"}}"),
+                "1",
+            ),
+            (
+                format!("rtp_relay_rtp_reordered_packets_total{{group=\"{g}\",stream=\"{role}\"}}"),
+                "1",
+            ),
+            (
+                format!("rtp_relay_wowza_reported_lost_packets{{group=\"{g}\",stream=\"{role}\"}}"),
+                "2",
+            ),
+        ] {
+            let line = metrics
+                .lines()
+                .find(|l| l.starts_with(&series))
+                .unwrap_or_else(|| panic!("{layout}: no {series}"));
+            assert_eq!(line.rsplit(' ').next(), Some(value), "{layout}: {line}");
+        }
+        assert!(metrics.contains(&format!(
+            "rtp_relay_group_info{{destination=\"127.0.0.1:{}\",event_id=\"{id}\"",
+            base(group) - OFFSET
+        )));
+
         // Freed at once: the ports can be bound by someone else right after DELETE.
         assert_eq!(relay.delete(&format!("/v1/reservations/{id}")).status, 200);
         for p in a.body["ports"].as_array().unwrap() {
@@ -236,6 +293,12 @@ fn every_layout_forwards_both_ways_and_measures() {
                 "{layout}: {port} closed"
             );
         }
+        // … and its series are gone at the next scrape.
+        let metrics = relay.get("/metrics").text;
+        assert!(
+            !metrics.contains(&format!("group=\"{group}\"")),
+            "{layout}: series of a freed group remain"
+        );
     }
 }
 

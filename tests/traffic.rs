@@ -197,7 +197,10 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
 fn gen_and_sink_follow_a_relays_reservations() {
     use common::{Setup, at, reservation};
     let relay = Setup::new().start();
-    let a = relay.post("/v1/reservations", &reservation("tools", Some(230), "audio-video", &at(0), &at(600)));
+    let a = relay.post(
+        "/v1/reservations",
+        &reservation("tools", Some(230), "audio-video", &at(0), &at(600)),
+    );
     assert_eq!(a.status, 201, "{}", a.text);
     let sink = std::process::Command::new(BIN)
         .args(["sink", "--relay", &relay.url, "--duration", "4s", "--json"])
@@ -209,7 +212,11 @@ fn gen_and_sink_follow_a_relays_reservations() {
         .args(["gen", "--relay", &relay.url, "--duration", "2s", "--json"])
         .output()
         .unwrap();
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
     let g: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
     let out = sink.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -217,9 +224,17 @@ fn gen_and_sink_follow_a_relays_reservations() {
     assert_eq!(g["streams"], 2);
     assert_eq!(s["streams"].as_array().unwrap().len(), 2);
     assert!(g["packets"].as_u64().unwrap() > 100);
-    assert_eq!(s["packets"], g["packets"], "everything went through the relay");
+    assert_eq!(
+        s["packets"], g["packets"],
+        "everything went through the relay"
+    );
     // The relay counted the same packets.
     let view = relay.get("/v1/reservations/tools").body;
-    let sent: u64 = view["streams"].as_array().unwrap().iter().map(|st| st["rtp"]["packets_to_wowza"].as_u64().unwrap()).sum();
+    let sent: u64 = view["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["rtp"]["packets_to_wowza"].as_u64().unwrap())
+        .sum();
     assert_eq!(serde_json::json!(sent), g["packets"]);
 }

@@ -112,11 +112,12 @@ pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
     ))
 }
 
-pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let text = shared
         .metrics
-        .render(&shared.relay(), OffsetDateTime::now_utc());
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
+        .render(&shared.relay())
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
 }
 
 pub async fn healthz() -> &'static str {

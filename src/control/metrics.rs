@@ -4,7 +4,6 @@
 use crate::relay::Relay;
 use crate::reservation::schedule::State;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use time::OffsetDateTime;
 
 /// The registry and the series the control plane owns.
 pub struct Metrics {
@@ -13,7 +12,6 @@ pub struct Metrics {
     reservations: IntGaugeVec,
     bound_sockets: IntGauge,
     group_info: IntGaugeVec,
-    data_path: IntGaugeVec,
 }
 
 impl Metrics {
@@ -74,7 +72,6 @@ impl Metrics {
             reservations,
             bound_sockets,
             group_info,
-            data_path,
         }
     }
 
@@ -86,7 +83,7 @@ impl Metrics {
     }
 
     /// Reads the relay's state into the gauges and encodes the exposition.
-    pub fn render(&self, relay: &Relay, _now: OffsetDateTime) -> String {
+    pub fn render(&self, relay: &Relay) -> Result<String, String> {
         let schedule = relay.schedule();
         let mut counts = [0i64; 3];
         self.group_info.reset();
@@ -117,12 +114,18 @@ impl Metrics {
             self.reservations.with_label_values(&[state]).set(n);
         }
         self.bound_sockets.set(relay.bound_sockets() as i64);
-        let _ = &self.data_path;
+        let mut families = self.registry.gather();
+        families.extend(super::exporter::stream_families(
+            relay.dataplane(),
+            std::time::Instant::now(),
+        ));
+        // The encoder refuses families without samples (e.g. no Wowza report yet).
+        families.retain(|f| !f.get_metric().is_empty());
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding cannot fail");
-        String::from_utf8(out).expect("exposition is UTF-8")
+            .encode(&families, &mut out)
+            .map_err(|e| format!("cannot encode the metrics: {e}"))?;
+        String::from_utf8(out).map_err(|e| format!("the metrics are not UTF-8: {e}"))
     }
 }
 

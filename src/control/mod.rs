@@ -3,6 +3,7 @@
 
 mod api;
 pub mod error;
+pub mod exporter;
 pub mod metrics;
 pub mod view;
 

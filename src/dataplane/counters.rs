@@ -115,6 +115,10 @@ pub struct MediaCounters {
     pub extended_highest: Counter,
     /// Jitter in seconds, as f64 bits.
     pub jitter_bits: Counter,
+    /// The highest loss exported so far. Written by readers only (the exporter),
+    /// so that the lost-packets counter never goes down when a late packet
+    /// lowers RFC 3550's cumulative loss.
+    pub lost_exported: AtomicU64,
 }
 
 /// Control-stream figures.
@@ -130,6 +134,21 @@ pub struct ControlCounters {
     pub wowza_lost: Counter,
     /// Destination-reported jitter in timestamp units.
     pub wowza_jitter: Counter,
+}
+
+impl ControlCounters {
+    /// The destination's latest report: (fraction lost 0–1, cumulative lost,
+    /// jitter in timestamp units), once one has arrived.
+    pub fn wowza_report(&self) -> Option<(f64, i64, u32)> {
+        let fraction = self.wowza_fraction_bits.get();
+        (fraction != 0).then(|| {
+            (
+                f64::from_bits(fraction & !(1 << 63)),
+                self.wowza_lost.get() as i64,
+                self.wowza_jitter.get() as u32,
+            )
+        })
+    }
 }
 
 impl PortCounters {
@@ -288,8 +307,7 @@ impl PortCounters {
         let m = &self.media;
         let c = &self.control;
         let minus_one = |v: u64| v.checked_sub(1);
-        let fraction = c.wowza_fraction_bits.get();
-        let reported = fraction != 0;
+        let report = c.wowza_report();
         PortSnapshot {
             packets_to_wowza: self.to_wowza_packets.get(),
             bytes_to_wowza: self.to_wowza_bytes.get(),
@@ -319,10 +337,10 @@ impl PortCounters {
             control: (!media).then(|| ControlSnapshot {
                 sender_reports: c.sender_reports.get(),
                 receiver_reports: c.receiver_reports.get(),
-                wowza_fraction_lost: reported.then(|| f64::from_bits(fraction & !(1 << 63))),
-                wowza_cumulative_lost: reported.then(|| c.wowza_lost.get() as i64),
-                wowza_jitter_ms: reported
-                    .then(|| c.wowza_jitter.get() as f64 * 1e3 / f64::from(clock_rate.max(1))),
+                wowza_fraction_lost: report.map(|r| r.0),
+                wowza_cumulative_lost: report.map(|r| r.1),
+                wowza_jitter_ms: report
+                    .map(|r| f64::from(r.2) * 1e3 / f64::from(clock_rate.max(1))),
             }),
         }
     }

@@ -199,6 +199,11 @@ impl DataPlane {
         }
     }
 
+    /// Every bound group and its ports.
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[BoundPort])> {
+        self.groups.iter().map(|(g, p)| (*g, p.as_slice()))
+    }
+
     /// The bound ports of `group`.
     pub fn ports(&self, group: GroupId) -> &[BoundPort] {
         self.groups.get(&group).map_or(&[], Vec::as_slice)
