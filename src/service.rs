@@ -7,6 +7,7 @@ use crate::control::{self, Shared, metrics::Metrics};
 use crate::dataplane::{self, DataPlane, Options};
 use crate::logging::{self, LogHandle};
 use crate::relay::Relay;
+use crate::stats::watch::{Event, Sample, Watch};
 use crate::store::Store;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,11 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(schedule(shared.clone(), stop_rx.clone()));
+    tokio::spawn(watch_streams(
+        shared.clone(),
+        config.stream.stall_timeout.0,
+        stop_rx.clone(),
+    ));
     tokio::spawn(signals(shared.clone(), config, config_path, log, stop_tx));
 
     let mut stop = stop_rx;
@@ -129,6 +135,69 @@ async fn schedule(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.relay().tick(OffsetDateTime::now_utc()))
             .await;
+    }
+}
+
+/// Logs stream starts, stalls, resumes, SSRC changes and drops, from a look at
+/// every bound port's counters once a second (never a line per packet).
+async fn watch_streams(
+    shared: Arc<Shared>,
+    stall_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut watch = Watch::new(stall_timeout);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = std::time::Instant::now();
+        let sampled = shared.relay().dataplane().samples(now);
+        let samples: Vec<Sample> = sampled.iter().map(|(s, _)| *s).collect();
+        for event in watch.observe(&samples, now) {
+            let port = match event {
+                Event::Started { port, .. }
+                | Event::Stalled { port, .. }
+                | Event::Resumed { port }
+                | Event::SsrcChanged { port, .. }
+                | Event::Dropped { port, .. } => port,
+            };
+            let Some((_, rule)) = sampled.iter().find(|(s, _)| s.port == port) else {
+                continue;
+            };
+            let (group, stream, plane) =
+                (rule.group.get(), rule.role.as_str(), rule.plane.as_str());
+            match event {
+                Event::Started { ssrc, .. } => {
+                    info!(group, stream, plane, port, ssrc = ?ssrc, "stream started")
+                }
+                Event::Stalled { silent_for, .. } => warn!(
+                    group,
+                    stream,
+                    plane,
+                    port,
+                    silent_s = silent_for.as_secs_f64(),
+                    "stream stalled: no packet for the stall timeout during an active window"
+                ),
+                Event::Resumed { .. } => info!(group, stream, plane, port, "stream resumed"),
+                Event::SsrcChanged { from, to, .. } => warn!(
+                    group,
+                    stream, plane, port, from, to, "SSRC changed: the encoder restarted"
+                ),
+                Event::Dropped { counts, .. } => warn!(
+                    group,
+                    stream,
+                    plane,
+                    port,
+                    unknown_source = counts[0],
+                    malformed = counts[1],
+                    oversize = counts[2],
+                    send_error = counts[3],
+                    no_return_address = counts[4],
+                    "packets dropped (reported at most every 10 s per port)"
+                ),
+            }
+        }
     }
 }
 

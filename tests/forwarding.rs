@@ -381,3 +381,43 @@ fn an_unreachable_wowza_is_counted_and_stalls_nothing() {
     }));
     assert_eq!(relay.get("/healthz").status, 200);
 }
+
+#[test]
+fn stream_lifecycle_is_logged_not_per_packet() {
+    let group = 313;
+    let mut setup = Setup::new();
+    setup.extra = "[stream]\nstall_timeout = \"1s\"\n".into();
+    let relay = setup.start();
+    let a = relay.post(
+        "/v1/reservations",
+        &reservation("logs", Some(group), "audio-only", &at(0), &at(600)),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let _wowza = socket(&format!("127.0.0.1:{}", base(group) - OFFSET));
+    let appliance = socket("127.0.0.1:0");
+    let media = base(group);
+    for seq in 0..50u16 {
+        appliance
+            .send_to(&rtp(0xaa, seq, 50), ("127.0.0.1", media))
+            .unwrap();
+        appliance.send_to(b"junk", ("127.0.0.1", media)).unwrap();
+    }
+    let logged = |what: &str| wait_until(Duration::from_secs(5), || relay.log().contains(what));
+    assert!(logged("stream started"), "{}", relay.log());
+    assert!(logged("packets dropped"), "{}", relay.log());
+    assert!(logged("stream stalled"), "{}", relay.log());
+    // A restarted encoder: new SSRC.
+    for seq in 0..5u16 {
+        appliance
+            .send_to(&rtp(0xbb, 1000 + seq, 50), ("127.0.0.1", media))
+            .unwrap();
+    }
+    assert!(logged("stream resumed"), "{}", relay.log());
+    assert!(logged("SSRC changed"), "{}", relay.log());
+    let log = relay.log();
+    assert!(
+        log.matches("packets dropped").count() <= 2,
+        "drops are rate-limited:\n{log}"
+    );
+    assert_eq!(log.matches("stream started").count(), 1, "{log}");
+}

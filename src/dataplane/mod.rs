@@ -19,6 +19,7 @@ mod worker;
 
 use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
+use crate::stats::watch::Sample;
 use counters::PortCounters;
 use port::Port;
 use rule::{GroupPlan, PortRule};
@@ -202,6 +203,27 @@ impl DataPlane {
     /// Every bound group and its ports.
     pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[BoundPort])> {
         self.groups.iter().map(|(g, p)| (*g, p.as_slice()))
+    }
+
+    /// One [`Sample`] per bound port, for the stream watcher, with its rule.
+    pub fn samples(&self, now: Instant) -> Vec<(Sample, PortRule)> {
+        let mut out = Vec::with_capacity(self.bound_sockets());
+        for ports in self.groups.values() {
+            for p in ports {
+                let c = &p.counters;
+                let sample = Sample {
+                    port: p.rule.port,
+                    media: p.rule.plane == crate::group::Plane::Rtp,
+                    silent_for: c
+                        .last_packet_age(self.epoch, now)
+                        .map(|s| Duration::from_secs_f64(s.max(0.0))),
+                    ssrc: c.media.ssrc.get().checked_sub(1).map(|v| v as u32),
+                    dropped: counters::DropReason::ALL.map(|r| c.dropped(r)),
+                };
+                out.push((sample, p.rule));
+            }
+        }
+        out
     }
 
     /// The bound ports of `group`.

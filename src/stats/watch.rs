@@ -1,0 +1,245 @@
+//! Stream lifecycle events for the logs, sans-IO: samples of a port's counters
+//! taken over time go in (with the time), events come out — a stream started,
+//! stalled (silent for the stall timeout), resumed, changed SSRC, or dropped
+//! packets (reported at most once per [`DROP_REPORT_INTERVAL`] per port).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The least time between two drop reports for one port.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What was read from one port's counters.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// The port.
+    pub port: u16,
+    /// Is it a media (RTP) port? Only media ports stall.
+    pub media: bool,
+    /// Time since the last packet from the appliance, if any arrived.
+    pub silent_for: Option<Duration>,
+    /// Current SSRC (media ports).
+    pub ssrc: Option<u32>,
+    /// Drops so far, by reason (in `DropReason::ALL` order).
+    pub dropped: [u64; 5],
+}
+
+/// Something worth one log line.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The first packet arrived.
+    Started {
+        /// The port.
+        port: u16,
+        /// Its SSRC (media).
+        ssrc: Option<u32>,
+    },
+    /// No packet for the stall timeout.
+    Stalled {
+        /// The port.
+        port: u16,
+        /// How long it has been silent.
+        silent_for: Duration,
+    },
+    /// Packets again after a stall.
+    Resumed {
+        /// The port.
+        port: u16,
+    },
+    /// The SSRC changed (an encoder restart).
+    SsrcChanged {
+        /// The port.
+        port: u16,
+        /// The old SSRC.
+        from: u32,
+        /// The new SSRC.
+        to: u32,
+    },
+    /// Packets were dropped since the last report.
+    Dropped {
+        /// The port.
+        port: u16,
+        /// How many, by reason, since the last report.
+        counts: [u64; 5],
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+struct PortWatch {
+    started: bool,
+    stalled: bool,
+    ssrc: Option<u32>,
+    reported_drops: [u64; 5],
+    last_drop_report: Option<Instant>,
+}
+
+/// The watcher of every port.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    stall_timeout: Duration,
+    ports: HashMap<u16, PortWatch>,
+}
+
+impl Watch {
+    /// A watcher that calls a stream stalled after `stall_timeout` of silence.
+    pub fn new(stall_timeout: Duration) -> Self {
+        Watch {
+            stall_timeout,
+            ports: HashMap::new(),
+        }
+    }
+
+    /// Takes one pass over every bound port; ports not in `samples` are
+    /// forgotten (their group was freed).
+    pub fn observe(&mut self, samples: &[Sample], now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.ports
+            .retain(|port, _| samples.iter().any(|s| s.port == *port));
+        for s in samples {
+            let w = self.ports.entry(s.port).or_default();
+            if let Some(silent_for) = s.silent_for {
+                if !w.started {
+                    w.started = true;
+                    events.push(Event::Started {
+                        port: s.port,
+                        ssrc: s.ssrc,
+                    });
+                } else if s.media && !w.stalled && silent_for >= self.stall_timeout {
+                    w.stalled = true;
+                    events.push(Event::Stalled {
+                        port: s.port,
+                        silent_for,
+                    });
+                } else if w.stalled && silent_for < self.stall_timeout {
+                    w.stalled = false;
+                    events.push(Event::Resumed { port: s.port });
+                }
+            }
+            if let (Some(from), Some(to)) = (w.ssrc, s.ssrc)
+                && from != to
+            {
+                events.push(Event::SsrcChanged {
+                    port: s.port,
+                    from,
+                    to,
+                });
+            }
+            w.ssrc = s.ssrc.or(w.ssrc);
+            let due = w
+                .last_drop_report
+                .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_INTERVAL);
+            if due && s.dropped != w.reported_drops {
+                let mut counts = [0; 5];
+                for (i, c) in counts.iter_mut().enumerate() {
+                    *c = s.dropped[i].saturating_sub(w.reported_drops[i]);
+                }
+                w.reported_drops = s.dropped;
+                w.last_drop_report = Some(now);
+                events.push(Event::Dropped {
+                    port: s.port,
+                    counts,
+                });
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(silent_ms: Option<u64>, ssrc: Option<u32>, dropped: u64) -> Sample {
+        Sample {
+            port: 65416,
+            media: true,
+            silent_for: silent_ms.map(Duration::from_millis),
+            ssrc,
+            dropped: [dropped, 0, 0, 0, 0],
+        }
+    }
+
+    #[test]
+    fn start_stall_resume_and_ssrc_change() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(Duration::from_secs(5));
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(w.observe(&[sample(None, None, 0)], at(0)), vec![]);
+        assert_eq!(
+            w.observe(&[sample(Some(10), Some(1), 0)], at(1)),
+            vec![Event::Started {
+                port: 65416,
+                ssrc: Some(1)
+            }]
+        );
+        assert_eq!(w.observe(&[sample(Some(4900), Some(1), 0)], at(6)), vec![]);
+        assert_eq!(
+            w.observe(&[sample(Some(5000), Some(1), 0)], at(7)),
+            vec![Event::Stalled {
+                port: 65416,
+                silent_for: Duration::from_secs(5)
+            }]
+        );
+        assert_eq!(
+            w.observe(&[sample(Some(6000), Some(1), 0)], at(8)),
+            vec![],
+            "reported once"
+        );
+        assert_eq!(
+            w.observe(&[sample(Some(20), Some(2), 0)], at(9)),
+            vec![
+                Event::Resumed { port: 65416 },
+                Event::SsrcChanged {
+                    port: 65416,
+                    from: 1,
+                    to: 2
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn drops_are_reported_at_most_every_ten_seconds() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(Duration::from_secs(5));
+        let at = |s| t0 + Duration::from_secs(s);
+        let first = w.observe(&[sample(Some(1), Some(1), 3)], at(0));
+        assert!(first.contains(&Event::Dropped {
+            port: 65416,
+            counts: [3, 0, 0, 0, 0]
+        }));
+        assert_eq!(
+            w.observe(&[sample(Some(1), Some(1), 50)], at(5)),
+            vec![],
+            "too soon"
+        );
+        assert_eq!(
+            w.observe(&[sample(Some(1), Some(1), 80)], at(10)),
+            vec![Event::Dropped {
+                port: 65416,
+                counts: [77, 0, 0, 0, 0]
+            }]
+        );
+        assert_eq!(
+            w.observe(&[sample(Some(1), Some(1), 80)], at(30)),
+            vec![],
+            "nothing new"
+        );
+    }
+
+    #[test]
+    fn control_ports_do_not_stall_and_freed_ports_are_forgotten() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(Duration::from_secs(5));
+        let mut s = sample(Some(1), None, 0);
+        s.media = false;
+        w.observe(&[s], t0);
+        s.silent_for = Some(Duration::from_secs(60));
+        assert_eq!(w.observe(&[s], t0 + Duration::from_secs(60)), vec![]);
+        assert_eq!(w.observe(&[], t0 + Duration::from_secs(61)), vec![]);
+        assert!(matches!(
+            w.observe(&[s], t0 + Duration::from_secs(62))[0],
+            Event::Started { .. }
+        ));
+    }
+}
