@@ -1,0 +1,280 @@
+//! SPEC §5 against a real Prometheus (Debian's `prometheus` package, installed
+//! by the test command): it scrapes the relay every second while known traffic
+//! (with known loss) flows, and its query API must show exactly that traffic.
+//! `promtool` checks the exposition, the alert rules, and their unit tests.
+//! Group 314 is this file's.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const GROUP: u16 = 314;
+
+fn tool(name: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is not installed: run the README's test command (scripts/test), which installs Debian's prometheus package"
+    );
+    String::from_utf8_lossy(&found.stdout).trim().to_string()
+}
+
+struct Prometheus {
+    child: Child,
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl Prometheus {
+    fn start(dir: &std::path::Path, target: &str) -> Prometheus {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: rtp-relay\n    static_configs:\n      - targets: [\"{target}\"]\n"),
+        )
+        .unwrap();
+        let child = Command::new(tool("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build(),
+            ),
+        };
+        assert!(
+            wait_until(Duration::from_secs(20), || p
+                .agent
+                .get(format!("{}/-/ready", p.url))
+                .call()
+                .is_ok_and(|r| r.status() == 200)),
+            "prometheus did not become ready"
+        );
+        p
+    }
+
+    /// The instant vector of `query`.
+    fn query(&self, query: &str) -> Vec<Value> {
+        let Ok(mut r) = self
+            .agent
+            .get(format!("{}/api/v1/query", self.url))
+            .query("query", query)
+            .call()
+        else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Does Prometheus evaluate `query` without error?
+    fn accepts(&self, query: &str) -> bool {
+        let Ok(mut r) = self
+            .agent
+            .get(format!("{}/api/v1/query", self.url))
+            .query("query", query)
+            .call()
+        else {
+            return false;
+        };
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        v["status"] == "success"
+    }
+
+    /// The value of a single-series query, if there is one.
+    fn value(&self, query: &str) -> Option<f64> {
+        let result = self.query(query);
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0x31, 0x4];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p.extend_from_slice(&[7; 100]);
+    p
+}
+
+#[test]
+fn prometheus_sees_the_traffic_that_was_sent() {
+    let setup = Setup::new();
+    let relay = setup.start();
+    let a = relay.post(
+        "/v1/reservations",
+        &reservation("prom", Some(GROUP), "audio-only", &at(0), &at(600)),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let prometheus = Prometheus::start(setup.dir.path(), relay.url.trim_start_matches("http://"));
+    let _wowza = UdpSocket::bind(("127.0.0.1", base(GROUP) - 16384)).unwrap();
+    // Prometheus throttles target discovery to 5 s: wait for its first scrape.
+    assert!(
+        wait_until(Duration::from_secs(20), || prometheus
+            .value("up{job=\"rtp-relay\"}")
+            == Some(1.0)),
+        "prometheus never scraped the relay"
+    );
+
+    // 1000 sequence numbers at 100 per second; every 20th is never sent:
+    // 950 packets forwarded, 49 lost (the last gap, 999, follows the last packet
+    // sent, so RFC 3550 does not expect it).
+    let sender = std::thread::spawn(move || {
+        let appliance = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..1000u16 {
+            if seq % 20 != 19 {
+                appliance
+                    .send_to(&rtp(seq), ("127.0.0.1", base(GROUP)))
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let series = format!(
+        "rtp_relay_packets_total{{group=\"{GROUP}\",stream=\"primary_audio\",plane=\"rtp\",direction=\"to_wowza\"}}"
+    );
+    // While it flows, the rate is ~95 packets/s (sleeps make it a little less).
+    std::thread::sleep(Duration::from_secs(7));
+    let mut rate = None;
+    assert!(wait_until(Duration::from_secs(2), || {
+        rate = prometheus.value(&format!("rate({series}[4s])"));
+        rate.is_some()
+    }));
+    let rate = rate.unwrap();
+    let raw = prometheus.query(&format!("{series}[5s]"));
+    assert!((60.0..=110.0).contains(&rate), "rate {rate}: raw {raw:?}");
+    sender.join().unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(10), || prometheus.value(&series)
+            == Some(950.0)),
+        "packets: {:?}",
+        prometheus.query(&series)
+    );
+    let lost =
+        format!("rtp_relay_rtp_lost_packets_total{{group=\"{GROUP}\",stream=\"primary_audio\"}}");
+    assert_eq!(prometheus.value(&lost), Some(49.0));
+    let info = prometheus.query(&format!("rtp_relay_group_info{{group=\"{GROUP}\"}}"));
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0]["metric"]["event_id"], "prom");
+    assert_eq!(info[0]["metric"]["layout"], "audio-only");
+    assert_eq!(info[0]["metric"]["source"], "127.0.0.1");
+    assert_eq!(info[0]["value"][1], "1");
+    assert_eq!(
+        prometheus.value("rtp_relay_reservations{state=\"active\"}"),
+        Some(1.0)
+    );
+
+    // The exposition passes promtool's lint.
+    let exposition = relay.get("/metrics").text;
+    let mut check = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), exposition.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every query of the shipped Grafana dashboard is valid PromQL over our
+    // series, and the per-group panels find this group.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$group", &GROUP.to_string());
+            assert!(
+                prometheus.accepts(&expr),
+                "dashboard panel {}: {expr}",
+                panel["title"]
+            );
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 8);
+    assert!(
+        !prometheus
+            .query(&format!(
+                "rtp_relay_rtp_jitter_seconds{{group=~\"{GROUP}\"}}"
+            ))
+            .is_empty()
+    );
+
+    // A freed group's series are gone from the next scrape on.
+    assert_eq!(relay.delete("/v1/reservations/prom").status, 200);
+    assert!(wait_until(Duration::from_secs(10), || prometheus
+        .query(&series)
+        .is_empty()));
+}
+
+#[test]
+fn the_shipped_alert_rules_are_valid_and_behave() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for args in [
+        vec!["check", "rules", "config/alerts.yml"],
+        vec!["check", "config", "config/prometheus.yml"],
+        vec!["test", "rules", "tests/prometheus/alerts_test.yml"],
+    ] {
+        let out = Command::new(tool("promtool"))
+            .args(&args)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
