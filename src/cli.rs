@@ -163,6 +163,9 @@ pub struct LoadtestArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 2)]
     pub generator_threads: usize,
+    /// Scrape the relay's /metrics this often during the run, e.g. 1s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub scrape_every: Option<std::time::Duration>,
     /// Find the most webcasts (up to --groups) carried loss-free (< 0.01 %), by
     /// bisection: one run of --duration per step.
     #[arg(long)]
@@ -482,6 +485,7 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         sockets: a.sockets,
         generator_threads: a.generator_threads,
         progress: !a.json,
+        scrape_every: a.scrape_every,
     };
     if a.ramp {
         return ramp(&options, a.json);

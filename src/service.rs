@@ -236,44 +236,9 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
             return running;
         }
     };
-    let fixed = [
-        (
-            "control.listen",
-            running.control.listen != new.control.listen,
-        ),
-        (
-            "data.bind_address",
-            running.data.bind_address != new.data.bind_address,
-        ),
-        ("data.workers", running.data.workers != new.data.workers),
-        (
-            "data.recv_buffer_bytes",
-            running.data.recv_buffer_bytes != new.data.recv_buffer_bytes,
-        ),
-        (
-            "data.send_buffer_bytes",
-            running.data.send_buffer_bytes != new.data.send_buffer_bytes,
-        ),
-        (
-            "data.fast_path",
-            running.data.fast_path != new.data.fast_path,
-        ),
-        ("state.path", running.state.path != new.state.path),
-        ("log.format", running.log.format != new.log.format),
-    ];
-    for (key, changed) in fixed {
-        if changed {
-            warn!(key, "SIGHUP: this key only takes effect after a restart");
-        }
+    for key in keep_restart_only(&running, &mut new) {
+        warn!(key, "SIGHUP: this key only takes effect after a restart");
     }
-    new.control.listen = running.control.listen;
-    new.data.bind_address = running.data.bind_address;
-    new.data.workers = running.data.workers;
-    new.data.recv_buffer_bytes = running.data.recv_buffer_bytes;
-    new.data.send_buffer_bytes = running.data.send_buffer_bytes;
-    new.data.fast_path = running.data.fast_path;
-    new.state.path = running.state.path.clone();
-    new.log.format = running.log.format;
 
     *shared
         .token
@@ -285,6 +250,36 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
     relay.tick(OffsetDateTime::now_utc());
     info!("SIGHUP: configuration reloaded");
     new
+}
+
+/// Keys fixed when the process starts (listeners, sockets, workers, state,
+/// the data plane's settings): each keeps its running value. Returns the ones
+/// the new file changed.
+fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($key:literal => $($field:ident).+;)*) => {$(
+            if running.$($field).+ != new.$($field).+ {
+                changed.push($key);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        )*};
+    }
+    keep! {
+        "control.listen" => control.listen;
+        "data.bind_address" => data.bind_address;
+        "data.workers" => data.workers;
+        "data.recv_buffer_bytes" => data.recv_buffer_bytes;
+        "data.send_buffer_bytes" => data.send_buffer_bytes;
+        "data.max_packet_size" => data.max_packet_size;
+        "data.fast_path" => data.fast_path;
+        "stream.audio_clock_rate" => stream.audio_clock_rate;
+        "stream.video_clock_rate" => stream.video_clock_rate;
+        "stream.stall_timeout" => stream.stall_timeout;
+        "state.path" => state.path;
+        "log.format" => log.format;
+    }
+    changed
 }
 
 /// The host's interface addresses, for the forwarding-loop check.
@@ -300,4 +295,30 @@ fn local_addresses() -> Vec<IpAddr> {
                 .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_restart_only_keys_and_takes_the_rest() {
+        let base = "[wowza]\nport_offset = -16384\n";
+        let running = Config::parse(base).unwrap();
+        let mut new = Config::parse(&format!(
+            "{base}[control]\nlisten = \"127.0.0.1:1\"\n[schedule]\nlead = \"5m\"\n[stream]\nstall_timeout = \"9s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            keep_restart_only(&running, &mut new),
+            ["control.listen", "stream.stall_timeout"]
+        );
+        assert_eq!(new.control.listen, running.control.listen);
+        assert_eq!(new.stream, running.stream);
+        assert_eq!(
+            new.schedule.lead.0,
+            Duration::from_secs(300),
+            "lead applies at once"
+        );
+    }
 }

@@ -65,6 +65,8 @@ pub struct Options {
     pub generator_threads: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Scrape the relay's `/metrics` this often during the run (as Prometheus would).
+    pub scrape_every: Option<Duration>,
 }
 
 /// The result.
@@ -112,6 +114,10 @@ pub struct Report {
     pub relay_cpu_us_per_packet: Option<f64>,
     /// The generator missed its rate or its schedule drifted.
     pub generator_fell_behind: bool,
+    /// `/metrics` scrapes made during the run.
+    pub scrapes: u64,
+    /// The slowest scrape, milliseconds.
+    pub slowest_scrape_ms: f64,
     /// What makes the figures doubtful (empty when they are sound).
     pub warnings: Vec<String>,
 }
@@ -274,13 +280,22 @@ fn measure(
     let cpu_before = relay_cpu(pid, url);
     let stop = AtomicBool::new(false);
     let progress = AtomicU64::new(0);
+    let scrapes = Scrapes::default();
     let target = generator::target_rate(&o.profile, &generator_options.targets);
+    let generating = AtomicBool::new(true);
     let offered = std::thread::scope(|scope| {
         let handle = scope.spawn(|| generator::run(&generator_options, &stop, &progress));
+        if let (Some(every), Some(url)) = (o.scrape_every, url) {
+            let (scrapes, generating) = (&scrapes, &generating);
+            scope
+                .spawn(move || scrape(url, every, || !generating.load(Ordering::Relaxed), scrapes));
+        }
         if o.progress && o.duration > Duration::from_secs(3) {
             show_progress(o.duration, target, &progress, || handle.is_finished());
         }
-        handle.join()
+        let result = handle.join();
+        generating.store(false, Ordering::Relaxed);
+        result
     })
     .map_err(|_| "the generator thread failed".to_string())?
     .map_err(|e| format!("generator: {e}"))?;
@@ -363,8 +378,37 @@ fn measure(
             .filter(|_| forwarded > 0)
             .map(|c| c * 1e6 / forwarded as f64),
         generator_fell_behind: offered.fell_behind(),
+        scrapes: scrapes.count.load(Ordering::Relaxed),
+        slowest_scrape_ms: scrapes.slowest_us.load(Ordering::Relaxed) as f64 / 1e3,
         warnings,
     })
+}
+
+/// What scraping during the run cost.
+#[derive(Debug, Default)]
+struct Scrapes {
+    count: AtomicU64,
+    slowest_us: AtomicU64,
+}
+
+/// Fetches `/metrics` every `every` until `done`.
+fn scrape(url: &str, every: Duration, done: impl Fn() -> bool, scrapes: &Scrapes) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(every * 10))
+            .build(),
+    );
+    while !done() {
+        let t = Instant::now();
+        if let Ok(mut r) = agent.get(format!("{url}/metrics")).call() {
+            let _ = r.body_mut().read_to_vec();
+            scrapes.count.fetch_add(1, Ordering::Relaxed);
+            scrapes
+                .slowest_us
+                .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        std::thread::sleep(every.saturating_sub(t.elapsed()));
+    }
 }
 
 fn show_progress(duration: Duration, target: f64, sent: &AtomicU64, done: impl Fn() -> bool) {
@@ -396,8 +440,10 @@ fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks: f64 =
             fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
         return Some(ticks / hz.max(1.0));
     }
     let text = ureq::get(format!("{}/metrics", url?))
@@ -570,8 +616,8 @@ impl Spawned {
     }
 
     fn stop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
 }
@@ -657,6 +703,13 @@ pub fn table(r: &Report) -> String {
         "receiver reports returned",
         r.receiver_reports_returned.to_string(),
     );
+    if r.scrapes > 0 {
+        line(
+            &mut out,
+            "/metrics scrapes",
+            format!("{} (slowest {:.1} ms)", r.scrapes, r.slowest_scrape_ms),
+        );
+    }
     match (r.relay_cpu_seconds, r.relay_cpu_us_per_packet) {
         (Some(s), Some(us)) => line(
             &mut out,
