@@ -1,138 +1,114 @@
 //! The per-stream Prometheus series of SPEC §5, built at scrape time from the
 //! data plane's counters: nothing is labelled or incremented per packet. Series
 //! exist only for bound ports, so a freed group's disappear at the next scrape.
+//!
+//! They are written straight into the text exposition: at 2048 groups there
+//! are ~140,000 of them, and building the `prometheus` crate's protobuf structs
+//! (a string per label value) took most of a 200 ms scrape. Every label value
+//! here is a number or a fixed name, so nothing needs escaping. `promtool check
+//! metrics` checks the result in the test suite.
 
 use crate::dataplane::DataPlane;
 use crate::dataplane::counters::DropReason;
 use crate::group::Plane;
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// One family under construction.
+/// One family under construction: its header, then its samples.
 struct Family {
-    name: &'static str,
-    help: &'static str,
-    kind: MetricType,
-    metrics: Vec<Metric>,
+    text: String,
+    samples: usize,
 }
 
 impl Family {
-    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
-        Family {
-            name,
-            help,
-            kind,
-            metrics: Vec::new(),
-        }
+    fn new(name: &str, help: &str, kind: &str) -> Self {
+        let mut text = String::with_capacity(1 << 16);
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        Family { text, samples: 0 }
     }
 
-    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name((*k).to_string());
-                    l.set_value((*v).to_string());
-                    l
-                })
-                .collect(),
-        );
-        if self.kind == MetricType::COUNTER {
-            let mut c = Counter::default();
-            c.set_value(value);
-            m.set_counter(c);
-        } else {
-            let mut g = Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-        self.metrics.push(m);
-    }
-
-    fn build(self) -> MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(self.name.to_string());
-        f.set_help(self.help.to_string());
-        f.set_field_type(self.kind);
-        f.set_metric(self.metrics);
-        f
+    /// One sample: `name{labels} value`; `labels` is already `k="v",…`.
+    fn push(&mut self, name: &str, labels: std::fmt::Arguments<'_>, value: f64) {
+        let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
+        self.samples += 1;
     }
 }
 
-/// Reads every bound port's counters into the per-stream families.
-pub fn stream_families(dataplane: &DataPlane, now: Instant) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE};
+/// Appends every bound port's per-stream series to `out` (text exposition).
+pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut String) {
+    const PACKETS: &str = "rtp_relay_packets_total";
+    const BYTES: &str = "rtp_relay_bytes_total";
+    const DROPPED: &str = "rtp_relay_dropped_packets_total";
+    const LOST: &str = "rtp_relay_rtp_lost_packets_total";
+    const DUPLICATES: &str = "rtp_relay_rtp_duplicate_packets_total";
+    const REORDERED: &str = "rtp_relay_rtp_reordered_packets_total";
+    const SSRC_CHANGES: &str = "rtp_relay_rtp_ssrc_changes_total";
+    const JITTER: &str = "rtp_relay_rtp_jitter_seconds";
+    const AGE: &str = "rtp_relay_stream_last_packet_age_seconds";
+    const WOWZA_FRACTION: &str = "rtp_relay_wowza_reported_fraction_lost";
+    const WOWZA_LOST: &str = "rtp_relay_wowza_reported_lost_packets";
     let mut packets = Family::new(
-        "rtp_relay_packets_total",
+        PACKETS,
         "Packets forwarded, by group, stream, plane (rtp|rtcp) and direction (to_wowza|to_appliance).",
-        COUNTER,
+        "counter",
     );
     let mut bytes = Family::new(
-        "rtp_relay_bytes_total",
+        BYTES,
         "Bytes (UDP payload) forwarded, by group, stream, plane and direction.",
-        COUNTER,
+        "counter",
     );
     let mut dropped = Family::new(
-        "rtp_relay_dropped_packets_total",
+        DROPPED,
         "Packets dropped, by group, stream, plane and reason.",
-        COUNTER,
+        "counter",
     );
     let mut lost = Family::new(
-        "rtp_relay_rtp_lost_packets_total",
+        LOST,
         "RTP packets lost between appliance and relay (RFC 3550 expected - received, never decreasing).",
-        COUNTER,
+        "counter",
     );
     let mut duplicates = Family::new(
-        "rtp_relay_rtp_duplicate_packets_total",
+        DUPLICATES,
         "Duplicate RTP packets from the appliance.",
-        COUNTER,
+        "counter",
     );
     let mut reordered = Family::new(
-        "rtp_relay_rtp_reordered_packets_total",
+        REORDERED,
         "RTP packets from the appliance that arrived after a later sequence number.",
-        COUNTER,
+        "counter",
     );
     let mut ssrc_changes = Family::new(
-        "rtp_relay_rtp_ssrc_changes_total",
+        SSRC_CHANGES,
         "Times the SSRC of a media stream changed (an encoder restart).",
-        COUNTER,
+        "counter",
     );
     let mut jitter = Family::new(
-        "rtp_relay_rtp_jitter_seconds",
+        JITTER,
         "RFC 3550 interarrival jitter of the media stream from the appliance, in seconds.",
-        GAUGE,
+        "gauge",
     );
     let mut age = Family::new(
-        "rtp_relay_stream_last_packet_age_seconds",
+        AGE,
         "Seconds since the last RTP packet from the appliance.",
-        GAUGE,
+        "gauge",
     );
     let mut wowza_fraction = Family::new(
-        "rtp_relay_wowza_reported_fraction_lost",
+        WOWZA_FRACTION,
         "Fraction lost (0-1) in Wowza's latest RTCP receiver report for the stream.",
-        GAUGE,
+        "gauge",
     );
     let mut wowza_lost = Family::new(
-        "rtp_relay_wowza_reported_lost_packets",
+        WOWZA_LOST,
         "Cumulative packets lost in Wowza's latest RTCP receiver report for the stream.",
-        GAUGE,
+        "gauge",
     );
 
     let epoch = dataplane.epoch();
     for (group, ports) in dataplane.groups() {
-        let group = group.to_string();
         for p in ports {
-            let stream = p.rule.role.as_str();
-            let plane = p.rule.plane.as_str();
+            let (stream, plane) = (p.rule.role.as_str(), p.rule.plane.as_str());
             let c = &p.counters;
-            let base = [
-                ("group", group.as_str()),
-                ("stream", stream),
-                ("plane", plane),
-            ];
             for (direction, n, b) in [
                 ("to_wowza", c.to_wowza_packets.get(), c.to_wowza_bytes.get()),
                 (
@@ -141,15 +117,23 @@ pub fn stream_families(dataplane: &DataPlane, now: Instant) -> Vec<MetricFamily>
                     c.to_appliance_bytes.get(),
                 ),
             ] {
-                let labels = [base[0], base[1], base[2], ("direction", direction)];
-                packets.push(&labels, n as f64);
-                bytes.push(&labels, b as f64);
+                let labels = format_args!(
+                    "group=\"{group}\",stream=\"{stream}\",plane=\"{plane}\",direction=\"{direction}\""
+                );
+                packets.push(PACKETS, labels, n as f64);
+                bytes.push(BYTES, labels, b as f64);
             }
             for reason in DropReason::ALL {
-                let labels = [base[0], base[1], base[2], ("reason", reason.as_str())];
-                dropped.push(&labels, c.dropped(reason) as f64);
+                let reason_label = reason.as_str();
+                dropped.push(
+                    DROPPED,
+                    format_args!(
+                        "group=\"{group}\",stream=\"{stream}\",plane=\"{plane}\",reason=\"{reason_label}\""
+                    ),
+                    c.dropped(reason) as f64,
+                );
             }
-            let per_stream = [("group", group.as_str()), ("stream", stream)];
+            let per_stream = format_args!("group=\"{group}\",stream=\"{stream}\"");
             match p.rule.plane {
                 Plane::Rtp => {
                     let m = &c.media;
@@ -158,25 +142,25 @@ pub fn stream_families(dataplane: &DataPlane, now: Instant) -> Vec<MetricFamily>
                         .lost_exported
                         .fetch_max(now_lost, Ordering::Relaxed)
                         .max(now_lost);
-                    lost.push(&per_stream, high as f64);
-                    duplicates.push(&per_stream, m.duplicates.get() as f64);
-                    reordered.push(&per_stream, m.reordered.get() as f64);
-                    ssrc_changes.push(&per_stream, m.ssrc_changes.get() as f64);
-                    jitter.push(&per_stream, f64::from_bits(m.jitter_bits.get()));
+                    lost.push(LOST, per_stream, high as f64);
+                    duplicates.push(DUPLICATES, per_stream, m.duplicates.get() as f64);
+                    reordered.push(REORDERED, per_stream, m.reordered.get() as f64);
+                    ssrc_changes.push(SSRC_CHANGES, per_stream, m.ssrc_changes.get() as f64);
+                    jitter.push(JITTER, per_stream, f64::from_bits(m.jitter_bits.get()));
                     if let Some(a) = c.last_packet_age(epoch, now) {
-                        age.push(&per_stream, a.max(0.0));
+                        age.push(AGE, per_stream, a.max(0.0));
                     }
                 }
                 Plane::Rtcp => {
                     if let Some((fraction, cumulative, _)) = c.control.wowza_report() {
-                        wowza_fraction.push(&per_stream, fraction);
-                        wowza_lost.push(&per_stream, cumulative as f64);
+                        wowza_fraction.push(WOWZA_FRACTION, per_stream, fraction);
+                        wowza_lost.push(WOWZA_LOST, per_stream, cumulative as f64);
                     }
                 }
             }
         }
     }
-    [
+    for family in [
         packets,
         bytes,
         dropped,
@@ -188,8 +172,10 @@ pub fn stream_families(dataplane: &DataPlane, now: Instant) -> Vec<MetricFamily>
         age,
         wowza_fraction,
         wowza_lost,
-    ]
-    .into_iter()
-    .map(Family::build)
-    .collect()
+    ] {
+        // A family without samples is left out, as the text format expects.
+        if family.samples > 0 {
+            out.push_str(&family.text);
+        }
+    }
 }

@@ -114,18 +114,18 @@ impl Metrics {
             self.reservations.with_label_values(&[state]).set(n);
         }
         self.bound_sockets.set(relay.bound_sockets() as i64);
-        let mut families = self.registry.gather();
-        families.extend(super::exporter::stream_families(
-            relay.dataplane(),
-            std::time::Instant::now(),
-        ));
-        // The encoder refuses families without samples (e.g. no Wowza report yet).
-        families.retain(|f| !f.get_metric().is_empty());
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&families, &mut out)
+            .encode(&self.registry.gather(), &mut out)
             .map_err(|e| format!("cannot encode the metrics: {e}"))?;
-        String::from_utf8(out).map_err(|e| format!("the metrics are not UTF-8: {e}"))
+        let mut text =
+            String::from_utf8(out).map_err(|e| format!("the metrics are not UTF-8: {e}"))?;
+        super::exporter::write_stream_families(
+            relay.dataplane(),
+            std::time::Instant::now(),
+            &mut text,
+        );
+        Ok(text)
     }
 }
 
