@@ -197,7 +197,20 @@ fn every_layout_forwards_both_ways_and_measures() {
                 "{what}: RR to the appliance"
             );
 
-            let view = relay.get(&format!("/v1/reservations/{id}")).body;
+            // The relay counts a send after sendmmsg returns, so the receiver
+            // may be first: wait for the counts to settle.
+            let counted = |v: &Value| {
+                let s = stream(v, &role);
+                s["rtp"]["packets_to_wowza"] == 8 && s["rtcp"]["packets_to_appliance"] == 1
+            };
+            let mut view = Value::Null;
+            assert!(
+                wait_until(Duration::from_secs(2), || {
+                    view = relay.get(&format!("/v1/reservations/{id}")).body;
+                    counted(&view)
+                }),
+                "{what}: {view}"
+            );
             let s = stream(&view, &role);
             let (m, c) = (&s["rtp"], &s["rtcp"]);
             let bytes: usize = sent.iter().map(Vec::len).sum();

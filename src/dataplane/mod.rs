@@ -247,11 +247,23 @@ impl DataPlane {
 }
 
 fn open_socket(o: &Options, port: u16) -> std::io::Result<UdpSocket> {
-    let addr = SocketAddr::new(o.bind_address, port);
+    udp_socket(
+        SocketAddr::new(o.bind_address, port),
+        o.recv_buffer_bytes,
+        o.send_buffer_bytes,
+    )
+}
+
+/// A non-blocking UDP socket bound to `addr` with the given buffer sizes (best
+/// effort: the kernel caps them at `rmem_max`/`wmem_max`).
+pub fn udp_socket(
+    addr: SocketAddr,
+    recv_buffer: usize,
+    send_buffer: usize,
+) -> std::io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Buffer sizes are best effort: the kernel caps them at rmem_max/wmem_max.
-    let _ = sock.set_recv_buffer_size(o.recv_buffer_bytes);
-    let _ = sock.set_send_buffer_size(o.send_buffer_bytes);
+    let _ = sock.set_recv_buffer_size(recv_buffer);
+    let _ = sock.set_send_buffer_size(send_buffer);
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())

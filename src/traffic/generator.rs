@@ -176,17 +176,7 @@ fn run_thread(
     progress: &AtomicU64,
 ) -> io::Result<Report> {
     let sockets: Vec<UdpSocket> = (0..sockets.clamp(1, mine.len().max(1)))
-        .map(|_| {
-            let s = socket2::Socket::new(
-                socket2::Domain::for_address(SocketAddr::new(o.bind, 0)),
-                socket2::Type::DGRAM,
-                None,
-            )?;
-            let _ = s.set_send_buffer_size(4 << 20);
-            s.bind(&SocketAddr::new(o.bind, 0).into())?;
-            s.set_nonblocking(true)?;
-            Ok(s.into())
-        })
+        .map(|_| crate::dataplane::udp_socket(SocketAddr::new(o.bind, 0), 1 << 20, 4 << 20))
         .collect::<io::Result<_>>()?;
     let mut sources: Vec<StreamSource> = mine
         .iter()

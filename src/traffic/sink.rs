@@ -166,16 +166,7 @@ impl Sink {
 }
 
 fn open(bind: IpAddr, port: u16) -> io::Result<UdpSocket> {
-    let addr = SocketAddr::new(bind, port);
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        None,
-    )?;
-    let _ = s.set_recv_buffer_size(1 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
+    crate::dataplane::udp_socket(SocketAddr::new(bind, port), 1 << 20, 1 << 16)
 }
 
 fn run(
