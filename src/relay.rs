@@ -78,7 +78,7 @@ impl Relay {
             rules: config.rules(local_addresses),
             loaded: false,
         };
-        relay.warn_overlaps(config);
+        relay.apply_schedule_config(config);
         relay
     }
 
@@ -253,7 +253,7 @@ impl Relay {
     /// Applies a reloaded configuration's rules, timing and limits.
     pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>) {
         self.rules = config.rules(local_addresses);
-        self.warn_overlaps(config);
+        self.apply_schedule_config(config);
         self.refresh_plans(None);
     }
 
@@ -331,7 +331,7 @@ impl Relay {
     }
 
     /// Applies timing and limits, warning about windows that now overlap.
-    fn warn_overlaps(&mut self, config: &Config) {
+    fn apply_schedule_config(&mut self, config: &Config) {
         let pairs = self.schedule.reconfigure(config.timing(), config.limits());
         for (a, b) in pairs {
             warn!(first = %a, second = %b,
