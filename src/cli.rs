@@ -66,6 +66,7 @@ pub struct TrafficArgs {
 /// `gen`.
 #[derive(Debug, Args)]
 pub struct GenArgs {
+    /// Groups, layout, profile, duration, output.
     #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Send to the groups of this relay's reservations, e.g. http://127.0.0.1:9870.
@@ -106,6 +107,7 @@ pub struct GenArgs {
 /// `sink`.
 #[derive(Debug, Args)]
 pub struct SinkArgs {
+    /// Groups, layout, profile, duration, output.
     #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Bind the destination ports of this relay's reservations instead of --groups,
@@ -115,7 +117,7 @@ pub struct SinkArgs {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
-    /// Bound port = group port + this offset (the relay's [wowza] port_offset).
+    /// Bound port = group port + this offset (the relay's wowza.port_offset).
     #[arg(long, default_value_t = -16384, allow_hyphen_values = true)]
     pub port_offset: i32,
 }

@@ -3,11 +3,17 @@
 //!
 //! Where things are:
 //! - pure logic, no I/O and no clock: [`group`] (port-group arithmetic, layouts),
-//!   [`reservation`] (requests, rules, and the [`reservation::schedule`]);
-//! - data plane: [`dataplane`] (UDP sockets of bound groups);
+//!   [`reservation`] (requests, rules, and the [`reservation::schedule`]),
+//!   [`packet`] (RTP/RTCP checks), [`stats`] (RFC 3550 stream statistics and
+//!   the stream watcher);
+//! - data plane: [`dataplane`] (forwarding rules, the per-port decision, counters,
+//!   batched I/O on epoll workers);
 //! - control plane: [`control`] (HTTP API, `/metrics`, health), over [`relay`]
 //!   (schedule + [`store`] + data plane under one lock);
+//! - traffic tools: [`traffic`] (`gen`, `sink`, `loadtest`);
 //! - the process: [`service`] (`run`), [`cli`], [`config`], [`logging`].
+
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
