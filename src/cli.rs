@@ -87,6 +87,14 @@ pub struct GenArgs {
     /// Sending threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Bitrate and frame-rate overrides of the profile.
+    #[command(flatten)]
+    pub rates: RateArgs,
+}
+
+/// Overrides of a profile's bitrates and frame rates.
+#[derive(Debug, Args)]
+pub struct RateArgs {
     /// Audio bitrate override (kbit/s).
     #[arg(long)]
     pub audio_kbps: Option<u32>,
@@ -102,6 +110,20 @@ pub struct GenArgs {
     /// Video frame rate override.
     #[arg(long)]
     pub video_fps: Option<f64>,
+}
+
+impl RateArgs {
+    /// `profile` with these overrides.
+    pub fn apply(
+        &self,
+        profile: crate::traffic::profile::Profile,
+    ) -> crate::traffic::profile::Profile {
+        profile.with(
+            self.audio_kbps,
+            (self.display_kbps, self.display_fps),
+            (self.video_kbps, self.video_fps),
+        )
+    }
 }
 
 /// `sink`.
@@ -165,6 +187,9 @@ pub struct LoadtestArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 2)]
     pub generator_threads: usize,
+    /// Bitrate and frame-rate overrides of the profile.
+    #[command(flatten)]
+    pub rates: RateArgs,
     /// Scrape the relay's /metrics this often during the run, e.g. 1s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub scrape_every: Option<std::time::Duration>,
@@ -371,11 +396,7 @@ pub fn generate(a: GenArgs) -> ExitCode {
             control: std::net::SocketAddr::new(a.target, port + 1),
         })
         .collect();
-    let profile = t.profile.with(
-        a.audio_kbps,
-        (a.display_kbps, a.display_fps),
-        (a.video_kbps, a.video_fps),
-    );
+    let profile = a.rates.apply(t.profile);
     let options = generator::Options {
         targets,
         profile,
@@ -481,7 +502,7 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         groups: a.groups,
         first_group: a.first_group,
         layout: a.layout,
-        profile: a.profile,
+        profile: a.rates.apply(a.profile),
         duration: a.duration,
         token: a.token,
         sockets: a.sockets,
