@@ -125,16 +125,17 @@ impl Relay {
         }
     }
 
-    /// Pushes the current plans of every group held to the data plane.
-    fn refresh_plans(&mut self, relatch: Option<&str>) {
-        let plans: Vec<(GroupPlan, bool)> = self
+    /// Pushes the plans of the groups held (all, or only `event_id`'s) to the
+    /// data plane; `relatch` forgets their latched appliances.
+    fn push_plans(&mut self, only: Option<&str>, relatch: bool) {
+        let plans: Vec<GroupPlan> = self
             .schedule
             .entries()
             .filter(|e| !matches!(e.binding, Binding::Waiting))
-            .filter(|e| relatch.is_none_or(|id| id == e.reservation.event_id))
-            .map(|e| (self.plan(e), relatch.is_some()))
+            .filter(|e| only.is_none_or(|id| id == e.reservation.event_id))
+            .map(|e| self.plan(e))
             .collect();
-        for (plan, relatch) in plans {
+        for plan in plans {
             self.dataplane.update(&plan, relatch);
         }
     }
@@ -215,10 +216,8 @@ impl Relay {
             source = ?stored.reservation.source, "reservation changed");
         self.schedule.update(stored.reservation);
         if change.source.is_some() {
-            // A new source (re-)latches the appliance.
-            self.refresh_plans(Some(event_id));
-        } else {
-            self.refresh_plans(None);
+            // A new source (re-)latches the appliance; `end` is not in the plan.
+            self.push_plans(Some(event_id), true);
         }
         self.tick(now);
         self.maybe_compact();
@@ -254,7 +253,7 @@ impl Relay {
     pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>) {
         self.rules = config.rules(local_addresses);
         self.apply_schedule_config(config);
-        self.refresh_plans(None);
+        self.push_plans(None, false);
     }
 
     /// Frees every socket (shutdown); the reservations stay on disk.

@@ -242,6 +242,28 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
+    fn a_refused_datagram_is_reported_and_the_rest_still_go() {
+        // An IPv4 socket cannot send to an IPv6 address: the kernel refuses at once.
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut b = Batch::new(64);
+        assert!(b.push(sink.local_addr().unwrap(), b"first"));
+        assert!(b.push("[::1]:9".parse().unwrap(), b"refused"));
+        assert!(b.push(sink.local_addr().unwrap(), b"third"));
+        let mut results = Vec::new();
+        b.send(relay.as_raw_fd(), |to, len, ok| {
+            results.push((to.is_ipv6(), len, ok))
+        });
+        assert_eq!(
+            results,
+            [(false, 5, true), (true, 7, false), (false, 5, true)]
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(sink.recv(&mut buf).unwrap(), 5);
+        assert_eq!(sink.recv(&mut buf).unwrap(), 5);
+    }
+
+    #[test]
     fn receives_a_batch_and_sends_it_on_from_the_same_socket() {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();

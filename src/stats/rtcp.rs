@@ -8,9 +8,9 @@ use serde::Serialize;
 /// A control stream's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RtcpStream {
-    /// Sender reports seen (either way).
+    /// Sender reports from the appliance.
     pub sender_reports: u64,
-    /// Receiver reports seen (either way).
+    /// Receiver reports from the appliance (Wowza's feed the `wowza_*` fields).
     pub receiver_reports: u64,
     /// The destination's latest report on the media stream: fraction lost (0–1).
     pub wowza_fraction_lost: Option<f64>,

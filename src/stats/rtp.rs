@@ -46,7 +46,6 @@ pub struct RtpStream {
     /// Expected and received of sources (or sequence epochs) already ended.
     prior_expected: u64,
     prior_received: u64,
-    last_arrival: Option<Instant>,
 }
 
 /// A.1 per-source state.
@@ -110,7 +109,6 @@ impl RtpStream {
             ssrc_changes: 0,
             prior_expected: 0,
             prior_received: 0,
-            last_arrival: None,
         }
     }
 
@@ -118,7 +116,6 @@ impl RtpStream {
     pub fn on_packet(&mut self, h: &RtpHeader, len: usize, now: Instant) -> Arrival {
         self.packets += 1;
         self.bytes += len as u64;
-        self.last_arrival = Some(now);
         let epoch = *self.epoch.get_or_insert(now);
         let arrival_ts = (now.duration_since(epoch).as_nanos() * u128::from(self.clock_rate)
             / 1_000_000_000) as u32;
@@ -161,11 +158,6 @@ impl RtpStream {
             self.prior_expected += s.expected();
             self.prior_received += s.received;
         }
-    }
-
-    /// When the last packet arrived.
-    pub fn last_arrival(&self) -> Option<Instant> {
-        self.last_arrival
     }
 
     /// The figures now.

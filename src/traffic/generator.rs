@@ -94,15 +94,7 @@ impl Report {
 pub fn target_rate(profile: &Profile, targets: &[Target]) -> f64 {
     targets
         .iter()
-        .map(|t| {
-            let p = profile.role(t.role);
-            let (ordinary, key) = p.frame_sizes();
-            let packets = |size: usize| size.div_ceil(super::profile::MAX_PACKET - 12) as f64;
-            let per_gop = p
-                .keyframe_interval
-                .map_or(1.0, |g| (g.as_secs_f64() * p.frame_rate).round());
-            (packets(key) + (per_gop - 1.0) * packets(ordinary)) / per_gop * p.frame_rate
-        })
+        .map(|t| profile.role(t.role).packets_per_second())
         .sum()
 }
 

@@ -115,7 +115,7 @@ impl RoleProfile {
                 (size, size)
             }
             Some(gop) => {
-                let frames = (gop.as_secs_f64() * self.frame_rate).round().max(1.0);
+                let frames = self.frames_per_keyframe() as f64;
                 let per_gop = per_second * gop.as_secs_f64();
                 let ordinary = per_gop / (frames - 1.0 + f64::from(self.keyframe_factor));
                 (
@@ -124,5 +124,26 @@ impl RoleProfile {
                 )
             }
         }
+    }
+
+    /// Frames from one keyframe to the next (1: every frame is alike, as audio).
+    pub fn frames_per_keyframe(&self) -> u64 {
+        self.keyframe_interval.map_or(1, |g| {
+            (g.as_secs_f64() * self.frame_rate).round().max(1.0) as u64
+        })
+    }
+
+    /// RTP packets a frame of `payload` bytes is split into.
+    pub fn packets_per_frame(payload: usize) -> usize {
+        payload.div_ceil(MAX_PACKET - crate::packet::rtp::FIXED_HEADER)
+    }
+
+    /// The average RTP packet rate of a stream.
+    pub fn packets_per_second(&self) -> f64 {
+        let (ordinary, key) = self.frame_sizes();
+        let frames = self.frames_per_keyframe() as f64;
+        let per_keyframe = Self::packets_per_frame(key) as f64
+            + (frames - 1.0) * Self::packets_per_frame(ordinary) as f64;
+        per_keyframe / frames * self.frame_rate
     }
 }

@@ -41,9 +41,6 @@ impl StreamSource {
         ts_base: u32,
         start: Instant,
     ) -> Self {
-        let frames_per_gop = profile.keyframe_interval.map_or(u64::MAX, |g| {
-            (g.as_secs_f64() * profile.frame_rate).round().max(1.0) as u64
-        });
         StreamSource {
             index,
             profile,
@@ -52,7 +49,12 @@ impl StreamSource {
             ts_base,
             start,
             frame: 0,
-            frames_per_gop,
+            // Audio has no keyframes: every frame is the ordinary size.
+            frames_per_gop: if profile.keyframe_interval.is_some() {
+                profile.frames_per_keyframe()
+            } else {
+                u64::MAX
+            },
             sizes: profile.frame_sizes(),
             packets: 0,
             octets: 0,
@@ -88,8 +90,7 @@ impl StreamSource {
     pub fn frame(&mut self, sent_ns: u64, mut emit: impl FnMut(&[u8])) {
         let key = self.frame.is_multiple_of(self.frames_per_gop);
         let size = if key { self.sizes.1 } else { self.sizes.0 }.max(probe::LEN);
-        let max_payload = MAX_PACKET - FIXED_HEADER;
-        let count = size.div_ceil(max_payload);
+        let count = RoleProfile::packets_per_frame(size);
         let ts = self.ts_base.wrapping_add(
             (self.frame as f64 * f64::from(self.profile.clock_rate) / self.profile.frame_rate)
                 .round() as u64 as u32,
