@@ -114,7 +114,7 @@ impl Relay {
     }
 
     /// What the data plane forwards for an entry: its effective destination and policy.
-    fn plan(&self, e: &Entry) -> GroupPlan {
+    pub fn plan(&self, e: &Entry) -> GroupPlan {
         let r = &e.reservation;
         GroupPlan {
             group: e.group,

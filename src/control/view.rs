@@ -95,23 +95,17 @@ pub struct PortView {
 /// Builds the view of an entry with live statistics from `dataplane`; `ended`
 /// overrides the state (a deleted reservation).
 pub fn reservation(relay: &Relay, e: &Entry, ended: bool) -> ReservationView {
-    let (schedule, rules, dataplane) = (relay.schedule(), relay.rules(), relay.dataplane());
+    let (schedule, dataplane) = (relay.schedule(), relay.dataplane());
     let r = &e.reservation;
     let w = schedule.window(r);
-    let destination = r.destination(rules, e.group);
-    let ports = r
-        .layout
-        .pairs()
-        .flat_map(|(pair, stream)| {
-            Plane::BOTH.map(|plane| {
-                let port = e.group.port(pair, plane);
-                PortView {
-                    port,
-                    stream,
-                    plane,
-                    destination_port: destination.base_port + (port - e.group.base()),
-                }
-            })
+    let plan = relay.plan(e);
+    let ports = plan
+        .rules(dataplane.max_packet_size())
+        .map(|rule| PortView {
+            port: rule.port,
+            stream: rule.role,
+            plane: rule.plane,
+            destination_port: rule.destination.port(),
         })
         .collect();
     let (errors, retry_at) = match &e.binding {
@@ -127,8 +121,8 @@ pub fn reservation(relay: &Relay, e: &Entry, ended: bool) -> ReservationView {
         start: rfc3339(r.start),
         end: rfc3339(r.end),
         source: r.source,
-        source_policy: r.policy(rules),
-        destination,
+        source_policy: plan.policy,
+        destination: plan.destination,
         state: if ended { State::Ended } else { e.state() },
         window: WindowView {
             bind_at: rfc3339(w.open),

@@ -231,6 +231,11 @@ impl DataPlane {
         self.groups.get(&group).map_or(&[], Vec::as_slice)
     }
 
+    /// Larger datagrams are dropped.
+    pub fn max_packet_size(&self) -> usize {
+        self.options.max_packet_size
+    }
+
     /// The media clock of a stream role (Hz).
     pub fn clock_rate(&self, role: crate::group::Role) -> u32 {
         if role.is_audio() {

@@ -203,8 +203,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         for &g in &groups {
             let ports: Vec<(Role, u16, u16)> = match (&client, &o.mode) {
                 (Some(c), _) => c.reserve(g, o.layout, o.duration)?,
-                (None, Mode::External { .. }) => forwarded_ports(g, o.layout),
-                (None, _) => direct_ports(g, o.layout),
+                (None, mode) => local_ports(g, o.layout, matches!(mode, Mode::External { .. })),
             };
             streams.extend(ports);
         }
@@ -222,24 +221,15 @@ pub fn run(o: &Options) -> Result<Report, String> {
     result
 }
 
-/// Group ports in, sink ports out (a forwarder in between).
-fn forwarded_ports(g: GroupId, layout: Layout) -> Vec<(Role, u16, u16)> {
+/// Each stream of group `g`: (role, port gen sends to, sink port). With a
+/// forwarder in between gen sends to the group port, else straight to the sink.
+fn local_ports(g: GroupId, layout: Layout, forwarder: bool) -> Vec<(Role, u16, u16)> {
     layout
         .pairs()
         .map(|(pair, role)| {
             let port = g.port(pair, Plane::Rtp);
-            (role, port, (i32::from(port) + SINK_OFFSET) as u16)
-        })
-        .collect()
-}
-
-/// Sink ports for both: gen sends straight to the sink.
-fn direct_ports(g: GroupId, layout: Layout) -> Vec<(Role, u16, u16)> {
-    layout
-        .pairs()
-        .map(|(pair, role)| {
-            let sink = (i32::from(g.port(pair, Plane::Rtp)) + SINK_OFFSET) as u16;
-            (role, sink, sink)
+            let sink = (i32::from(port) + SINK_OFFSET) as u16;
+            (role, if forwarder { port } else { sink }, sink)
         })
         .collect()
 }
