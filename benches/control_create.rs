@@ -19,7 +19,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nbind_address = \"127.0.0.1\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n[log]\nlevel = \"info\"\n",
+            "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nbind_address = \"127.0.0.1\"\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n[log]\nlevel = \"info\"\n",
             dir.path().display()
         ),
     )

@@ -156,6 +156,9 @@ pub struct LoadtestArgs {
     /// Start a relay for the run (the default).
     #[arg(long, conflicts_with_all = ["relay", "direct"])]
     pub spawn: bool,
+    /// The spawned relay's `fast_path` (auto attaches eBPF to lo when it can).
+    #[arg(long, value_enum, default_value = "auto", conflicts_with_all = ["relay", "direct", "external_pid"])]
+    pub fast_path: crate::config::FastPath,
     /// No relay: gen sends straight to sink (the ceiling to compare with).
     #[arg(long)]
     pub direct: bool,
@@ -492,7 +495,9 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         },
         (None, true, _) => Mode::Direct,
         (None, false, Some(pid)) => Mode::External { pid },
-        (None, false, None) => Mode::Spawn,
+        (None, false, None) => Mode::Spawn {
+            fast_path: a.fast_path,
+        },
     };
     if a.groups == 0 {
         return fail("--groups: give at least 1 webcast", 2);
@@ -582,6 +587,6 @@ pub fn check_config(path: &Path) -> ExitCode {
             "not configured"
         }
     );
-    println!("# data path: userspace (this build has no eBPF fast path)");
+    println!("# data path: {}", crate::dataplane::ebpf::plan(&config));
     ExitCode::SUCCESS
 }

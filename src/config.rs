@@ -86,7 +86,7 @@ pub struct Data {
 }
 
 /// `[data] fast_path`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FastPath {
     /// eBPF when the kernel and privileges allow.
@@ -95,6 +95,17 @@ pub enum FastPath {
     Ebpf,
     /// Userspace only.
     Off,
+}
+
+impl FastPath {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FastPath::Auto => "auto",
+            FastPath::Ebpf => "ebpf",
+            FastPath::Off => "off",
+        }
+    }
 }
 
 /// `[schedule]`: the reservation window.
@@ -381,12 +392,6 @@ impl Config {
                         " (or more with allow_below_dynamic_range = true)"
                     }
                 ),
-            );
-        }
-        if d.fast_path == FastPath::Ebpf {
-            return err(
-                "data.fast_path",
-                "\"ebpf\" is not available: this build has no eBPF fast path yet; use \"auto\" or \"off\"".into(),
             );
         }
         if self.schedule.lead.0 > std::time::Duration::from_secs(7 * 86400)

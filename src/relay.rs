@@ -90,6 +90,7 @@ impl Relay {
             "state loaded"
         );
         self.tick(now);
+        self.dataplane.prune_kernel();
         self.loaded = true;
     }
 
@@ -122,6 +123,8 @@ impl Relay {
             destination: r.destination(&self.rules, e.group),
             policy: r.policy(&self.rules),
             source: r.source,
+            owner: crate::dataplane::ebpf::owner(&r.event_id),
+            closes_at: e.window.close,
         }
     }
 
@@ -258,7 +261,7 @@ impl Relay {
 
     /// Frees every socket (shutdown); the reservations stay on disk.
     pub fn shutdown(&mut self) {
-        self.dataplane.free_all();
+        self.dataplane.shutdown();
     }
 
     fn get(&self, event_id: &str) -> Result<&Entry, Error> {

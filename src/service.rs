@@ -65,6 +65,21 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         );
     }
     let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.control.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "control.listen {}: cannot listen ({e}); stop what holds it or choose another address",
+                config.control.listen
+            )
+        })?;
+    // After the listener: a relay that cannot serve leaves the kernel alone.
+    let (fast, why) = dataplane::ebpf::start(&config)?;
+    let (path, interfaces) = match &fast {
+        Some(f) => ("ebpf", f.interfaces().join(",")),
+        None => ("userspace", String::new()),
+    };
+    info!(path, reason = %why, "data path chosen");
     let dataplane = DataPlane::start(
         Options {
             bind_address: config.data.bind_address,
@@ -76,25 +91,18 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             video_clock_rate: config.stream.video_clock_rate,
         },
         open_files,
+        fast,
     )
     .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(config.control.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "control.listen {}: cannot listen ({e}); stop what holds it or choose another address",
-                config.control.listen
-            )
-        })?;
     let mut relay = Relay::new(&config, local_addresses(), store, stored, dataplane);
     relay.start(OffsetDateTime::now_utc());
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    info!(%addr, path = "userspace", "control plane listening");
+    info!(%addr, path, "control plane listening");
 
     let shared = Arc::new(Shared {
         relay: Mutex::new(relay),
         token: RwLock::new(config.control.token.clone()),
-        metrics: Metrics::new(),
+        metrics: Metrics::new(path, &interfaces),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(schedule(shared.clone(), stop_rx.clone()));

@@ -141,7 +141,7 @@ fn a_busy_control_port_is_a_clear_error() {
     std::fs::write(
         &path,
         format!(
-            "[control]\nlisten = \"{}\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n",
+            "[control]\nlisten = \"{}\"\n[data]\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n",
             busy.local_addr().unwrap(),
             dir.path().display()
         ),
@@ -164,7 +164,7 @@ fn json_logs_are_one_object_per_line() {
     std::fs::write(
         &path,
         format!(
-            "[control]\nlisten = \"127.0.0.1:0\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n[log]\nformat = \"json\"\n",
+            "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n[log]\nformat = \"json\"\n",
             dir.path().display()
         ),
     )
@@ -176,7 +176,7 @@ fn json_logs_are_one_object_per_line() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    for line in lines.by_ref().take(2) {
+    for line in lines.by_ref().take(3) {
         let line = line.unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));

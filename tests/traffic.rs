@@ -158,6 +158,9 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
             "220",
             "--duration",
             "6s",
+            // Never attach to this namespace's lo from a test.
+            "--fast-path",
+            "off",
             "--json",
         ])
         .output()

@@ -10,7 +10,6 @@
 
 use crate::dataplane::DataPlane;
 use crate::dataplane::counters::DropReason;
-use crate::group::Plane;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -108,14 +107,11 @@ pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut Stri
     for (group, ports) in dataplane.groups() {
         for p in ports {
             let (stream, plane) = (p.rule.role.as_str(), p.rule.plane.as_str());
-            let c = &p.counters;
+            // Both backends' figures (the kernel's are read here, at scrape time).
+            let s = p.snapshot(dataplane.clock_rate(p.rule.role), epoch, now);
             for (direction, n, b) in [
-                ("to_wowza", c.to_wowza_packets.get(), c.to_wowza_bytes.get()),
-                (
-                    "to_appliance",
-                    c.to_appliance_packets.get(),
-                    c.to_appliance_bytes.get(),
-                ),
+                ("to_wowza", s.packets_to_wowza, s.bytes_to_wowza),
+                ("to_appliance", s.packets_to_appliance, s.bytes_to_appliance),
             ] {
                 let labels = format_args!(
                     "group=\"{group}\",stream=\"{stream}\",plane=\"{plane}\",direction=\"{direction}\""
@@ -123,40 +119,41 @@ pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut Stri
                 packets.push(PACKETS, labels, n as f64);
                 bytes.push(BYTES, labels, b as f64);
             }
-            for reason in DropReason::ALL {
+            for (reason, n) in DropReason::ALL.iter().zip(s.dropped.as_array()) {
                 let reason_label = reason.as_str();
                 dropped.push(
                     DROPPED,
                     format_args!(
                         "group=\"{group}\",stream=\"{stream}\",plane=\"{plane}\",reason=\"{reason_label}\""
                     ),
-                    c.dropped(reason) as f64,
+                    n as f64,
                 );
             }
             let per_stream = format_args!("group=\"{group}\",stream=\"{stream}\"");
-            match p.rule.plane {
-                Plane::Rtp => {
-                    let m = &c.media;
-                    let now_lost = m.expected.get().saturating_sub(m.received.get());
-                    let high = m
-                        .lost_exported
-                        .fetch_max(now_lost, Ordering::Relaxed)
-                        .max(now_lost);
-                    lost.push(LOST, per_stream, high as f64);
-                    duplicates.push(DUPLICATES, per_stream, m.duplicates.get() as f64);
-                    reordered.push(REORDERED, per_stream, m.reordered.get() as f64);
-                    ssrc_changes.push(SSRC_CHANGES, per_stream, m.ssrc_changes.get() as f64);
-                    jitter.push(JITTER, per_stream, f64::from_bits(m.jitter_bits.get()));
-                    if let Some(a) = c.last_packet_age(epoch, now) {
-                        age.push(AGE, per_stream, a.max(0.0));
-                    }
+            if let Some(m) = &s.media {
+                let now_lost = m.lost.max(0) as u64;
+                let high = p
+                    .counters
+                    .media
+                    .lost_exported
+                    .fetch_max(now_lost, Ordering::Relaxed)
+                    .max(now_lost);
+                lost.push(LOST, per_stream, high as f64);
+                duplicates.push(DUPLICATES, per_stream, m.duplicates as f64);
+                reordered.push(REORDERED, per_stream, m.reordered as f64);
+                ssrc_changes.push(SSRC_CHANGES, per_stream, m.ssrc_changes as f64);
+                jitter.push(JITTER, per_stream, m.jitter_ms / 1e3);
+                if let Some(a) = s.seconds_since_last_packet {
+                    age.push(AGE, per_stream, a.max(0.0));
                 }
-                Plane::Rtcp => {
-                    if let Some((fraction, cumulative, _)) = c.control.wowza_report() {
-                        wowza_fraction.push(WOWZA_FRACTION, per_stream, fraction);
-                        wowza_lost.push(WOWZA_LOST, per_stream, cumulative as f64);
-                    }
-                }
+            }
+            if let Some((Some(fraction), Some(cumulative))) = s
+                .control
+                .as_ref()
+                .map(|c| (c.wowza_fraction_lost, c.wowza_cumulative_lost))
+            {
+                wowza_fraction.push(WOWZA_FRACTION, per_stream, fraction);
+                wowza_lost.push(WOWZA_LOST, per_stream, cumulative as f64);
             }
         }
     }

@@ -15,8 +15,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every series (and the `process_*` collector).
-    pub fn new() -> Self {
+    /// Registers every series (and the `process_*` collector); `path` and
+    /// `interfaces` label `rtp_relay_data_path_info`.
+    pub fn new(path: &str, interfaces: &str) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -65,7 +66,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric names");
         }
-        data_path.with_label_values(&["userspace", ""]).set(1);
+        data_path.with_label_values(&[path, interfaces]).set(1);
         Metrics {
             registry,
             requests,
@@ -130,7 +131,8 @@ impl Metrics {
 }
 
 impl Default for Metrics {
+    /// The userspace data path.
     fn default() -> Self {
-        Self::new()
+        Self::new("userspace", "")
     }
 }

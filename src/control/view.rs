@@ -152,12 +152,7 @@ fn streams(dataplane: &DataPlane, e: &Entry) -> Vec<StreamView> {
             .find(|p| p.rule.port == port)
             .map(|p| PortStats {
                 port,
-                stats: p.counters.snapshot(
-                    plane == Plane::Rtp,
-                    dataplane.clock_rate(role),
-                    dataplane.epoch(),
-                    now,
-                ),
+                stats: p.snapshot(dataplane.clock_rate(role), dataplane.epoch(), now),
             })
     };
     e.reservation

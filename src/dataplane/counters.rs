@@ -280,6 +280,36 @@ pub struct MediaSnapshot {
     pub ssrc_changes: u64,
 }
 
+impl From<&RtpSnapshot> for MediaSnapshot {
+    fn from(s: &RtpSnapshot) -> Self {
+        MediaSnapshot {
+            ssrc: s.ssrc,
+            payload_type: s.payload_type,
+            extended_highest_sequence: s.extended_highest_sequence,
+            expected: s.expected,
+            received: s.received,
+            lost: s.lost,
+            duplicates: s.duplicates,
+            reordered: s.reordered,
+            jitter_ms: s.jitter_seconds * 1e3,
+            ssrc_changes: s.ssrc_changes,
+        }
+    }
+}
+
+impl Dropped {
+    /// The counts in [`DropReason::ALL`] order.
+    pub fn as_array(&self) -> [u64; 5] {
+        [
+            self.unknown_source,
+            self.malformed,
+            self.oversize,
+            self.send_error,
+            self.no_return_address,
+        ]
+    }
+}
+
 /// Figures of a control stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ControlSnapshot {

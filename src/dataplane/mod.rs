@@ -4,15 +4,19 @@
 //! - [`rule`]: the forwarding table's rows (plain data);
 //! - [`port`]: one port's forwarding decision and accounting (sans-IO);
 //! - [`counters`]: what readers see, written by one worker each;
-//! - `batch` and `worker`: the I/O — `recvmmsg`/`sendmmsg` on epoll threads.
+//! - `batch` and `worker`: the I/O — `recvmmsg`/`sendmmsg` on epoll threads;
+//! - [`ebpf`]: the kernel fast path, a second backend mirroring the table.
 //!
 //! The control side ([`DataPlane`]) binds a group's used ports when its window
 //! opens, hands each socket to a worker, and frees them (synchronously) when it
 //! closes. Binding is idempotent: it binds the ports not yet bound and reports
 //! the ones that failed, so a degraded group is completed by binding it again.
+//! With the fast path on, every bound media port's rule is mirrored into the
+//! kernel, and readers see the sum of both backends' counters.
 
 pub(crate) mod batch;
 pub mod counters;
+pub mod ebpf;
 pub mod port;
 pub mod rule;
 mod worker;
@@ -20,7 +24,8 @@ mod worker;
 use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
 use crate::stats::watch::Sample;
-use counters::PortCounters;
+use counters::{PortCounters, PortSnapshot};
+use ebpf::{FastPath, KernelPort};
 use port::Port;
 use rule::{GroupPlan, PortRule};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -57,9 +62,43 @@ pub struct Options {
 pub struct BoundPort {
     /// Its rule.
     pub rule: PortRule,
-    /// Its counters (live).
+    /// Its userspace counters (live).
     pub counters: Arc<PortCounters>,
+    /// Its kernel rule and stream, when the fast path forwards it.
+    pub kernel: Option<KernelPort>,
     worker: usize,
+}
+
+impl BoundPort {
+    /// Everything measured on the port, by both backends: packets, bytes and
+    /// drops add up; the media figures are the kernel's once it has the
+    /// stream (it then sees every accepted packet).
+    pub fn snapshot(&self, clock_rate: u32, epoch: Instant, now: Instant) -> PortSnapshot {
+        let media = self.rule.plane == crate::group::Plane::Rtp;
+        let mut s = self.counters.snapshot(media, clock_rate, epoch, now);
+        let Some((kernel, k)) = self.kernel.as_ref().and_then(|p| Some((p, p.stream()?))) else {
+            return s;
+        };
+        s.packets_to_wowza += k.to_wowza_packets;
+        s.bytes_to_wowza += k.to_wowza_bytes;
+        s.packets_to_appliance += k.to_appliance_packets;
+        s.bytes_to_appliance += k.to_appliance_bytes;
+        s.dropped.send_error += k.send_errors;
+        if let Some(a) = k.latched(&kernel.rule) {
+            s.appliance = Some(a);
+        }
+        if k.last_ns != 0 {
+            let age = ebpf::route::monotonic_nanos().saturating_sub(k.last_ns) as f64 / 1e9;
+            s.seconds_since_last_packet = Some(
+                s.seconds_since_last_packet
+                    .map_or(age, |user| user.min(age)),
+            );
+        }
+        if let (Some(m), true) = (s.media.as_mut(), k.has_source()) {
+            *m = counters::MediaSnapshot::from(&k.snapshot(clock_rate));
+        }
+        s
+    }
 }
 
 /// The bound groups and the workers forwarding them.
@@ -70,6 +109,7 @@ pub struct DataPlane {
     groups: HashMap<GroupId, Vec<BoundPort>>,
     open_files_limit: u64,
     epoch: Instant,
+    fast: Option<FastPath>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -82,8 +122,13 @@ impl std::fmt::Debug for DataPlane {
 }
 
 impl DataPlane {
-    /// Starts the workers; `open_files_limit` is the process's limit in force.
-    pub fn start(options: Options, open_files_limit: u64) -> std::io::Result<Self> {
+    /// Starts the workers; `open_files_limit` is the process's limit in force,
+    /// `fast` the kernel fast path when it runs.
+    pub fn start(
+        options: Options,
+        open_files_limit: u64,
+        fast: Option<FastPath>,
+    ) -> std::io::Result<Self> {
         let slot = options.max_packet_size + 1;
         let workers = (0..options.workers.max(1))
             .map(|i| WorkerHandle::spawn(i, slot))
@@ -95,7 +140,13 @@ impl DataPlane {
             groups: HashMap::new(),
             open_files_limit,
             epoch: Instant::now(),
+            fast,
         })
+    }
+
+    /// The kernel fast path, when it runs.
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast.as_ref()
     }
 
     /// The time origin of published arrival times.
@@ -125,7 +176,7 @@ impl DataPlane {
                 continue;
             }
             match open_socket(&self.options, rule.port) {
-                Ok(socket) => self.start_port(plan.group, rule, socket),
+                Ok(socket) => self.start_port(plan, rule, socket),
                 Err(e) => failures.push(PortFailure {
                     port: rule.port,
                     error: e.to_string(),
@@ -138,18 +189,40 @@ impl DataPlane {
         failures
     }
 
-    fn start_port(&mut self, group: GroupId, rule: PortRule, socket: UdpSocket) {
+    fn start_port(&mut self, plan: &GroupPlan, rule: PortRule, socket: UdpSocket) {
         let clock_rate = self.clock_rate(rule.role);
         let counters = Arc::new(PortCounters::default());
         let port = Port::new(rule, clock_rate, counters.clone(), self.epoch);
+        let kernel = self.install(plan, &rule, false);
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
-        self.workers[worker].send(Command::Add(socket, Box::new(port)));
-        self.groups.entry(group).or_default().push(BoundPort {
+        self.workers[worker].send(Command::Add(socket, Box::new(port), kernel.clone()));
+        self.groups.entry(plan.group).or_default().push(BoundPort {
             rule,
             counters,
+            kernel,
             worker,
         });
+    }
+
+    /// Mirrors a port's rule into the kernel; `None` keeps it in userspace.
+    fn install(&mut self, plan: &GroupPlan, rule: &PortRule, relatch: bool) -> Option<KernelPort> {
+        let clock_rate = self.clock_rate(rule.role);
+        let fast = self.fast.as_mut()?;
+        if rule.plane == crate::group::Plane::Rtcp {
+            return None;
+        }
+        match fast.install(rule, plan.owner, plan.closes_at, clock_rate, relatch) {
+            Ok(k) => Some(KernelPort {
+                port: rule.port,
+                rule: k,
+                streams: fast.streams().clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(port = rule.port, error = %e, "port forwarded in userspace only");
+                None
+            }
+        }
     }
 
     /// Applies a changed plan (source, policy or destination) to a bound group;
@@ -158,14 +231,37 @@ impl DataPlane {
         let Some(bound) = self.groups.get_mut(&plan.group) else {
             return;
         };
-        for rule in plan.rules(self.options.max_packet_size) {
-            if let Some(p) = bound
-                .iter_mut()
-                .find(|p| p.rule.port == rule.port && (p.rule != rule || relatch))
-            {
+        let changed: Vec<PortRule> = plan
+            .rules(self.options.max_packet_size)
+            .filter(|rule| {
+                bound
+                    .iter()
+                    .any(|p| p.rule.port == rule.port && (p.rule != *rule || relatch))
+            })
+            .collect();
+        for rule in changed {
+            let kernel = self.install(plan, &rule, relatch);
+            let bound = self.groups.get_mut(&plan.group).expect("checked above");
+            if let Some(p) = bound.iter_mut().find(|p| p.rule.port == rule.port) {
                 p.rule = rule;
-                self.workers[p.worker].send(Command::Update(rule, relatch));
+                p.kernel = kernel.clone();
+                self.workers[p.worker].send(Command::Update(rule, relatch, kernel));
             }
+        }
+    }
+
+    /// Takes off the fast path every kernel rule no bound port has (groups
+    /// that closed while the relay was gone); called once the state is bound.
+    pub fn prune_kernel(&mut self) {
+        let bound: std::collections::HashSet<u16> = self
+            .groups
+            .values()
+            .flatten()
+            .filter(|p| p.kernel.is_some())
+            .map(|p| p.rule.port)
+            .collect();
+        if let Some(fast) = self.fast.as_mut() {
+            fast.prune(|port| bound.contains(&port));
         }
     }
 
@@ -174,6 +270,12 @@ impl DataPlane {
         let Some(bound) = self.groups.remove(&group) else {
             return;
         };
+        // The kernel lets go first: no packet of the group is forwarded after this.
+        if let Some(fast) = self.fast.as_mut() {
+            for p in bound.iter().filter(|p| p.kernel.is_some()) {
+                fast.remove(p.rule.port);
+            }
+        }
         let mut waits = Vec::new();
         for (w, handle) in self.workers.iter().enumerate() {
             let ports: Vec<u16> = bound
@@ -200,6 +302,15 @@ impl DataPlane {
         }
     }
 
+    /// Closes everything and detaches the fast path, removing its pins (a
+    /// clean stop; a crash leaves them for the next start to adopt).
+    pub fn shutdown(&mut self) {
+        self.free_all();
+        if let Some(fast) = self.fast.take() {
+            fast.shutdown();
+        }
+    }
+
     /// Every bound group and its ports.
     pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[BoundPort])> {
         self.groups.iter().map(|(g, p)| (*g, p.as_slice()))
@@ -210,15 +321,15 @@ impl DataPlane {
         let mut out = Vec::with_capacity(self.bound_sockets());
         for ports in self.groups.values() {
             for p in ports {
-                let c = &p.counters;
+                let s = p.snapshot(self.clock_rate(p.rule.role), self.epoch, now);
                 let sample = Sample {
                     port: p.rule.port,
                     media: p.rule.plane == crate::group::Plane::Rtp,
-                    silent_for: c
-                        .last_packet_age(self.epoch, now)
+                    silent_for: s
+                        .seconds_since_last_packet
                         .map(|s| Duration::from_secs_f64(s.max(0.0))),
-                    ssrc: c.media.ssrc.get().checked_sub(1).map(|v| v as u32),
-                    dropped: counters::DropReason::ALL.map(|r| c.dropped(r)),
+                    ssrc: s.media.as_ref().and_then(|m| m.ssrc),
+                    dropped: s.dropped.as_array(),
                 };
                 out.push((sample, p.rule));
             }
@@ -315,6 +426,8 @@ mod tests {
             },
             policy: SourcePolicy::Latch,
             source: None,
+            owner: 0,
+            closes_at: time::OffsetDateTime::now_utc() + Duration::from_secs(3600),
         }
     }
 
@@ -327,7 +440,7 @@ mod tests {
         // Group 530 (61288–61295): above the usual ephemeral range, unused by other tests.
         let p = plan(530, Layout::AudioVideo);
         let g = p.group;
-        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
         assert_eq!(dp.bind(&p), vec![]);
         assert_eq!(dp.bound_sockets(), 4);
         assert!(taken(g.port(0, Plane::Rtp)) && taken(g.port(0, Plane::Rtcp)));
@@ -343,7 +456,7 @@ mod tests {
         let p = plan(531, Layout::AudioOnly);
         let g = p.group;
         let squatter = UdpSocket::bind(("127.0.0.1", g.port(0, Plane::Rtcp))).unwrap();
-        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
         let failures = dp.bind(&p);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].port, g.port(0, Plane::Rtcp));
@@ -361,7 +474,7 @@ mod tests {
     #[test]
     fn refuses_to_bind_past_the_open_files_limit() {
         let p = plan(532, Layout::AudioDisplayVideo);
-        let mut dp = DataPlane::start(options(), SPARE_FILES + 2).unwrap();
+        let mut dp = DataPlane::start(options(), SPARE_FILES + 2, None).unwrap();
         let failures = dp.bind(&p);
         assert_eq!(dp.bound_sockets(), 2);
         assert_eq!(failures.len(), 4);
@@ -380,7 +493,7 @@ mod tests {
         // The media port's destination is base_port + 0.
         p.destination.base_port = wowza.local_addr().unwrap().port();
         let relay_port = p.group.port(0, Plane::Rtp);
-        let mut dp = DataPlane::start(options(), 1 << 16).unwrap();
+        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
         assert_eq!(dp.bind(&p), vec![]);
         let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3];
         wowza

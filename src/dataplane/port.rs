@@ -82,6 +82,14 @@ impl Port {
         self.rule = rule;
     }
 
+    /// Takes the appliance the kernel fast path latched (a port on the fast
+    /// path sees only what the kernel passed up: it must judge by the same latch).
+    pub fn adopt_latch(&mut self, latched: Option<SocketAddr>) {
+        if latched != self.latched {
+            self.set_latched(latched);
+        }
+    }
+
     /// Decides and accounts one datagram of `len` bytes (`len` may exceed the
     /// buffer: then `data` holds only its start).
     #[inline]

@@ -5,6 +5,7 @@
 use crate::group::{GroupId, Layout, Plane, Role};
 use crate::reservation::{Destination, SourcePolicy};
 use std::net::{IpAddr, SocketAddr};
+use time::OffsetDateTime;
 
 /// What the data plane needs to bind and forward one reservation's group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +20,11 @@ pub struct GroupPlan {
     pub policy: SourcePolicy,
     /// The appliance's IP (strict).
     pub source: Option<IpAddr>,
+    /// Tags the reservation holding the group (see [`crate::dataplane::ebpf::owner`]).
+    pub owner: u32,
+    /// When the window closes: past it the kernel forwards nothing, whether
+    /// or not the relay still runs.
+    pub closes_at: OffsetDateTime,
 }
 
 /// One bound port's forwarding rule.

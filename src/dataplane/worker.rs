@@ -5,6 +5,7 @@
 //! with a waker; nothing on the packet path locks or allocates.
 
 use super::batch::{BATCH, Batch};
+use super::ebpf::KernelPort;
 use super::port::{Port, Verdict};
 use super::rule::PortRule;
 use mio::net::UdpSocket;
@@ -25,10 +26,10 @@ const FAIR_SHARE: usize = 8;
 
 /// What the control plane asks of a worker.
 pub enum Command {
-    /// Start forwarding on this socket.
-    Add(std::net::UdpSocket, Box<Port>),
+    /// Start forwarding on this socket (also on the fast path, if given).
+    Add(std::net::UdpSocket, Box<Port>, Option<KernelPort>),
     /// Replace a port's rule; `relatch` forgets its latched appliance.
-    Update(PortRule, bool),
+    Update(PortRule, bool, Option<KernelPort>),
     /// Close these ports; the sender is answered once they are closed.
     Remove(Vec<u16>, Sender<()>),
     /// Close everything and end the thread.
@@ -78,7 +79,7 @@ impl Drop for WorkerHandle {
 struct Worker {
     poll: Poll,
     commands: Receiver<Command>,
-    ports: Slab<(UdpSocket, Port)>,
+    ports: Slab<(UdpSocket, Port, Option<KernelPort>)>,
     by_port: HashMap<u16, usize>,
     batch: Batch,
     /// Sockets left readable after their fair share (edge-triggered: no new event).
@@ -131,7 +132,7 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add(socket, port) => {
+                Command::Add(socket, port, kernel) => {
                     let number = port.rule().port;
                     let entry = self.ports.vacant_entry();
                     let mut socket = UdpSocket::from_std(socket);
@@ -144,17 +145,18 @@ impl Worker {
                         continue;
                     }
                     self.by_port.insert(number, entry.key());
-                    entry.insert((socket, *port));
+                    entry.insert((socket, *port, kernel));
                 }
-                Command::Update(rule, relatch) => {
+                Command::Update(rule, relatch, kernel) => {
                     if let Some(&key) = self.by_port.get(&rule.port) {
                         self.ports[key].1.set_rule(rule, relatch);
+                        self.ports[key].2 = kernel;
                     }
                 }
                 Command::Remove(numbers, done) => {
                     for number in numbers {
                         if let Some(key) = self.by_port.remove(&number) {
-                            let (mut socket, _) = self.ports.remove(key);
+                            let (mut socket, ..) = self.ports.remove(key);
                             let _ = self.poll.registry().deregister(&mut socket);
                             self.again.retain(|&k| k != key);
                         }
@@ -170,7 +172,7 @@ impl Worker {
     /// Receives, decides and forwards on one socket until it is empty or has had
     /// its fair share.
     fn drain(&mut self, key: usize) {
-        let Some((socket, port)) = self.ports.get_mut(key) else {
+        let Some((socket, port, kernel)) = self.ports.get_mut(key) else {
             return;
         };
         let fd = socket.as_raw_fd();
@@ -183,6 +185,11 @@ impl Worker {
                 Err(_) => continue,
             };
             let now = Instant::now();
+            if let Some(k) = kernel {
+                // Only what the kernel did not forward gets here (a slow path):
+                // judge it by the kernel's latch.
+                port.adopt_latch(k.latched());
+            }
             for i in 0..n {
                 let Some((from, data, len)) = self.batch.datagram(i) else {
                     continue;

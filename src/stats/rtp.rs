@@ -62,8 +62,9 @@ struct Source {
     /// Bit i: extended sequence `max - i` was received (duplicate detection).
     seen: u128,
     transit: Option<u32>,
-    /// A.8 jitter in timestamp units.
-    jitter: f64,
+    /// A.8 jitter in timestamp units × 16 (the RFC's integer form, which the
+    /// kernel fast path computes too: the two agree to the bit).
+    jitter_q4: u64,
 }
 
 /// A stream's figures at one moment (API and exporter).
@@ -176,7 +177,9 @@ impl RtpStream {
             lost: expected as i64 - received as i64,
             duplicates: self.duplicates,
             reordered: self.reordered,
-            jitter_seconds: s.map_or(0.0, |s| s.jitter / f64::from(self.clock_rate)),
+            jitter_seconds: s.map_or(0.0, |s| {
+                s.jitter_q4 as f64 / 16.0 / f64::from(self.clock_rate)
+            }),
             ssrc_changes: self.ssrc_changes,
         }
     }
@@ -196,7 +199,7 @@ impl Source {
             received: 0,
             seen: 0,
             transit: None,
-            jitter: 0.0,
+            jitter_q4: 0,
         };
         s.init_seq(seq);
         s.max_seq = seq.wrapping_sub(1);
@@ -285,12 +288,16 @@ impl Source {
         Arrival::Reordered
     }
 
-    /// A.8: J += (|D| − J) / 16, D from the transit times of consecutive arrivals.
+    /// A.8: J += (|D| − J) / 16, D from the transit times of consecutive
+    /// arrivals, in the RFC's integer form (J scaled by 16).
     fn update_jitter(&mut self, arrival_ts: u32, rtp_ts: u32) {
         let transit = arrival_ts.wrapping_sub(rtp_ts);
         if let Some(prev) = self.transit {
-            let d = f64::from((transit.wrapping_sub(prev) as i32).unsigned_abs());
-            self.jitter += (d - self.jitter) / 16.0;
+            let d = u64::from((transit.wrapping_sub(prev) as i32).unsigned_abs());
+            self.jitter_q4 = self
+                .jitter_q4
+                .wrapping_add(d)
+                .wrapping_sub((self.jitter_q4 + 8) >> 4);
         }
         self.transit = Some(transit);
     }
@@ -435,14 +442,15 @@ mod tests {
     #[test]
     fn jitter_matches_a_hand_computation() {
         // 90 kHz clock, one packet per 20 ms (1800 ticks). Arrivals are 0, 20, 45,
-        // 60, 80 ms: transit differences D (in ticks) are 0, +450, −450, 0.
-        // J: 0 → 450/16 = 28.125 → 28.125 + (450 − 28.125)/16 = 54.4921875
-        //   → 54.4921875 + (0 − 54.4921875)/16 = 51.0864258 (ticks).
+        // 60, 80 ms: transit differences |D| (in ticks) are 0, 450, 450, 0.
+        // RFC 3550 A.8 integer form, J16 = 16·J, J16 += |D| − ((J16 + 8) >> 4):
+        // 0 → 0 → 450 → 450 + 450 − 28 = 872 → 872 − 55 = 817, so J = 817/16
+        // = 51.0625 ticks (the float form gives 51.086).
         let mut f = Feed::new();
         for (i, ms) in [0u64, 20, 45, 60, 80].into_iter().enumerate() {
             f.at(i as u16, ms, i as u32 * 1800);
         }
-        let expected_ticks = 54.4921875 - 54.4921875 / 16.0;
+        let expected_ticks = 817.0 / 16.0;
         let got = f.snap().jitter_seconds;
         assert!((got - expected_ticks / 90_000.0).abs() < 1e-9, "{got}");
     }

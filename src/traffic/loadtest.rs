@@ -24,7 +24,10 @@ pub const SINK_OFFSET: i32 = -16384;
 #[derive(Clone, Debug)]
 pub enum Mode {
     /// Start `rtp-relay run` with a temporary configuration and stop it after.
-    Spawn,
+    Spawn {
+        /// Its `fast_path` setting.
+        fast_path: crate::config::FastPath,
+    },
     /// A running relay's control plane URL (its PID, if given, for CPU).
     Relay {
         /// e.g. `http://127.0.0.1:9870`.
@@ -181,7 +184,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         })
         .collect::<Result<_, _>>()?;
     let mut relay = match &o.mode {
-        Mode::Spawn => Some(Spawned::start(o.groups)?),
+        Mode::Spawn { fast_path } => Some(Spawned::start(o.groups, *fast_path)?),
         _ => None,
     };
     let url = match (&o.mode, &relay) {
@@ -336,7 +339,7 @@ fn measure(
     }
     Ok(Report {
         mode: match o.mode {
-            Mode::Spawn => "spawn",
+            Mode::Spawn { .. } => "spawn",
             Mode::Relay { .. } => "relay",
             Mode::Direct => "direct",
             Mode::External { .. } => "external",
@@ -556,14 +559,15 @@ struct Spawned {
 }
 
 impl Spawned {
-    fn start(groups: u16) -> Result<Spawned, String> {
+    fn start(groups: u16, fast_path: crate::config::FastPath) -> Result<Spawned, String> {
         let dir = TempDir::new()?;
         let config = dir.0.join("relay.toml");
         std::fs::write(
             &config,
             format!(
-                "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nbind_address = \"127.0.0.1\"\nmax_groups = {}\n[wowza]\naddress = \"127.0.0.1\"\nport_offset = {SINK_OFFSET}\n[state]\npath = \"{}\"\n[log]\nlevel = \"info\"\n",
+                "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nbind_address = \"127.0.0.1\"\nmax_groups = {}\nfast_path = \"{}\"\n[wowza]\naddress = \"127.0.0.1\"\nport_offset = {SINK_OFFSET}\n[state]\npath = \"{}\"\n[log]\nlevel = \"info\"\n",
                 groups.max(1),
+                fast_path.as_str(),
                 dir.0.join("state").display()
             ),
         )

@@ -1,0 +1,368 @@
+//! The kernel fast path (SPEC §3 "Kernel fast path"): `relay.bpf.c`'s TC
+//! program attached at TCX ingress of the relay's interfaces, forwarding the
+//! media packets of established streams, with its forwarding table — a mirror
+//! of the userspace one — in BPF maps.
+//!
+//! - [`table`]: the maps' row layouts (plain data);
+//! - [`route`]: which interfaces to attach to and how the relay's own socket
+//!   would route a destination (read from the kernel);
+//! - this module: loading, attaching, pinning and the table's writes.
+//!
+//! Maps and links are pinned under bpffs per relay instance, so the kernel
+//! keeps forwarding open windows while the process is gone, and a restarted
+//! relay adopts them: the same maps, each link switched atomically to the new
+//! program. [`FastPath::shutdown`] (SIGTERM) detaches and removes everything.
+
+pub mod route;
+pub mod table;
+
+use crate::config::{Config, FastPath as Mode};
+use crate::dataplane::rule::PortRule;
+use aya::maps::{Array, Map, MapData};
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use table::{Rule, Stream, Unsupported};
+use time::OffsetDateTime;
+
+/// Where every relay instance pins its state.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
+const PROGRAM: &str = "rtp_relay_ingress";
+/// `BPF_F_LOCK`: read a spin-locked value consistently.
+const BPF_F_LOCK: u64 = 4;
+
+/// The compiled program, when this build has one.
+#[cfg(ebpf_program)]
+const OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
+    env!("OUT_DIR"),
+    "/relay.bpf.o"
+)));
+#[cfg(not(ebpf_program))]
+const OBJECT: Option<&[u8]> = None;
+
+/// The pin directory of the relay whose state file is `state_path`: one per
+/// instance, named after the state file so that an operator can tell whose it is.
+pub fn pin_dir(state_path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(state_path).unwrap_or_else(|_| state_path.to_path_buf());
+    let name: String = absolute
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Path::new(PIN_ROOT).join(name)
+}
+
+/// The owner tag of a reservation's rules: a port that changes hands gets a
+/// new stream generation even if its forwarding stays the same.
+pub fn owner(event_id: &str) -> u32 {
+    crc32fast::hash(event_id.as_bytes())
+}
+
+/// Decides whether the fast path runs: `Ok(Some(_))` loaded and attached,
+/// `Ok(None)` userspace only (with the reason, for `auto`), `Err` when `ebpf`
+/// was required and cannot be had.
+pub fn start(config: &Config) -> Result<(Option<FastPath>, String), String> {
+    let mode = config.data.fast_path;
+    if mode == Mode::Off {
+        return Ok((None, "fast_path = \"off\"".into()));
+    }
+    match FastPath::load(config) {
+        Ok(fp) => {
+            let why = format!("eBPF attached to {}", fp.interfaces.join(","));
+            Ok((Some(fp), why))
+        }
+        Err(why) if mode == Mode::Ebpf => Err(format!(
+            "data.fast_path = \"ebpf\" but the fast path cannot run: {why}; fix that or use \"auto\""
+        )),
+        Err(why) => Ok((None, why)),
+    }
+}
+
+/// What `run` would do about the fast path with `config`, in one line (for
+/// `check-config`; nothing is loaded).
+pub fn plan(config: &Config) -> String {
+    let mode = config.data.fast_path;
+    if mode == Mode::Off {
+        return "userspace (fast_path = \"off\")".into();
+    }
+    let attach = unavailable().map_or_else(|| route::interfaces(config), Err);
+    match (attach, mode) {
+        (Ok(names), _) => format!("eBPF at TCX ingress of {}", names.join(", ")),
+        (Err(why), Mode::Ebpf) => {
+            format!("none: fast_path = \"ebpf\" would refuse to start: {why}")
+        }
+        (Err(why), _) => format!("userspace ({why})"),
+    }
+}
+
+/// Why the kernel fast path cannot run here, checked before loading so that
+/// the error names the missing piece rather than a syscall.
+pub fn unavailable() -> Option<String> {
+    if OBJECT.is_none() {
+        return Some(
+            option_env!("RTP_RELAY_EBPF_MISSING")
+                .unwrap_or("this build has no eBPF program")
+                .to_string(),
+        );
+    }
+    if let Some(why) = route::kernel_too_old() {
+        return Some(why);
+    }
+    route::missing_capability()
+}
+
+/// The loaded and attached fast path.
+pub struct FastPath {
+    // Holds the program's file descriptor while links switch to it.
+    _ebpf: aya::Ebpf,
+    rules: Array<MapData, Rule>,
+    streams: Arc<Streams>,
+    dir: PathBuf,
+    interfaces: Vec<String>,
+    loopback_ifindex: u32,
+    bind: IpAddr,
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("dir", &self.dir)
+            .field("interfaces", &self.interfaces)
+            .finish()
+    }
+}
+
+/// Read access to the kernel's per-port stream state (shared with readers
+/// and workers; every read is one `bpf(2)` lookup).
+pub struct Streams(Array<MapData, Stream>);
+
+impl Streams {
+    /// The kernel's state of `port`, read under its spin lock.
+    pub fn get(&self, port: u16) -> Option<Stream> {
+        self.0.get(&u32::from(port), BPF_F_LOCK).ok()
+    }
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streams")
+    }
+}
+
+impl FastPath {
+    /// Loads the program (reusing this instance's pinned maps), attaches it to
+    /// the configured interfaces or switches their pinned links to it.
+    pub fn load(config: &Config) -> Result<FastPath, String> {
+        if let Some(why) = unavailable() {
+            return Err(why);
+        }
+        let object = OBJECT.ok_or("this build has no eBPF program")?;
+        let interfaces = route::interfaces(config)?;
+        let loopback_ifindex = route::ifindex("lo")?;
+        route::mount_bpffs()?;
+        let dir = pin_dir(&config.state.path);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .load(object)
+            .map_err(|e| format!("the kernel refused the eBPF program: {}", chain(&e)))?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or("the eBPF object has no rtp_relay_ingress program")?
+            .try_into()
+            .map_err(|e| format!("rtp_relay_ingress is not a TC program: {e}"))?;
+        program
+            .load()
+            .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
+        for name in &interfaces {
+            attach(program, &dir, name)?;
+        }
+        let rules = take_array(&mut ebpf, "rules")?;
+        let streams = Arc::new(Streams(take_array(&mut ebpf, "streams")?));
+        Ok(FastPath {
+            _ebpf: ebpf,
+            rules,
+            streams,
+            dir,
+            interfaces,
+            loopback_ifindex,
+            bind: config.data.bind_address,
+        })
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The kernel's stream state, for readers.
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
+    }
+
+    /// Mirrors one port's rule into the kernel. A port still held by the same
+    /// owner (a restart, a changed destination) keeps its stream; `relatch`,
+    /// or a changed source or policy, makes the kernel forget its appliance.
+    /// Returns the rule installed, or why the port stays in userspace.
+    pub fn install(
+        &mut self,
+        rule: &PortRule,
+        owner: u32,
+        closes_at: OffsetDateTime,
+        clock_rate: u32,
+        relatch: bool,
+    ) -> Result<Rule, String> {
+        let route = route::route(rule.destination, self.bind)?;
+        let window_end_ns = route::boot_deadline(closes_at);
+        let old = self.rules.get(&u32::from(rule.port), 0).unwrap_or_default();
+        let mut new = Rule::new(
+            rule,
+            self.bind,
+            route,
+            self.loopback_ifindex,
+            clock_rate,
+            window_end_ns,
+            owner,
+        )
+        .map_err(|e| match e {
+            Unsupported::Ipv6 => "IPv6 is forwarded in userspace".to_string(),
+            Unsupported::Control => "RTCP is forwarded in userspace".to_string(),
+        })?;
+        new.carry_over(&old, relatch);
+        self.rules
+            .set(u32::from(rule.port), new, 0)
+            .map_err(|e| format!("cannot write the kernel rule of port {}: {e}", rule.port))?;
+        Ok(new)
+    }
+
+    /// Takes `port` off the fast path (before its socket closes).
+    pub fn remove(&mut self, port: u16) {
+        let _ = self.rules.set(u32::from(port), Rule::default(), 0);
+    }
+
+    /// Takes every port not in `keep` off the fast path (after a restart: the
+    /// groups that closed while the relay was gone).
+    pub fn prune(&mut self, keep: impl Fn(u16) -> bool) {
+        for port in 0..=u16::MAX {
+            let active = self
+                .rules
+                .get(&u32::from(port), 0)
+                .is_ok_and(|r| r.active != 0);
+            if active && !keep(port) {
+                self.remove(port);
+            }
+        }
+    }
+
+    /// Detaches the program and removes every pin (a clean stop).
+    pub fn shutdown(self) {
+        remove_pins(&self.dir);
+    }
+}
+
+/// Attaches `program` at TCX ingress of `interface`, or — when this instance's
+/// link is pinned there from before — switches that link to it atomically.
+fn attach(program: &mut SchedClassifier, dir: &Path, interface: &str) -> Result<(), String> {
+    let pin = dir.join(format!("link-{interface}"));
+    if pin.exists() {
+        let adopted = PinnedLink::from_pin(&pin)
+            .map_err(|e| e.to_string())
+            .and_then(|l| SchedClassifierLink::try_from(FdLink::from(l)).map_err(|e| e.to_string()))
+            .and_then(|l| program.attach_to_link(l).map_err(|e| chain(&e)));
+        match adopted {
+            // The pin keeps the link alive; the program's handle only closes its fd.
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(interface, error = %e, "cannot adopt the pinned fast-path link; attaching anew");
+                let _ = std::fs::remove_file(&pin);
+            }
+        }
+    }
+    let id = program
+        .attach_with_options(
+            interface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| format!("cannot attach to {interface} (TCX ingress): {}", chain(&e)))?;
+    let link = program.take_link(id).map_err(|e| chain(&e))?;
+    let link = FdLink::try_from(link).map_err(|e| e.to_string())?;
+    link.pin(&pin)
+        .map_err(|e| format!("cannot pin {}: {e}", pin.display()))?;
+    Ok(())
+}
+
+fn take_array<V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &str) -> Result<Array<MapData, V>, String> {
+    let map: Map = ebpf
+        .take_map(name)
+        .ok_or_else(|| format!("the eBPF object has no {name} map"))?;
+    Array::try_from(map).map_err(|e| format!("map {name}: {e}"))
+}
+
+/// Removes a pin directory: unpinning the links detaches the program (no
+/// process holds them), unpinning the maps frees them.
+pub fn remove_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    // The root goes with its last instance (a no-op while others remain).
+    let _ = std::fs::remove_dir(PIN_ROOT);
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// A port on the fast path: the rule the kernel holds and where to read the
+/// kernel's stream state.
+#[derive(Clone, Debug)]
+pub struct KernelPort {
+    /// The port.
+    pub port: u16,
+    /// Its rule as installed.
+    pub rule: Rule,
+    /// The stream map.
+    pub streams: Arc<Streams>,
+}
+
+impl KernelPort {
+    /// The kernel's stream of this rule (none before its first packet, or
+    /// while the map still holds an earlier bind's).
+    pub fn stream(&self) -> Option<Stream> {
+        self.streams
+            .get(self.port)
+            .filter(|s| s.belongs_to(&self.rule))
+    }
+
+    /// The appliance the kernel latched.
+    pub fn latched(&self) -> Option<std::net::SocketAddr> {
+        self.stream().and_then(|s| s.latched(&self.rule))
+    }
+}

@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// rtp-relay's kernel fast path (SPEC §3 "Kernel fast path"): a TC ingress
+// program that forwards the RTP packets of established streams inside the
+// kernel and measures them exactly as the userspace statistics module does
+// (src/stats/rtp.rs). Anything it does not forward is left untouched for the
+// userspace data plane, which applies SPEC §3 as always: unknown senders,
+// malformed and oversize packets, packets from Wowza before an appliance is
+// latched, RTCP, fragments, IP options, IPv6.
+//
+// The forwarding table is the userspace data plane's, mirrored into `rules`
+// (src/dataplane/ebpf/table.rs has the same layouts). Per-stream state lives
+// in `streams`, under a spin lock: RFC 3550 sequence state is not per-CPU
+// mergeable.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define PLANE_RTP 0
+#define POLICY_STRICT 0
+#define POLICY_LATCH 1
+#define POLICY_ANY 2
+
+#define MIN_SEQUENTIAL 2
+#define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
+#define SEQ_MOD 65536u
+#define NO_BAD_SEQ 0xffffffffu
+
+#define ETH_LEN 14
+#define IP_LEN 20
+#define UDP_LEN 8
+#define RTP_OFF (ETH_LEN + IP_LEN + UDP_LEN)
+
+#define IP_CSUM_OFF (ETH_LEN + offsetof(struct iphdr, check))
+#define IP_SRC_OFF (ETH_LEN + offsetof(struct iphdr, saddr))
+#define IP_DST_OFF (ETH_LEN + offsetof(struct iphdr, daddr))
+#define UDP_CSUM_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, check))
+#define UDP_SPORT_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, source))
+#define UDP_DPORT_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, dest))
+
+// One bound port's rule: written by userspace only.
+struct rule {
+	__u32 active;          // 1: a bound port of a live group
+	__u32 generation;      // new on every fresh bind: the stream state restarts
+	__u32 latch_epoch;     // bumped by a re-latch: the latched appliance is forgotten
+	__u32 bind_addr;       // network order; 0: any local address
+	__u32 dest_addr;       // network order
+	__u32 src_addr;        // network order: the address the relay sends to dest from
+	__u32 source_addr;     // network order: strict policy's appliance
+	__u32 egress_ifindex;  // toward dest; 0: dest is a local address
+	__u32 loopback_ifindex;
+	__u32 max_packet_size; // UDP payload bytes
+	__u32 clock_rate;      // Hz, for jitter
+	__u16 dest_port;       // host order
+	__u8 plane;
+	__u8 policy;
+	__u32 owner;           // the reservation holding the port (userspace's tag)
+	__u32 pad;
+	__u64 window_end_ns;   // CLOCK_BOOTTIME; past it nothing is forwarded
+};
+
+// One port's stream: written by this program only (userspace reads it).
+struct stream {
+	struct bpf_spin_lock lock;
+	__u32 generation;
+	__u32 latch_epoch;
+	__u32 latched_addr;    // network order; 0: none
+	__u32 latched_local;   // network order: the relay address the appliance used
+	__u32 latched_ifindex; // where the appliance's packets came in
+	__u16 latched_port;    // network order
+	__u8 has_source;
+	__u8 probation;
+	__u8 has_transit;
+	__u8 payload_type;
+	__u16 max_seq;
+	__u32 ssrc;
+	__u32 cycles;
+	__u32 base_seq;
+	__u32 bad_seq;         // NO_BAD_SEQ: none
+	__u32 transit;
+	__u32 pad;
+	__u64 jitter_q4;       // RFC 3550 A.8 integer jitter, timestamp units × 16
+	__u64 received;
+	__u64 seen_lo;         // bit i: extended sequence max - i was received
+	__u64 seen_hi;
+	__u64 first_ns;        // CLOCK_MONOTONIC of the stream's first packet
+	__u64 last_ns;         // … and of its latest from the appliance
+	__u64 packets;
+	__u64 bytes;
+	__u64 duplicates;
+	__u64 reordered;
+	__u64 ssrc_changes;
+	__u64 prior_expected;
+	__u64 prior_received;
+	__u64 to_wowza_packets;
+	__u64 to_wowza_bytes;
+	__u64 to_appliance_packets;
+	__u64 to_appliance_bytes;
+	__u64 send_errors;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct stream);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} streams SEC(".maps");
+
+static __always_inline void shift_seen(struct stream *s, __u32 n)
+{
+	if (n >= 128) {
+		s->seen_lo = 1;
+		s->seen_hi = 0;
+		return;
+	}
+	if (n >= 64) {
+		s->seen_hi = s->seen_lo << (n - 64);
+		s->seen_lo = 1;
+		return;
+	}
+	s->seen_hi = (s->seen_hi << n) | (s->seen_lo >> (64 - n));
+	s->seen_lo = (s->seen_lo << n) | 1;
+}
+
+static __always_inline void init_seq(struct stream *s, __u16 seq)
+{
+	s->base_seq = seq;
+	s->max_seq = seq;
+	s->bad_seq = NO_BAD_SEQ;
+	s->cycles = 0;
+	s->received = 0;
+	s->seen_lo = 1;
+	s->seen_hi = 0;
+	s->probation = 0;
+}
+
+static __always_inline __u64 expected(const struct stream *s)
+{
+	if (s->probation > 0)
+		return 0;
+	return (__u64)(__u32)(s->cycles + s->max_seq - s->base_seq) + 1;
+}
+
+// RFC 3550 A.1 update_seq, as RtpStream::on_packet does it. Returns 1 when the
+// packet is a duplicate (no jitter update).
+static __always_inline int update_seq(struct stream *s, __u16 seq)
+{
+	__u16 udelta = seq - s->max_seq;
+
+	if (s->probation > 0) {
+		if (seq == (__u16)(s->max_seq + 1)) {
+			s->probation--;
+			s->max_seq = seq;
+			if (s->probation == 0) {
+				init_seq(s, seq);
+				s->received++;
+			}
+		} else {
+			s->probation = MIN_SEQUENTIAL - 1;
+			s->max_seq = seq;
+		}
+		return 0;
+	}
+	if (udelta == 0) {
+		s->duplicates++;
+		return 1;
+	}
+	if (udelta < MAX_DROPOUT) {
+		if (seq < s->max_seq)
+			s->cycles += SEQ_MOD;
+		s->max_seq = seq;
+		shift_seen(s, udelta);
+		s->received++;
+		s->bad_seq = NO_BAD_SEQ;
+		return 0;
+	}
+	if ((__u32)udelta <= SEQ_MOD - MAX_MISORDER) {
+		if (s->bad_seq == seq) {
+			// A confirmed restart: keep the old epoch's counts.
+			s->prior_expected += expected(s);
+			s->prior_received += s->received;
+			init_seq(s, seq);
+			s->received = 1;
+			return 0;
+		}
+		s->bad_seq = (__u16)(seq + 1);
+		return 0;
+	}
+	__u16 behind = s->max_seq - seq;
+	__u64 bit;
+	int seen;
+	if (behind < 64) {
+		bit = 1ULL << behind;
+		seen = (s->seen_lo & bit) != 0;
+		s->seen_lo |= bit;
+	} else {
+		bit = 1ULL << ((behind - 64) & 63);
+		seen = (s->seen_hi & bit) != 0;
+		s->seen_hi |= bit;
+	}
+	if (seen) {
+		s->duplicates++;
+		return 1;
+	}
+	s->reordered++;
+	__u32 ext = s->cycles + s->max_seq - behind;
+	if (ext >= s->base_seq)
+		s->received++;
+	return 0;
+}
+
+static __always_inline void on_rtp(struct stream *s, const struct rule *r, __u16 seq,
+				   __u32 ts, __u32 ssrc, __u8 pt, __u32 len, __u64 now)
+{
+	s->packets++;
+	s->bytes += len;
+	if (!s->first_ns)
+		s->first_ns = now;
+	__u64 since = now - s->first_ns;
+	// ns × rate / 1e9 without overflowing 64 bits (exact, as the u128 path).
+	__u32 arrival = (__u32)((since / 1000000000ULL) * r->clock_rate +
+				((since % 1000000000ULL) * r->clock_rate) / 1000000000ULL);
+
+	if (!s->has_source || s->ssrc != ssrc) {
+		if (s->has_source) {
+			s->ssrc_changes++;
+			s->prior_expected += expected(s);
+			s->prior_received += s->received;
+		}
+		s->has_source = 1;
+		s->ssrc = ssrc;
+		init_seq(s, seq);
+		s->max_seq = seq - 1;
+		s->probation = MIN_SEQUENTIAL;
+		s->has_transit = 0;
+		s->jitter_q4 = 0;
+	}
+	s->payload_type = pt;
+	if (update_seq(s, seq))
+		return;
+	__u32 transit = arrival - ts;
+	if (s->has_transit) {
+		__s32 d = (__s32)(transit - s->transit);
+		__u64 ad = d < 0 ? (__u64)(-(__s64)d) : (__u64)d;
+		s->jitter_q4 += ad - ((s->jitter_q4 + 8) >> 4);
+	}
+	s->transit = transit;
+	s->has_transit = 1;
+}
+
+// SPEC §3 RTP check on a media port (packet/rtp.rs RtpHeader::parse).
+static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32 len)
+{
+	if (len < 12 || (h[0] >> 6) != 2)
+		return 0;
+	__u8 pt = h[1] & 0x7f;
+	if (pt >= 72 && pt <= 76)
+		return 0;
+	__u32 header = 12 + 4 * (h[0] & 0x0f);
+	if (h[0] & 0x10) {
+		__u8 ext[4];
+		if (header + 4 > len)
+			return 0;
+		if (bpf_skb_load_bytes(skb, RTP_OFF + (header & 0x7f), ext, 4) < 0)
+			return 0;
+		header += 4 + 4 * (((__u32)ext[2] << 8) | ext[3]);
+	}
+	if (header > len)
+		return 0;
+	if (h[0] & 0x20) {
+		__u8 padding;
+		if (bpf_skb_load_bytes(skb, RTP_OFF + ((len - 1) & 0xffff), &padding, 1) < 0)
+			return 0;
+		if (padding == 0 || header + padding > len)
+			return 0;
+	}
+	return 1;
+}
+
+// Rewrites the addresses and ports (checksums follow) and sends the packet on:
+// up the local stack, or out of `ifindex` toward another host.
+static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 old_dst,
+				   __u16 old_sport, __u16 old_dport, __u32 src, __u32 dst,
+				   __u16 sport, __u16 dport, __u32 ifindex, __u32 local,
+				   __u32 loopback)
+{
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_src, src,
+			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dst, dst,
+			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, sport, BPF_F_MARK_MANGLED_0 | 2);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, dport, BPF_F_MARK_MANGLED_0 | 2);
+	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_src, src, 4);
+	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_dst, dst, 4);
+	bpf_skb_store_bytes(skb, IP_SRC_OFF, &src, 4, 0);
+	bpf_skb_store_bytes(skb, IP_DST_OFF, &dst, 4, 0);
+	bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &sport, 2, 0);
+	bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &dport, 2, 0);
+	if (local) {
+		if (skb->ifindex == loopback)
+			return TC_ACT_OK;
+		// A local destination reached from another interface enters through
+		// loopback, as the relay's own send would (a local source address
+		// arriving on an outside interface is a martian).
+		__u8 zero[12] = {};
+		bpf_skb_store_bytes(skb, 0, zero, 12, 0);
+		return bpf_redirect(loopback, BPF_F_INGRESS);
+	}
+	return bpf_redirect_neigh(ifindex, 0, 0, 0);
+}
+
+SEC("classifier")
+int rtp_relay_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_LEN;
+	struct udphdr *udp = data + ETH_LEN + IP_LEN;
+
+	if (data + RTP_OFF > data_end)
+		return TC_ACT_UNSPEC;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		return TC_ACT_UNSPEC;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return TC_ACT_UNSPEC;
+
+	__u32 port = bpf_ntohs(udp->dest);
+	struct rule *r = bpf_map_lookup_elem(&rules, &port);
+	if (!r || !r->active || r->plane != PLANE_RTP)
+		return TC_ACT_UNSPEC;
+	if (r->bind_addr && r->bind_addr != ip->daddr)
+		return TC_ACT_UNSPEC;
+	if (bpf_ktime_get_boot_ns() >= r->window_end_ns)
+		return TC_ACT_SHOT; // the window has closed, whether or not userspace runs
+
+	__u32 udp_len = bpf_ntohs(udp->len);
+	if (udp_len < UDP_LEN || udp_len - UDP_LEN > r->max_packet_size)
+		return TC_ACT_UNSPEC;
+	__u32 len = udp_len - UDP_LEN;
+	__u8 h[12];
+	if (len < 12 || bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
+		return TC_ACT_UNSPEC;
+	if (!rtp_valid(skb, h, len))
+		return TC_ACT_UNSPEC;
+
+	__u32 saddr = ip->saddr, daddr = ip->daddr;
+	__u16 sport = udp->source, dport = udp->dest;
+	struct stream *s = bpf_map_lookup_elem(&streams, &port);
+	if (!s)
+		return TC_ACT_UNSPEC;
+	int from_dest = saddr == r->dest_addr && sport == bpf_htons(r->dest_port);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 to_addr = 0, from_addr = 0, ifindex = 0, local = 0;
+	__u16 to_port = 0;
+
+	bpf_spin_lock(&s->lock);
+	if (s->generation != r->generation) {
+		// A fresh bind: nothing of the port's previous group carries over.
+		__builtin_memset((char *)s + sizeof(s->lock), 0, sizeof(*s) - sizeof(s->lock));
+		s->generation = r->generation;
+		s->latch_epoch = r->latch_epoch;
+		s->bad_seq = NO_BAD_SEQ;
+	}
+	if (s->latch_epoch != r->latch_epoch) {
+		s->latched_addr = 0;
+		s->latched_port = 0;
+		s->latch_epoch = r->latch_epoch;
+	}
+	if (from_dest) {
+		if (!s->latched_addr) {
+			bpf_spin_unlock(&s->lock);
+			return TC_ACT_UNSPEC; // no_return_address, counted in userspace
+		}
+		to_addr = s->latched_addr;
+		to_port = s->latched_port;
+		from_addr = s->latched_local;
+		ifindex = s->latched_ifindex;
+		s->to_appliance_packets++;
+		s->to_appliance_bytes += len;
+	} else {
+		int accept;
+		if (r->policy == POLICY_STRICT)
+			accept = saddr == r->source_addr;
+		else if (r->policy == POLICY_LATCH)
+			accept = !s->latched_addr ||
+				 (s->latched_addr == saddr && s->latched_port == sport);
+		else
+			accept = 1;
+		if (!accept) {
+			bpf_spin_unlock(&s->lock);
+			return TC_ACT_UNSPEC; // unknown_source, counted in userspace
+		}
+		// Latch keeps its first sender; strict and any follow the latest one.
+		s->latched_addr = saddr;
+		s->latched_port = sport;
+		s->latched_local = daddr;
+		s->latched_ifindex = skb->ifindex;
+		on_rtp(s, r, ((__u16)h[2] << 8) | h[3],
+		       ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7],
+		       ((__u32)h[8] << 24) | ((__u32)h[9] << 16) | ((__u32)h[10] << 8) | h[11],
+		       h[1] & 0x7f, len, now);
+		s->last_ns = now;
+		s->to_wowza_packets++;
+		s->to_wowza_bytes += len;
+		to_addr = r->dest_addr;
+		to_port = bpf_htons(r->dest_port);
+		from_addr = r->src_addr;
+		ifindex = r->egress_ifindex;
+		local = ifindex == 0;
+	}
+	bpf_spin_unlock(&s->lock);
+
+	if (from_dest) {
+		// Back to the appliance: from the address it sent to, out of the
+		// interface its packets came in on.
+		local = ifindex == r->loopback_ifindex;
+	}
+	int verdict = forward(skb, saddr, daddr, sport, dport, from_addr, to_addr, dport,
+			      to_port, ifindex, local, r->loopback_ifindex);
+	if (verdict == TC_ACT_SHOT)
+		__sync_fetch_and_add(&s->send_errors, 1);
+	return verdict;
+}
+
+char LICENSE[] SEC("license") = "GPL";

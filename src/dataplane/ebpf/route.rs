@@ -1,0 +1,180 @@
+//! What the fast path asks of the host: which interfaces carry the bind
+//! address, how the relay's own socket would route a destination, the
+//! kernel's version and the process's capabilities, bpffs, and the clocks the
+//! program compares against.
+
+use super::table::Route;
+use crate::config::Config;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use time::OffsetDateTime;
+
+/// TCX (the multi-program TC attachment the links are pinned as) came with 6.6.
+const TCX_KERNEL: (u32, u32) = (6, 6);
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// The interfaces to attach to: `fast_path_interfaces`, or those carrying
+/// `bind_address` (`lo` for loopback, every IPv4 interface for 0.0.0.0).
+pub fn interfaces(config: &Config) -> Result<Vec<String>, String> {
+    let d = &config.data;
+    if !d.fast_path_interfaces.is_empty() {
+        for name in &d.fast_path_interfaces {
+            ifindex(name).map_err(|e| format!("data.fast_path_interfaces: {e}"))?;
+        }
+        return Ok(d.fast_path_interfaces.clone());
+    }
+    let bind = match d.bind_address {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => {
+            return Err("the fast path forwards IPv4 only and bind_address is IPv6".into());
+        }
+    };
+    if bind.is_loopback() {
+        return Ok(vec!["lo".into()]);
+    }
+    let mut names: Vec<String> = addresses()?
+        .into_iter()
+        .filter(|(_, a)| bind.is_unspecified() || *a == bind)
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Err(format!("no interface carries bind_address {bind}"));
+    }
+    Ok(names)
+}
+
+/// Every interface's IPv4 addresses.
+fn addresses() -> Result<Vec<(String, Ipv4Addr)>, String> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    Ok(addrs
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            Some((a.interface_name, ip))
+        })
+        .collect())
+}
+
+/// The index of interface `name`.
+pub fn ifindex(name: &str) -> Result<u32, String> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| format!("no interface {name:?} ({e})"))
+}
+
+/// How the relay's socket on `bind` reaches `destination`: from which
+/// address, out of which interface (none when the destination is local).
+pub fn route(destination: SocketAddr, bind: IpAddr) -> Result<Route, String> {
+    let SocketAddr::V4(dest) = destination else {
+        return Err("IPv6 destinations are forwarded in userspace".into());
+    };
+    // The kernel's own choice of source address, as for any unbound socket.
+    let probe = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect(dest).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map_err(|e| format!("no route to {dest}: {e}"))?;
+    let IpAddr::V4(chosen) = probe.ip() else {
+        return Err(format!("no IPv4 route to {dest}"));
+    };
+    let source = match bind {
+        IpAddr::V4(b) if !b.is_unspecified() => b,
+        _ => chosen,
+    };
+    let addrs = addresses()?;
+    let local = dest.ip().is_loopback() || addrs.iter().any(|(_, a)| a == dest.ip());
+    if local {
+        return Ok(Route {
+            source,
+            egress_ifindex: None,
+        });
+    }
+    let (name, _) = addrs
+        .iter()
+        .find(|(_, a)| *a == chosen)
+        .ok_or_else(|| format!("no interface holds {chosen}, the source toward {dest}"))?;
+    Ok(Route {
+        source,
+        egress_ifindex: Some(ifindex(name)?),
+    })
+}
+
+/// `closes_at` on CLOCK_BOOTTIME (which the program reads), in nanoseconds.
+pub fn boot_deadline(closes_at: OffsetDateTime) -> u64 {
+    let left = (closes_at - OffsetDateTime::now_utc())
+        .whole_nanoseconds()
+        .max(0);
+    boot_nanos().saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
+fn boot_nanos() -> u64 {
+    clock_nanos(nix::time::ClockId::CLOCK_BOOTTIME)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the program's packet times).
+pub fn monotonic_nanos() -> u64 {
+    clock_nanos(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+fn clock_nanos(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Why this kernel cannot run the fast path, if it cannot.
+pub fn kernel_too_old() -> Option<String> {
+    let uname = nix::sys::utsname::uname().ok()?;
+    let release = uname.release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let version = (parts.next()?, parts.next()?);
+    (version < TCX_KERNEL).then(|| {
+        format!(
+            "kernel {release} has no TCX attachment (needs {}.{} or later)",
+            TCX_KERNEL.0, TCX_KERNEL.1
+        )
+    })
+}
+
+/// The capability the process lacks for loading and attaching, if any.
+pub fn missing_capability() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        return Some(
+            "missing capability CAP_BPF (run as root, or grant CAP_BPF and CAP_NET_ADMIN)".into(),
+        );
+    }
+    if !has(CAP_NET_ADMIN) {
+        return Some(
+            "missing capability CAP_NET_ADMIN (run as root, or grant CAP_BPF and CAP_NET_ADMIN)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless it is there.
+pub fn mount_bpffs() -> Result<(), String> {
+    let target = "/sys/fs/bpf";
+    let mounted = nix::sys::statfs::statfs(target)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    if mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).map_err(|e| format!("cannot create {target}: {e}"))?;
+    nix::mount::mount(
+        Some("bpf"),
+        target,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("bpffs is not mounted at {target} and mounting it failed: {e}"))
+}

@@ -1,0 +1,248 @@
+//! The kernel's copy of the forwarding table and its per-port stream state,
+//! laid out exactly as `relay.bpf.c` declares them (`struct rule`,
+//! `struct stream`). Pure data and conversions: no maps, no syscalls.
+
+use crate::dataplane::rule::PortRule;
+use crate::group::Plane;
+use crate::reservation::SourcePolicy;
+use crate::stats::rtp::RtpSnapshot;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// `rules[port]`: one bound port's rule (written by userspace only).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// 1: a bound port of a live group.
+    pub active: u32,
+    /// New on every fresh bind; the kernel then restarts the port's stream.
+    pub generation: u32,
+    /// Bumped by a re-latch; the kernel then forgets the latched appliance.
+    pub latch_epoch: u32,
+    /// Network order; 0: any local address.
+    pub bind_addr: u32,
+    /// Network order.
+    pub dest_addr: u32,
+    /// Network order: the address the relay's socket sends to the destination from.
+    pub src_addr: u32,
+    /// Network order: the strict policy's appliance.
+    pub source_addr: u32,
+    /// The interface toward the destination; 0: the destination is local.
+    pub egress_ifindex: u32,
+    /// The loopback interface (local deliveries enter through it).
+    pub loopback_ifindex: u32,
+    /// Larger UDP payloads are left to userspace (which drops them).
+    pub max_packet_size: u32,
+    /// Media clock (Hz) for jitter.
+    pub clock_rate: u32,
+    /// Host order.
+    pub dest_port: u16,
+    /// 0: RTP, 1: RTCP.
+    pub plane: u8,
+    /// 0: strict, 1: latch, 2: any.
+    pub policy: u8,
+    /// The reservation holding the port ([`super::owner`] of its event id).
+    pub owner: u32,
+    pad: u32,
+    /// CLOCK_BOOTTIME nanoseconds at which the window closes.
+    pub window_end_ns: u64,
+}
+
+/// `streams[port]`: the kernel's measurement of one port (written by the
+/// program only; userspace reads it).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stream {
+    lock: u32,
+    /// The rule generation this state belongs to.
+    pub generation: u32,
+    latch_epoch: u32,
+    latched_addr: u32,
+    latched_local: u32,
+    latched_ifindex: u32,
+    latched_port: u16,
+    has_source: u8,
+    probation: u8,
+    has_transit: u8,
+    payload_type: u8,
+    max_seq: u16,
+    ssrc: u32,
+    cycles: u32,
+    base_seq: u32,
+    bad_seq: u32,
+    transit: u32,
+    pad: u32,
+    /// RFC 3550 A.8 jitter in timestamp units × 16.
+    pub jitter_q4: u64,
+    received: u64,
+    seen_lo: u64,
+    seen_hi: u64,
+    first_ns: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the latest packet from the appliance.
+    pub last_ns: u64,
+    packets: u64,
+    bytes: u64,
+    duplicates: u64,
+    reordered: u64,
+    ssrc_changes: u64,
+    prior_expected: u64,
+    prior_received: u64,
+    /// Appliance → destination packets.
+    pub to_wowza_packets: u64,
+    /// … bytes.
+    pub to_wowza_bytes: u64,
+    /// Destination → appliance packets.
+    pub to_appliance_packets: u64,
+    /// … bytes.
+    pub to_appliance_bytes: u64,
+    /// Packets the kernel could not send on.
+    pub send_errors: u64,
+}
+
+const _: () = assert!(size_of::<Rule>() == 64);
+const _: () = assert!(size_of::<Stream>() == 200);
+
+// SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
+unsafe impl aya::Pod for Rule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Stream {}
+
+/// Where the relay's own socket would send a rule's packets: from which
+/// address, out of which interface (none: the destination is local).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The source address the kernel picks toward the destination.
+    pub source: Ipv4Addr,
+    /// The egress interface; `None` for a local destination.
+    pub egress_ifindex: Option<u32>,
+}
+
+/// Why a port cannot be put on the fast path (it stays in userspace).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// IPv6 destination, source or bind address.
+    Ipv6,
+    /// RTCP stays in userspace.
+    Control,
+}
+
+impl Rule {
+    /// The kernel rule for `rule`. `bind` is the configured bind address,
+    /// `window_end_ns` the window's close on CLOCK_BOOTTIME. Its generation and
+    /// latch epoch are set by [`Rule::carry_over`].
+    pub fn new(
+        rule: &PortRule,
+        bind: IpAddr,
+        route: Route,
+        loopback_ifindex: u32,
+        clock_rate: u32,
+        window_end_ns: u64,
+        owner: u32,
+    ) -> Result<Rule, Unsupported> {
+        if rule.plane == Plane::Rtcp {
+            return Err(Unsupported::Control);
+        }
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(_) => Err(Unsupported::Ipv6),
+        };
+        Ok(Rule {
+            active: 1,
+            generation: 0,
+            latch_epoch: 0,
+            bind_addr: v4(bind)?,
+            dest_addr: v4(rule.destination.ip())?,
+            src_addr: u32::from_ne_bytes(route.source.octets()),
+            source_addr: rule.source.map(v4).transpose()?.unwrap_or(0),
+            egress_ifindex: route.egress_ifindex.unwrap_or(0),
+            loopback_ifindex,
+            max_packet_size: u32::try_from(rule.max_packet_size).unwrap_or(u32::MAX),
+            clock_rate,
+            dest_port: rule.destination.port(),
+            plane: 0,
+            policy: match rule.policy {
+                SourcePolicy::Strict => 0,
+                SourcePolicy::Latch => 1,
+                SourcePolicy::Any => 2,
+            },
+            owner,
+            pad: 0,
+            window_end_ns,
+        })
+    }
+
+    /// Takes over from the rule the port had: the same owner keeps its stream
+    /// (a restart, a changed destination) and its latch, unless `relatch` or a
+    /// changed source or policy forgets the appliance — as the userspace port
+    /// does. Anyone else starts a new stream generation.
+    pub fn carry_over(&mut self, old: &Rule, relatch: bool) {
+        if old.active != 0 && old.owner == self.owner {
+            self.generation = old.generation;
+            let forget =
+                relatch || old.source_addr != self.source_addr || old.policy != self.policy;
+            self.latch_epoch = old.latch_epoch.wrapping_add(u32::from(forget));
+        } else {
+            self.generation = old.generation.wrapping_add(1).max(1);
+            self.latch_epoch = old.latch_epoch;
+        }
+    }
+}
+
+impl Stream {
+    /// Has a media packet been measured?
+    pub fn has_source(&self) -> bool {
+        self.has_source != 0
+    }
+
+    /// Does this state belong to `rule` (and not to an earlier bind of the port)?
+    pub fn belongs_to(&self, rule: &Rule) -> bool {
+        self.generation == rule.generation
+    }
+
+    /// The appliance the kernel latched (the reverse path's address).
+    pub fn latched(&self, rule: &Rule) -> Option<SocketAddr> {
+        (self.belongs_to(rule) && self.latch_epoch == rule.latch_epoch && self.latched_addr != 0)
+            .then(|| {
+                SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(self.latched_addr.to_ne_bytes()),
+                    u16::from_be(self.latched_port),
+                ))
+            })
+    }
+
+    /// The RFC 3550 figures, as [`crate::stats::rtp::RtpStream::snapshot`]
+    /// gives them for the same packets.
+    pub fn snapshot(&self, clock_rate: u32) -> RtpSnapshot {
+        let source = self.has_source != 0;
+        let current_expected = if !source || self.probation > 0 {
+            0
+        } else {
+            u64::from(
+                self.cycles
+                    .wrapping_add(u32::from(self.max_seq))
+                    .wrapping_sub(self.base_seq),
+            ) + 1
+        };
+        let current_received = if source { self.received } else { 0 };
+        let expected = self.prior_expected + current_expected;
+        let received = self.prior_received + current_received;
+        RtpSnapshot {
+            ssrc: source.then_some(self.ssrc),
+            payload_type: source.then_some(self.payload_type),
+            packets: self.packets,
+            bytes: self.bytes,
+            extended_highest_sequence: (source && self.probation == 0)
+                .then(|| self.cycles.wrapping_add(u32::from(self.max_seq))),
+            expected,
+            received,
+            lost: expected as i64 - received as i64,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            jitter_seconds: if source {
+                self.jitter_q4 as f64 / 16.0 / f64::from(clock_rate.max(1))
+            } else {
+                0.0
+            },
+            ssrc_changes: self.ssrc_changes,
+        }
+    }
+}
