@@ -115,6 +115,34 @@ pub struct Relay {
     pub url: String,
     log: Arc<Mutex<Vec<String>>>,
     agent: ureq::Agent,
+    /// The network namespace it runs in (its control plane is reached from there).
+    netns: Option<PathBuf>,
+}
+
+/// Moves the calling thread into the network namespace at `ns` (a
+/// `/run/netns/…` file): the sockets it opens afterwards live there.
+pub fn enter_netns(ns: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(ns)?;
+    // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (this thread's own when None).
+pub fn in_netns<T: Send>(ns: Option<&Path>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(ns) = ns else { return f() };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(ns).unwrap_or_else(|e| panic!("cannot enter {}: {e}", ns.display()));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// An HTTP answer.
@@ -128,13 +156,35 @@ pub struct Answer {
 impl Relay {
     /// Spawns `rtp-relay run --config path`; Err(log) when it exits or never listens.
     pub fn start(config: &Path) -> Result<Relay, String> {
-        let mut child = Command::new(BIN)
+        Self::start_in(config, None)
+    }
+
+    /// As [`Relay::start`], inside network namespace `netns`.
+    pub fn start_in(config: &Path, netns: Option<&Path>) -> Result<Relay, String> {
+        let mut command = Command::new(BIN);
+        command
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // Opened before the fork: the child only calls setns (async-signal-safe).
+        let ns_file = netns
+            .map(|ns| std::fs::File::open(ns).unwrap_or_else(|e| panic!("{}: {e}", ns.display())));
+        if let Some(file) = &ns_file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = file.as_raw_fd();
+            // SAFETY: setns on an fd that stays open until spawn returns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -167,6 +217,7 @@ impl Relay {
             url: format!("http://{addr}"),
             log,
             agent,
+            netns: netns.map(Path::to_path_buf),
         })
     }
 
@@ -179,8 +230,11 @@ impl Relay {
         self.log.lock().unwrap().join("\n")
     }
 
-    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-        let mut r = r.expect("HTTP request failed");
+    fn answer(
+        &self,
+        call: impl FnOnce() -> Result<ureq::http::Response<ureq::Body>, ureq::Error> + Send,
+    ) -> Answer {
+        let mut r = in_netns(self.netns.as_deref(), call).expect("HTTP request failed");
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -188,7 +242,7 @@ impl Relay {
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        Self::answer(self.agent.get(format!("{}{path}", self.url)).call())
+        self.answer(|| self.agent.get(format!("{}{path}", self.url)).call())
     }
 
     pub fn post(&self, path: &str, body: &str) -> Answer {
@@ -203,11 +257,11 @@ impl Relay {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        Self::answer(req.send(body))
+        self.answer(|| req.send(body))
     }
 
     pub fn patch(&self, path: &str, body: &str) -> Answer {
-        Self::answer(self.agent.patch(format!("{}{path}", self.url)).send(body))
+        self.answer(|| self.agent.patch(format!("{}{path}", self.url)).send(body))
     }
 
     pub fn delete(&self, path: &str) -> Answer {
@@ -219,7 +273,7 @@ impl Relay {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        Self::answer(req.call())
+        self.answer(|| req.call())
     }
 
     /// Sends a signal to the relay.

@@ -44,7 +44,8 @@ const OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
 const OBJECT: Option<&[u8]> = None;
 
 /// The pin directory of the relay whose state file is `state_path`: one per
-/// instance, named after the state file so that an operator can tell whose it is.
+/// instance, named after the state file so that an operator can tell whose it
+/// is (bpffs refuses dots in names: they become dashes like the slashes).
 pub fn pin_dir(state_path: &Path) -> PathBuf {
     let absolute = std::path::absolute(state_path).unwrap_or_else(|_| state_path.to_path_buf());
     let name: String = absolute
@@ -52,7 +53,7 @@ pub fn pin_dir(state_path: &Path) -> PathBuf {
         .trim_start_matches('/')
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            if c.is_ascii_alphanumeric() || c == '_' {
                 c
             } else {
                 '-'
@@ -131,6 +132,7 @@ pub struct FastPath {
     interfaces: Vec<String>,
     loopback_ifindex: u32,
     bind: IpAddr,
+    warned_local: bool,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -198,6 +200,7 @@ impl FastPath {
             interfaces,
             loopback_ifindex,
             bind: config.data.bind_address,
+            warned_local: false,
         })
     }
 
@@ -245,6 +248,13 @@ impl FastPath {
             Unsupported::Control => "RTCP is forwarded in userspace".to_string(),
         })?;
         new.carry_over(&old, relatch);
+        if route.egress_ifindex.is_none() && !route.local_ok && !self.warned_local {
+            self.warned_local = true;
+            tracing::warn!(
+                destination = %rule.destination,
+                "packets for a local destination arriving from other interfaces are forwarded in userspace: set net.ipv4.conf.lo.accept_local=1 (and net.ipv4.conf.lo.route_localnet=1 for 127.0.0.0/8) to forward them in the kernel"
+            );
+        }
         self.rules
             .set(u32::from(rule.port), new, 0)
             .map_err(|e| format!("cannot write the kernel rule of port {}: {e}", rule.port))?;

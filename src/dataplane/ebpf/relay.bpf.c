@@ -62,7 +62,8 @@ struct rule {
 	__u8 plane;
 	__u8 policy;
 	__u32 owner;           // the reservation holding the port (userspace's tag)
-	__u32 pad;
+	__u8 local_ok;         // a local dest may be reached from other interfaces
+	__u8 pad[3];
 	__u64 window_end_ns;   // CLOCK_BOOTTIME; past it nothing is forwarded
 };
 
@@ -358,6 +359,12 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	if (len < 12 || bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
 		return TC_ACT_UNSPEC;
 	if (!rtp_valid(skb, h, len))
+		return TC_ACT_UNSPEC;
+
+	// Handed to lo, a packet from a local address (to 127.0.0.0/8, too) has
+	// no route of its own as the relay's send has: the stack takes it only
+	// with lo's accept_local (and route_localnet). Else userspace forwards it.
+	if (!r->egress_ifindex && !r->local_ok && skb->ifindex != r->loopback_ifindex)
 		return TC_ACT_UNSPEC;
 
 	__u32 saddr = ip->saddr, daddr = ip->daddr;

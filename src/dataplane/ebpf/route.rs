@@ -86,6 +86,8 @@ pub fn route(destination: SocketAddr, bind: IpAddr) -> Result<Route, String> {
         return Ok(Route {
             source,
             egress_ifindex: None,
+            local_ok: lo_setting("accept_local")
+                && (!dest.ip().is_loopback() || lo_setting("route_localnet")),
         });
     }
     let (name, _) = addrs
@@ -95,6 +97,15 @@ pub fn route(destination: SocketAddr, bind: IpAddr) -> Result<Route, String> {
     Ok(Route {
         source,
         egress_ifindex: Some(ifindex(name)?),
+        local_ok: false,
+    })
+}
+
+/// Is `net.ipv4.conf.lo.<name>` (or `…conf.all.<name>`) on?
+fn lo_setting(name: &str) -> bool {
+    ["lo", "all"].iter().any(|dev| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/{name}"))
+            .is_ok_and(|v| v.trim() == "1")
     })
 }
 

@@ -42,7 +42,10 @@ pub struct Rule {
     pub policy: u8,
     /// The reservation holding the port ([`super::owner`] of its event id).
     pub owner: u32,
-    pad: u32,
+    /// 1: a local destination may be reached from other interfaces (see
+    /// [`Route::local_ok`]); else only packets arriving on lo go kernel-side.
+    pub local_ok: u8,
+    pad: [u8; 3],
     /// CLOCK_BOOTTIME nanoseconds at which the window closes.
     pub window_end_ns: u64,
 }
@@ -114,6 +117,10 @@ pub struct Route {
     pub source: Ipv4Addr,
     /// The egress interface; `None` for a local destination.
     pub egress_ifindex: Option<u32>,
+    /// For a local destination: will lo take a packet from the relay's own
+    /// address that was redirected to it (`accept_local`, and `route_localnet`
+    /// for 127.0.0.0/8)? The relay's own send needs neither: it has a route.
+    pub local_ok: bool,
 }
 
 /// Why a port cannot be put on the fast path (it stays in userspace).
@@ -165,7 +172,8 @@ impl Rule {
                 SourcePolicy::Any => 2,
             },
             owner,
-            pad: 0,
+            local_ok: u8::from(route.local_ok),
+            pad: [0; 3],
             window_end_ns,
         })
     }
