@@ -376,3 +376,152 @@ impl KernelPort {
         self.stream().and_then(|s| s.latched(&self.rule))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The kernel's statistics against the userspace module's, packet by
+    //! packet: crafted sequences run through the loaded program with
+    //! `BPF_PROG_TEST_RUN` (no interface is attached), each packet's kernel
+    //! arrival time fed to [`RtpStream`] as its arrival instant.
+
+    use super::*;
+    use crate::packet::rtp::RtpHeader;
+    use crate::stats::rtp::RtpStream;
+    use aya::programs::{TestRun, TestRunOptions};
+    use std::time::{Duration, Instant};
+
+    const PORT: u16 = 61000;
+    const CLOCK: u32 = 90_000;
+
+    /// The program loaded (not attached) with maps pinned in a directory of
+    /// its own, removed on drop.
+    struct Loaded {
+        ebpf: aya::Ebpf,
+        rules: Array<MapData, Rule>,
+        streams: Streams,
+        dir: PathBuf,
+    }
+
+    impl Drop for Loaded {
+        fn drop(&mut self) {
+            remove_pins(&self.dir);
+        }
+    }
+
+    fn load() -> Option<Loaded> {
+        if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
+            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
+            return None;
+        }
+        if let Some(why) = unavailable() {
+            panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test");
+        }
+        route::mount_bpffs().unwrap();
+        let dir = Path::new(PIN_ROOT).join(format!("unit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .load(OBJECT.unwrap())
+            .unwrap();
+        let program: &mut SchedClassifier = ebpf.program_mut(PROGRAM).unwrap().try_into().unwrap();
+        program.load().unwrap();
+        let rules = take_array(&mut ebpf, "rules").unwrap();
+        let streams = Streams(take_array(&mut ebpf, "streams").unwrap());
+        Some(Loaded {
+            ebpf,
+            rules,
+            streams,
+            dir,
+        })
+    }
+
+    /// Ethernet + IPv4 + UDP (127.0.0.2:5004 → 127.0.0.1:PORT) + RTP.
+    fn frame(ssrc: u32, seq: u16, ts: u32, payload: usize) -> Vec<u8> {
+        let rtp_len = 12 + payload;
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
+        f.extend_from_slice(&[127, 0, 0, 2, 127, 0, 0, 1]);
+        f.extend_from_slice(&5004u16.to_be_bytes());
+        f.extend_from_slice(&PORT.to_be_bytes());
+        f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&[0x80, 96]);
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&ts.to_be_bytes());
+        f.extend_from_slice(&ssrc.to_be_bytes());
+        f.resize(14 + 20 + 8 + rtp_len, 0xa5);
+        f
+    }
+
+    /// (ssrc, seq) in arrival order: wraparound, a loss burst, reordering
+    /// inside and beyond MAX_MISORDER, duplicates, a restarted sequence and a
+    /// new SSRC (a restarted encoder).
+    fn sequence() -> Vec<(u32, u16)> {
+        let mut s: Vec<(u32, u16)> = (65500..=65535).chain(0..40).map(|q| (1, q)).collect();
+        s.extend((70..90).map(|q| (1, q))); // 30 lost
+        s.extend([(1, 92), (1, 91), (1, 94), (1, 93), (1, 95)]); // reordered
+        s.extend([(1, 95), (1, 93), (1, 60)]); // duplicates; 60 is lost and late
+        s.extend((96..150).map(|q| (1, q)));
+        s.push((1, 149u16.wrapping_sub(400))); // far behind, beyond MAX_MISORDER
+        s.extend([(1, 20_000), (1, 20_001)]); // a jump, confirmed: restart
+        s.extend((20_002..20_050).map(|q| (1, q)));
+        s.extend((500..560).map(|q| (2, q))); // a new SSRC
+        s
+    }
+
+    #[test]
+    fn kernel_statistics_equal_the_userspace_module() {
+        let Some(mut k) = load() else { return };
+        let mut rule = Rule::default();
+        rule.active = 1;
+        rule.generation = 1;
+        rule.dest_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        rule.src_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        rule.loopback_ifindex = route::ifindex("lo").unwrap();
+        rule.max_packet_size = 1500;
+        rule.clock_rate = CLOCK;
+        rule.dest_port = 40000;
+        rule.policy = 2;
+        rule.window_end_ns = u64::MAX;
+        k.rules.set(u32::from(PORT), rule, 0).unwrap();
+        let program: &SchedClassifier = k.ebpf.program(PROGRAM).unwrap().try_into().unwrap();
+        let mut user = RtpStream::new(CLOCK);
+        let base = Instant::now();
+        let mut first_ns = None;
+        let mut out = vec![0u8; 2048];
+        for (i, (ssrc, seq)) in sequence().into_iter().enumerate() {
+            // Sender clock: 20 ms a packet; arrivals jittered by real sleeps.
+            let ts = (i as u32).wrapping_mul(1800);
+            let payload = 100 + i % 50;
+            let data = frame(ssrc, seq, ts, payload);
+            std::thread::sleep(Duration::from_micros((i as u64 * 7919) % 3000));
+            let run = program
+                .test_run(TestRunOptions {
+                    data_in: Some(&data),
+                    data_out: Some(&mut out),
+                    repeat: 1,
+                    ..TestRunOptions::default()
+                })
+                .unwrap();
+            assert_eq!(
+                run.return_value, 0,
+                "packet {i} forwarded up the local stack"
+            );
+            let s = k.streams.get(PORT).unwrap();
+            let first = *first_ns.get_or_insert(s.last_ns);
+            let arrived = base + Duration::from_nanos(s.last_ns - first);
+            let h = RtpHeader::parse(&data[42..]).unwrap();
+            user.on_packet(&h, data.len() - 42, arrived);
+            assert_eq!(
+                s.snapshot(CLOCK),
+                user.snapshot(),
+                "after packet {i} (ssrc {ssrc}, seq {seq})"
+            );
+        }
+        let s = k.streams.get(PORT).unwrap().snapshot(CLOCK);
+        assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
+        assert!(s.jitter_seconds > 0.0, "{s:?}");
+    }
+}
