@@ -21,7 +21,7 @@ for n in ${GROUPS_LIST:-64 256 1024 2048}; do
     "$BIN" loadtest --external-pid "$pid" --groups "$n" --duration "$DURATION" --json > "$OUT/baseline-$n.json"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    "$BIN" loadtest --groups "$n" --duration "$DURATION" --json > "$OUT/rtp-relay-$n.json"
+    "$BIN" loadtest --fast-path off --groups "$n" --duration "$DURATION" --json > "$OUT/rtp-relay-$n.json"
 done
 python3 - "$OUT" <<'PY'
 import json, os, sys

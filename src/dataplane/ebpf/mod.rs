@@ -175,18 +175,8 @@ impl FastPath {
         let dir = pin_dir(&config.state.path);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;
-        let mut ebpf = aya::EbpfLoader::new()
-            .default_map_pin_directory(&dir)
-            .load(object)
-            .map_err(|e| format!("the kernel refused the eBPF program: {}", chain(&e)))?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the eBPF object has no rtp_relay_ingress program")?
-            .try_into()
-            .map_err(|e| format!("rtp_relay_ingress is not a TC program: {e}"))?;
-        program
-            .load()
-            .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
+        let mut ebpf = load_object(object, &dir)?;
+        let program = classifier(&mut ebpf)?;
         for name in &interfaces {
             attach(program, &dir, name)?;
         }
@@ -318,6 +308,26 @@ fn attach(program: &mut SchedClassifier, dir: &Path, interface: &str) -> Result<
     Ok(())
 }
 
+/// Loads the object (its maps pinned in, or adopted from, `dir`) and its
+/// program through the verifier.
+fn load_object(object: &[u8], dir: &Path) -> Result<aya::Ebpf, String> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .load(object)
+        .map_err(|e| format!("the kernel refused the eBPF object: {}", chain(&e)))?;
+    classifier(&mut ebpf)?
+        .load()
+        .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
+    Ok(ebpf)
+}
+
+fn classifier(ebpf: &mut aya::Ebpf) -> Result<&mut SchedClassifier, String> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or("the eBPF object has no rtp_relay_ingress program")?
+        .try_into()
+        .map_err(|e| format!("rtp_relay_ingress is not a TC program: {e}"))
+}
+
 fn take_array<V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &str) -> Result<Array<MapData, V>, String> {
     let map: Map = ebpf
         .take_map(name)
@@ -377,6 +387,108 @@ impl KernelPort {
     }
 }
 
+/// The program loaded but attached nowhere, its maps pinned in a directory of
+/// its own (removed on drop): for tests and benchmarks that run it on crafted
+/// frames with `BPF_PROG_TEST_RUN`.
+pub struct Detached {
+    ebpf: aya::Ebpf,
+    rules: Array<MapData, Rule>,
+    streams: Streams,
+    dir: PathBuf,
+}
+
+impl Detached {
+    /// Loads the program; `name` names the pin directory under [`PIN_ROOT`].
+    pub fn load(name: &str) -> Result<Detached, String> {
+        if let Some(why) = unavailable() {
+            return Err(why);
+        }
+        let object = OBJECT.ok_or("this build has no eBPF program")?;
+        route::mount_bpffs()?;
+        let dir = Path::new(PIN_ROOT).join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut ebpf = load_object(object, &dir)?;
+        let rules = take_array(&mut ebpf, "rules")?;
+        let streams = Streams(take_array(&mut ebpf, "streams")?);
+        Ok(Detached {
+            ebpf,
+            rules,
+            streams,
+            dir,
+        })
+    }
+
+    /// Sets `port`'s rule.
+    pub fn set_rule(&mut self, port: u16, rule: Rule) -> Result<(), String> {
+        self.rules
+            .set(u32::from(port), rule, 0)
+            .map_err(|e| chain(&e))
+    }
+
+    /// The stream map.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Runs the program `repeat` times on `frame` (an Ethernet frame; the
+    /// kernel keeps its rewrites between repeats): its verdict, and the
+    /// kernel's mean time per run.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), String> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or("no rtp_relay_ingress program")?
+            .try_into()
+            .map_err(|e| chain(&e))?;
+        let mut out = vec![0u8; frame.len() + 64];
+        let run = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| chain(&e))?;
+        Ok((run.return_value, run.duration))
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        remove_pins(&self.dir);
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame carrying an RTP packet of `payload` bytes
+/// (for [`Detached::run`]).
+pub fn rtp_frame(
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    payload: usize,
+) -> Vec<u8> {
+    let rtp_len = 12 + payload;
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&from.ip().octets());
+    f.extend_from_slice(&to.ip().octets());
+    f.extend_from_slice(&from.port().to_be_bytes());
+    f.extend_from_slice(&to.port().to_be_bytes());
+    f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x80, 96]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ts.to_be_bytes());
+    f.extend_from_slice(&ssrc.to_be_bytes());
+    f.resize(14 + 20 + 8 + rtp_len, 0xa5);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     //! The kernel's statistics against the userspace module's, packet by
@@ -387,72 +499,31 @@ mod tests {
     use super::*;
     use crate::packet::rtp::RtpHeader;
     use crate::stats::rtp::RtpStream;
-    use aya::programs::{TestRun, TestRunOptions};
     use std::time::{Duration, Instant};
 
     const PORT: u16 = 61000;
     const CLOCK: u32 = 90_000;
 
-    /// The program loaded (not attached) with maps pinned in a directory of
-    /// its own, removed on drop.
-    struct Loaded {
-        ebpf: aya::Ebpf,
-        rules: Array<MapData, Rule>,
-        streams: Streams,
-        dir: PathBuf,
-    }
-
-    impl Drop for Loaded {
-        fn drop(&mut self) {
-            remove_pins(&self.dir);
-        }
-    }
-
-    fn load() -> Option<Loaded> {
+    fn load() -> Option<Detached> {
         if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
             eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
             return None;
         }
-        if let Some(why) = unavailable() {
-            panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test");
-        }
-        route::mount_bpffs().unwrap();
-        let dir = Path::new(PIN_ROOT).join(format!("unit-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut ebpf = aya::EbpfLoader::new()
-            .default_map_pin_directory(&dir)
-            .load(OBJECT.unwrap())
-            .unwrap();
-        let program: &mut SchedClassifier = ebpf.program_mut(PROGRAM).unwrap().try_into().unwrap();
-        program.load().unwrap();
-        let rules = take_array(&mut ebpf, "rules").unwrap();
-        let streams = Streams(take_array(&mut ebpf, "streams").unwrap());
-        Some(Loaded {
-            ebpf,
-            rules,
-            streams,
-            dir,
-        })
+        let name = format!("unit-test-{}", std::process::id());
+        Some(Detached::load(&name).unwrap_or_else(|why| {
+            panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test")
+        }))
     }
 
-    /// Ethernet + IPv4 + UDP (127.0.0.2:5004 → 127.0.0.1:PORT) + RTP.
     fn frame(ssrc: u32, seq: u16, ts: u32, payload: usize) -> Vec<u8> {
-        let rtp_len = 12 + payload;
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-        f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
-        f.extend_from_slice(&[127, 0, 0, 2, 127, 0, 0, 1]);
-        f.extend_from_slice(&5004u16.to_be_bytes());
-        f.extend_from_slice(&PORT.to_be_bytes());
-        f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(&[0x80, 96]);
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&ts.to_be_bytes());
-        f.extend_from_slice(&ssrc.to_be_bytes());
-        f.resize(14 + 20 + 8 + rtp_len, 0xa5);
-        f
+        rtp_frame(
+            "127.0.0.2:5004".parse().unwrap(),
+            std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT),
+            ssrc,
+            seq,
+            ts,
+            payload,
+        )
     }
 
     /// (ssrc, seq) in arrival order: wraparound, a loss burst, reordering
@@ -485,31 +556,19 @@ mod tests {
         rule.dest_port = 40000;
         rule.policy = 2;
         rule.window_end_ns = u64::MAX;
-        k.rules.set(u32::from(PORT), rule, 0).unwrap();
-        let program: &SchedClassifier = k.ebpf.program(PROGRAM).unwrap().try_into().unwrap();
+        k.set_rule(PORT, rule).unwrap();
         let mut user = RtpStream::new(CLOCK);
         let base = Instant::now();
         let mut first_ns = None;
-        let mut out = vec![0u8; 2048];
         for (i, (ssrc, seq)) in sequence().into_iter().enumerate() {
             // Sender clock: 20 ms a packet; arrivals jittered by real sleeps.
             let ts = (i as u32).wrapping_mul(1800);
             let payload = 100 + i % 50;
             let data = frame(ssrc, seq, ts, payload);
             std::thread::sleep(Duration::from_micros((i as u64 * 7919) % 3000));
-            let run = program
-                .test_run(TestRunOptions {
-                    data_in: Some(&data),
-                    data_out: Some(&mut out),
-                    repeat: 1,
-                    ..TestRunOptions::default()
-                })
-                .unwrap();
-            assert_eq!(
-                run.return_value, 0,
-                "packet {i} forwarded up the local stack"
-            );
-            let s = k.streams.get(PORT).unwrap();
+            let (verdict, _) = k.run(&data, 1).unwrap();
+            assert_eq!(verdict, 0, "packet {i} forwarded up the local stack");
+            let s = k.streams().get(PORT).unwrap();
             let first = *first_ns.get_or_insert(s.last_ns);
             let arrived = base + Duration::from_nanos(s.last_ns - first);
             let h = RtpHeader::parse(&data[42..]).unwrap();
@@ -520,7 +579,7 @@ mod tests {
                 "after packet {i} (ssrc {ssrc}, seq {seq})"
             );
         }
-        let s = k.streams.get(PORT).unwrap().snapshot(CLOCK);
+        let s = k.streams().get(PORT).unwrap().snapshot(CLOCK);
         assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
         assert!(s.jitter_seconds > 0.0, "{s:?}");
     }
