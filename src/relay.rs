@@ -218,10 +218,9 @@ impl Relay {
         info!(event_id, end = %crate::reservation::rfc3339(stored.reservation.end),
             source = ?stored.reservation.source, "reservation changed");
         self.schedule.update(stored.reservation);
-        if change.source.is_some() {
-            // A new source (re-)latches the appliance; `end` is not in the plan.
-            self.push_plans(Some(event_id), true);
-        }
+        // A new source (re-)latches the appliance; a new end moves the kernel's
+        // window end.
+        self.push_plans(Some(event_id), change.source.is_some());
         self.tick(now);
         self.maybe_compact();
         Ok(())

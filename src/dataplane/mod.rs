@@ -66,6 +66,8 @@ pub struct BoundPort {
     pub counters: Arc<PortCounters>,
     /// Its kernel rule and stream, when the fast path forwards it.
     pub kernel: Option<KernelPort>,
+    /// The window's close the kernel enforces.
+    closes_at: time::OffsetDateTime,
     worker: usize,
 }
 
@@ -201,6 +203,7 @@ impl DataPlane {
             rule,
             counters,
             kernel,
+            closes_at: plan.closes_at,
             worker,
         });
     }
@@ -234,9 +237,10 @@ impl DataPlane {
         let changed: Vec<PortRule> = plan
             .rules(self.options.max_packet_size)
             .filter(|rule| {
-                bound
-                    .iter()
-                    .any(|p| p.rule.port == rule.port && (p.rule != *rule || relatch))
+                bound.iter().any(|p| {
+                    p.rule.port == rule.port
+                        && (p.rule != *rule || relatch || p.closes_at != plan.closes_at)
+                })
             })
             .collect();
         for rule in changed {
@@ -245,6 +249,7 @@ impl DataPlane {
             if let Some(p) = bound.iter_mut().find(|p| p.rule.port == rule.port) {
                 p.rule = rule;
                 p.kernel = kernel.clone();
+                p.closes_at = plan.closes_at;
                 self.workers[p.worker].send(Command::Update(rule, relatch, kernel));
             }
         }
