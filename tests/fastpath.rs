@@ -170,6 +170,26 @@ impl Drop for Net {
     }
 }
 
+/// Stops the relay process (SIGSTOP) and waits until every one of its
+/// threads is stopped: from then on only the kernel forwards.
+fn freeze(relay: &Relay) {
+    relay.signal(Signal::SIGSTOP);
+    let tasks = PathBuf::from(format!("/proc/{}/task", relay.pid()));
+    let stopped = || {
+        std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), stopped),
+        "the relay did not stop"
+    );
+}
+
 fn rtp(ssrc: u32, seq: u16, payload: usize) -> Vec<u8> {
     let mut p = vec![0x80, 96];
     p.extend_from_slice(&seq.to_be_bytes());
@@ -252,7 +272,7 @@ fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
         sent.push(p);
     }
     // …and with it stopped: only the kernel can forward these.
-    relay.signal(Signal::SIGSTOP);
+    freeze(&relay);
     for seq in 20..40u16 {
         let p = rtp(0xabc, seq, 100 + usize::from(seq) * 7);
         appliance.send_to(&p, media).unwrap();
@@ -324,7 +344,7 @@ fn local_destination_latch_and_any_on_the_fast_path() {
     let wowza_any = net.socket(&net.relay_ns(), &format!("{RELAY_W}:{}", MEDIA - 8));
 
     // The first sender is latched — by the kernel, the relay being stopped.
-    relay.signal(Signal::SIGSTOP);
+    freeze(&relay);
     for seq in 0..10u16 {
         first.send_to(&rtp(7, seq, 200), latch_media).unwrap();
         first.send_to(&rtp(8, seq, 200), any_media).unwrap();
@@ -378,7 +398,7 @@ fn wowza_on_127_0_0_1_goes_kernel_side_only_with_lo_accepting_it() {
     let wowza_plain = net.socket(&net.relay_ns(), &format!("127.0.0.1:{MEDIA}"));
     let wowza_localnet = net.socket(&net.relay_ns(), &format!("127.0.0.1:{}", MEDIA - 8));
 
-    relay.signal(Signal::SIGSTOP);
+    freeze(&relay);
     for seq in 0..10u16 {
         appliance.send_to(&rtp(1, seq, 300), plain).unwrap();
         appliance.send_to(&rtp(2, seq, 300), localnet).unwrap();
@@ -472,4 +492,99 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
         "stops on SIGTERM"
     );
     assert!(!net.pins().exists(), "pins removed on SIGTERM");
+}
+
+/// `nsenter` into the relay namespace, then `setpriv` without CAP_BPF and
+/// CAP_SYS_ADMIN, then the binary.
+/// `timeout` bounds a command expected to exit: a relay that does start (the
+/// drop failed) is stopped and fails the test. Without it, nsenter and setpriv
+/// exec, so the child is the relay itself.
+fn unprivileged(net: &Net, bounded: bool, args: &[&str]) -> Command {
+    let mut c = Command::new(if bounded { "timeout" } else { "nsenter" });
+    if bounded {
+        c.args(["20", "nsenter"]);
+    }
+    c.arg(format!("--net={}", net.relay_ns().display()))
+        .args(["setpriv", "--bounding-set", "-bpf,-sys_admin", "--", BIN])
+        .args(args)
+        .stdout(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn modes_name_the_missing_capability() {
+    if skip() {
+        return;
+    }
+    let net = Net::new();
+    let config = |mode: &str| {
+        let path = net.dir.path().join(format!("{mode}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nbind_address = \"{RELAY_A}\"\nfast_path = \"{mode}\"\n[state]\npath = \"{}\"\n",
+                net.dir.path().join(mode).display()
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (ebpf, auto) = (config("ebpf"), config("auto"));
+
+    // "ebpf": a one-line refusal naming the capability, and check-config says so.
+    let out = unprivileged(&net, true, &["run", "--config", &ebpf])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("fast_path = \"ebpf\"") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    let out = unprivileged(&net, true, &["check-config", "--config", &ebpf])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# data path: none: fast_path = \"ebpf\" would refuse to start: missing capability CAP_BPF"),
+        "{text}"
+    );
+
+    // "auto": userspace, and the log says why; check-config too.
+    let out = unprivileged(&net, true, &["check-config", "--config", &auto])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# data path: userspace (missing capability CAP_BPF"),
+        "{text}"
+    );
+    let mut child = unprivileged(&net, false, &["run", "--config", &auto])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let chosen = lines
+        .map_while(Result::ok)
+        .find(|l| l.contains("data path chosen"))
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        chosen.contains("path=\"userspace\"") && chosen.contains("CAP_BPF"),
+        "{chosen}"
+    );
+
+    // Privileged, check-config names the interface it would attach to.
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", net.relay_ns().display()))
+        .args([BIN, "check-config", "--config", &ebpf])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# data path: eBPF at TCX ingress of vra"),
+        "{text}"
+    );
 }

@@ -84,9 +84,9 @@ impl Port {
 
     /// Takes the appliance the kernel fast path latched (a port on the fast
     /// path sees only what the kernel passed up: it must judge by the same latch).
-    pub fn adopt_latch(&mut self, latched: Option<SocketAddr>) {
-        if latched != self.latched {
-            self.set_latched(latched);
+    pub fn adopt_latch(&mut self, latched: SocketAddr) {
+        if self.latched != Some(latched) {
+            self.set_latched(Some(latched));
         }
     }
 

@@ -185,10 +185,10 @@ impl Worker {
                 Err(_) => continue,
             };
             let now = Instant::now();
-            if let Some(k) = kernel {
-                // Only what the kernel did not forward gets here (a slow path):
-                // judge it by the kernel's latch.
-                port.adopt_latch(k.latched());
+            // Only what the kernel did not forward gets here (a slow path):
+            // judge it by the kernel's latch, when the kernel has one.
+            if let Some(latched) = kernel.as_ref().and_then(KernelPort::latched) {
+                port.adopt_latch(latched);
             }
             for i in 0..n {
                 let Some((from, data, len)) = self.batch.datagram(i) else {
