@@ -588,3 +588,46 @@ fn modes_name_the_missing_capability() {
         "{text}"
     );
 }
+
+#[test]
+fn a_window_past_its_end_is_never_forwarded_even_with_the_relay_gone() {
+    if skip() {
+        return;
+    }
+    let net = Net::new();
+    let relay = net.start(WOWZA, "[schedule]\ntrail = \"0s\"\n");
+    let created = Instant::now();
+    let body = format!(
+        r#"{{"event_id": "short", "group": 0, "layout": "audio-only", "start": "{}", "end": "{}", "source": "{APPLIANCE}"}}"#,
+        at(0),
+        at(3)
+    );
+    let a = relay.post("/v1/reservations", &body);
+    assert_eq!(
+        (a.status, a.body["state"].as_str()),
+        (201, Some("active")),
+        "{}",
+        a.text
+    );
+    let appliance = net.socket(&net.appliance(), &format!("{APPLIANCE}:0"));
+    let wowza = net.socket(&net.wowza(), &format!("{WOWZA}:{MEDIA}"));
+    let media: SocketAddr = format!("{RELAY_A}:{MEDIA}").parse().unwrap();
+    appliance.send_to(&rtp(3, 0, 100), media).unwrap();
+    assert_eq!(drain(&wowza).len(), 1, "forwarded while the window is open");
+    // Gone: no one will free the group when its window ends.
+    relay.crash();
+    appliance.send_to(&rtp(3, 1, 100), media).unwrap();
+    assert_eq!(
+        drain(&wowza).len(),
+        1,
+        "the kernel forwards without the relay"
+    );
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(created.elapsed()));
+    for seq in 2..5 {
+        appliance.send_to(&rtp(3, seq, 100), media).unwrap();
+    }
+    assert!(
+        drain(&wowza).is_empty(),
+        "nothing is forwarded past the window's end"
+    );
+}

@@ -115,6 +115,9 @@ pub struct Report {
     pub relay_cpu_seconds: Option<f64>,
     /// Relay CPU per forwarded packet, microseconds.
     pub relay_cpu_us_per_packet: Option<f64>,
+    /// The whole machine's busy CPU (generator, sink, relay, kernel) from the
+    /// generator's start until the sink settled, per RTP packet sent, microseconds.
+    pub box_cpu_us_per_packet: Option<f64>,
     /// The generator missed its rate or its schedule drifted.
     pub generator_fell_behind: bool,
     /// `/metrics` scrapes made during the run.
@@ -271,6 +274,7 @@ fn measure(
         threads: o.generator_threads,
     };
     let cpu_before = relay_cpu(pid, url);
+    let box_before = box_busy_seconds();
     let stop = AtomicBool::new(false);
     let progress = AtomicU64::new(0);
     let scrapes = Scrapes::default();
@@ -304,6 +308,7 @@ fn measure(
         last = now;
     }
     let cpu_after = relay_cpu(pid, url);
+    let box_after = box_busy_seconds();
     let s = sink.finish();
 
     let seconds = offered.seconds.max(1e-9);
@@ -370,6 +375,10 @@ fn measure(
         relay_cpu_us_per_packet: cpu
             .filter(|_| forwarded > 0)
             .map(|c| c * 1e6 / forwarded as f64),
+        box_cpu_us_per_packet: box_before
+            .zip(box_after)
+            .filter(|_| offered.packets > 0)
+            .map(|(a, b)| (b - a) * 1e6 / offered.packets as f64),
         generator_fell_behind: offered.fell_behind(),
         scrapes: scrapes.count.load(Ordering::Relaxed),
         slowest_scrape_ms: scrapes.slowest_us.load(Ordering::Relaxed) as f64 / 1e3,
@@ -425,6 +434,32 @@ fn show_progress(duration: Duration, target: f64, sent: &AtomicU64, done: impl F
 
 /// Relay CPU seconds: from `/proc/<pid>/stat` when the PID is known, else
 /// from the relay's `process_cpu_seconds_total`.
+/// Busy CPU seconds of the whole machine so far (`/proc/stat`: user, nice,
+/// system, irq, softirq, steal).
+fn box_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0.0))
+        .sum::<f64>();
+    Some(busy / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as f64
+}
+
 fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
     if let Some(pid) = pid {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -433,11 +468,7 @@ fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks: f64 =
             fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
-        return Some(ticks / hz.max(1.0));
+        return Some(ticks / clock_ticks());
     }
     let text = ureq::get(format!("{}/metrics", url?))
         .call()
@@ -711,6 +742,13 @@ pub fn table(r: &Report) -> String {
             format!("{s:.2} s, {us:.2} µs per forwarded packet"),
         ),
         _ => line(&mut out, "relay CPU", "n/a".into()),
+    }
+    if let Some(us) = r.box_cpu_us_per_packet {
+        line(
+            &mut out,
+            "machine CPU",
+            format!("{us:.2} µs per RTP packet sent (all processes and the kernel)"),
+        );
     }
     for w in &r.warnings {
         out.push_str(&format!("\nWARNING: {w}\n"));
