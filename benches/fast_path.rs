@@ -41,14 +41,15 @@ fn program(c: &mut Criterion) {
     rule.window_end_ns = u64::MAX;
     k.set_rule(PORT, rule).unwrap();
     let frame = rtp_frame(from, to, 0x1234, 1, 3000, 1188);
-    let (verdict, _) = k.run(&frame, 1).unwrap();
-    assert_eq!(verdict, 0, "forwarded up the local stack");
+    assert_eq!(
+        k.run(&frame, 1).unwrap().verdict,
+        0,
+        "forwarded up the local stack"
+    );
     c.bench_function("ebpf_program_per_packet", |b| {
         b.iter_custom(|iters| {
-            let (_, per_run) = k
-                .run(&frame, iters.min(u64::from(u32::MAX)) as u32)
-                .unwrap();
-            per_run * iters as u32
+            let run = k.run(&frame, iters.min(u64::from(u32::MAX)) as u32);
+            run.unwrap().per_run * iters as u32
         })
     });
     let forwarded = k.streams().get(PORT).unwrap().to_wowza_packets;

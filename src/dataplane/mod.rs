@@ -90,7 +90,7 @@ impl BoundPort {
             s.appliance = Some(a);
         }
         if k.last_ns != 0 {
-            let age = ebpf::route::monotonic_nanos().saturating_sub(k.last_ns) as f64 / 1e9;
+            let age = ebpf::route::boot_nanos().saturating_sub(k.last_ns) as f64 / 1e9;
             s.seconds_since_last_packet = Some(
                 s.seconds_since_last_packet
                     .map_or(age, |user| user.min(age)),

@@ -431,9 +431,9 @@ impl Detached {
     }
 
     /// Runs the program `repeat` times on `frame` (an Ethernet frame; the
-    /// kernel keeps its rewrites between repeats): its verdict, and the
-    /// kernel's mean time per run.
-    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), String> {
+    /// kernel keeps its rewrites between repeats): its verdict, the kernel's
+    /// mean time per run, and the frame as the program left it.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<Run, String> {
         use aya::programs::{TestRun, TestRunOptions};
         let program: &SchedClassifier = self
             .ebpf
@@ -450,8 +450,40 @@ impl Detached {
                 ..TestRunOptions::default()
             })
             .map_err(|e| chain(&e))?;
-        Ok((run.return_value, run.duration))
+        out.truncate(run.data_size_out as usize);
+        Ok(Run {
+            verdict: run.return_value,
+            per_run: run.duration,
+            frame: out,
+        })
     }
+}
+
+/// What [`Detached::run`] returns.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The program's return value (`TC_ACT_*`).
+    pub verdict: u32,
+    /// The kernel's mean time per run.
+    pub per_run: std::time::Duration,
+    /// The frame after the program.
+    pub frame: Vec<u8>,
+}
+
+/// The Internet checksum (RFC 1071) of `chunks` concatenated, each of even
+/// length but the last.
+pub fn internet_checksum<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> u16 {
+    let mut sum = 0u32;
+    for chunk in chunks {
+        for pair in chunk.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 impl Drop for Detached {
@@ -486,7 +518,26 @@ pub fn rtp_frame(
     f.extend_from_slice(&ts.to_be_bytes());
     f.extend_from_slice(&ssrc.to_be_bytes());
     f.resize(14 + 20 + 8 + rtp_len, 0xa5);
+    // Both checksums set, as a NIC that verifies none would deliver it.
+    let ip = internet_checksum([&f[14..34]]);
+    f[24..26].copy_from_slice(&ip.to_be_bytes());
+    let udp = udp_checksum(&f);
+    f[40..42].copy_from_slice(&udp.to_be_bytes());
     f
+}
+
+/// The UDP checksum of an Ethernet + IPv4 (no options) + UDP frame.
+pub fn udp_checksum(frame: &[u8]) -> u16 {
+    let udp = &frame[34..];
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&frame[26..34]);
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    let header = [&udp[..6], &[0, 0][..]].concat();
+    match internet_checksum([&pseudo[..], &header, &udp[8..]]) {
+        0 => 0xffff,
+        c => c,
+    }
 }
 
 #[cfg(test)]
@@ -542,6 +593,18 @@ mod tests {
         s
     }
 
+    /// Sent on as the relay's socket would send it (127.0.0.1:PORT →
+    /// 127.0.0.1:40000), payload untouched, both checksums right.
+    fn check_rewrite(sent: &[u8], out: &[u8]) {
+        assert_eq!(out.len(), sent.len());
+        assert_eq!(out[26..34], [127, 0, 0, 1, 127, 0, 0, 1], "addresses");
+        assert_eq!(out[34..36], PORT.to_be_bytes(), "source port");
+        assert_eq!(out[36..38], 40000u16.to_be_bytes(), "destination port");
+        assert_eq!(out[42..], sent[42..], "payload");
+        assert_eq!(internet_checksum([&out[14..34]]), 0, "IP header checksum");
+        assert_eq!(out[40..42], udp_checksum(out).to_be_bytes(), "UDP checksum");
+    }
+
     #[test]
     fn kernel_statistics_equal_the_userspace_module() {
         let Some(mut k) = load() else { return };
@@ -566,8 +629,9 @@ mod tests {
             let payload = 100 + i % 50;
             let data = frame(ssrc, seq, ts, payload);
             std::thread::sleep(Duration::from_micros((i as u64 * 7919) % 3000));
-            let (verdict, _) = k.run(&data, 1).unwrap();
-            assert_eq!(verdict, 0, "packet {i} forwarded up the local stack");
+            let run = k.run(&data, 1).unwrap();
+            assert_eq!(run.verdict, 0, "packet {i} forwarded up the local stack");
+            check_rewrite(&data, &run.frame);
             let s = k.streams().get(PORT).unwrap();
             let first = *first_ns.get_or_insert(s.last_ns);
             let arrived = base + Duration::from_nanos(s.last_ns - first);

@@ -39,11 +39,7 @@
 #define RTP_OFF (ETH_LEN + IP_LEN + UDP_LEN)
 
 #define IP_CSUM_OFF (ETH_LEN + offsetof(struct iphdr, check))
-#define IP_SRC_OFF (ETH_LEN + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF (ETH_LEN + offsetof(struct iphdr, daddr))
 #define UDP_CSUM_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, check))
-#define UDP_SPORT_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, source))
-#define UDP_DPORT_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, dest))
 
 // One bound port's rule: written by userspace only.
 struct rule {
@@ -91,7 +87,7 @@ struct stream {
 	__u64 received;
 	__u64 seen_lo;         // bit i: extended sequence max - i was received
 	__u64 seen_hi;
-	__u64 first_ns;        // CLOCK_MONOTONIC of the stream's first packet
+	__u64 first_ns;        // CLOCK_BOOTTIME of the stream's first packet
 	__u64 last_ns;         // … and of its latest from the appliance
 	__u64 packets;
 	__u64 bytes;
@@ -294,35 +290,51 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 	return 1;
 }
 
-// Rewrites the addresses and ports (checksums follow) and sends the packet on:
-// up the local stack, or out of `ifindex` toward another host.
+// The ones'-complement difference, as bpf_csum_diff would give it (without
+// a helper call), of replacing the words a0, a1 by b0, b1.
+static __always_inline __u32 csum_diff(__u32 a0, __u32 a1, __u32 b0, __u32 b1)
+{
+	__u64 sum = (__u64)(__u32)~a0 + (__u32)~a1 + b0 + b1;
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return (__u32)sum;
+}
+
+// Rewrites the addresses and ports and sends the packet on: up the local
+// stack, or out of `ifindex` toward another host. Written directly (the
+// verifier unclones the packet first); the checksums follow from two
+// differences, addresses (IP header and UDP pseudo-header) and ports (UDP).
 static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 old_dst,
 				   __u16 old_sport, __u16 old_dport, __u32 src, __u32 dst,
 				   __u16 sport, __u16 dport, __u32 ifindex, __u32 local,
 				   __u32 loopback)
 {
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_src, src,
-			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dst, dst,
-			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, sport, BPF_F_MARK_MANGLED_0 | 2);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, dport, BPF_F_MARK_MANGLED_0 | 2);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_src, src, 4);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_dst, dst, 4);
-	bpf_skb_store_bytes(skb, IP_SRC_OFF, &src, 4, 0);
-	bpf_skb_store_bytes(skb, IP_DST_OFF, &dst, 4, 0);
-	bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &sport, 2, 0);
-	bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &dport, 2, 0);
-	if (local) {
-		if (skb->ifindex == loopback)
-			return TC_ACT_OK;
+	__u32 addr_diff = csum_diff(old_src, old_dst, src, dst);
+	// The two ports as the one 32-bit word they are in memory.
+	__u32 port_diff = csum_diff(old_sport | (__u32)old_dport << 16, 0,
+				    sport | (__u32)dport << 16, 0);
+	int redirect_lo = local && skb->ifindex != loopback;
+
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + RTP_OFF > data_end)
+		return TC_ACT_UNSPEC;
+	struct iphdr *ip = data + ETH_LEN;
+	struct udphdr *udp = data + ETH_LEN + IP_LEN;
+	ip->saddr = src;
+	ip->daddr = dst;
+	udp->source = sport;
+	udp->dest = dport;
+	if (redirect_lo)
 		// A local destination reached from another interface enters through
-		// loopback, as the relay's own send would (a local source address
-		// arriving on an outside interface is a martian).
-		__u8 zero[12] = {};
-		bpf_skb_store_bytes(skb, 0, zero, 12, 0);
-		return bpf_redirect(loopback, BPF_F_INGRESS);
-	}
+		// loopback, as the relay's own send would: lo's (zero) addresses.
+		__builtin_memset(data, 0, 12);
+	bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, addr_diff, 0);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, addr_diff,
+			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, port_diff, BPF_F_MARK_MANGLED_0);
+	if (local)
+		return redirect_lo ? bpf_redirect(loopback, BPF_F_INGRESS) : TC_ACT_OK;
 	return bpf_redirect_neigh(ifindex, 0, 0, 0);
 }
 
@@ -348,7 +360,10 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (r->bind_addr && r->bind_addr != ip->daddr)
 		return TC_ACT_UNSPEC;
-	if (bpf_ktime_get_boot_ns() >= r->window_end_ns)
+	// One clock for the window and the arrival times (a clock read is a
+	// noticeable share of the program's cost).
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now >= r->window_end_ns)
 		return TC_ACT_SHOT; // the window has closed, whether or not userspace runs
 
 	__u32 udp_len = bpf_ntohs(udp->len);
@@ -356,8 +371,14 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	__u32 len = udp_len - UDP_LEN;
 	__u8 h[12];
-	if (len < 12 || bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
+	if (len < 12)
 		return TC_ACT_UNSPEC;
+	// Read in place, or copied out when it is not in the linear part.
+	if (data + RTP_OFF + 12 <= data_end)
+		__builtin_memcpy(h, data + RTP_OFF, 12);
+	else if (bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
+		return TC_ACT_UNSPEC;
+
 	if (!rtp_valid(skb, h, len))
 		return TC_ACT_UNSPEC;
 
@@ -373,7 +394,6 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	if (!s)
 		return TC_ACT_UNSPEC;
 	int from_dest = saddr == r->dest_addr && sport == bpf_htons(r->dest_port);
-	__u64 now = bpf_ktime_get_ns();
 	__u32 to_addr = 0, from_addr = 0, ifindex = 0, local = 0;
 	__u16 to_port = 0;
 

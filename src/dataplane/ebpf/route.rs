@@ -117,13 +117,9 @@ pub fn boot_deadline(closes_at: OffsetDateTime) -> u64 {
     boot_nanos().saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
 }
 
-fn boot_nanos() -> u64 {
+/// CLOCK_BOOTTIME in nanoseconds (the program's window ends and packet times).
+pub fn boot_nanos() -> u64 {
     clock_nanos(nix::time::ClockId::CLOCK_BOOTTIME)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the program's packet times).
-pub fn monotonic_nanos() -> u64 {
-    clock_nanos(nix::time::ClockId::CLOCK_MONOTONIC)
 }
 
 fn clock_nanos(clock: nix::time::ClockId) -> u64 {

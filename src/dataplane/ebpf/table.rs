@@ -80,7 +80,7 @@ pub struct Stream {
     seen_lo: u64,
     seen_hi: u64,
     first_ns: u64,
-    /// CLOCK_MONOTONIC nanoseconds of the latest packet from the appliance.
+    /// CLOCK_BOOTTIME nanoseconds of the latest packet from the appliance.
     pub last_ns: u64,
     packets: u64,
     bytes: u64,
