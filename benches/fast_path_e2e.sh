@@ -8,6 +8,7 @@
 #
 #   benches/fast_path_e2e.sh                          # 256 1024 2048 webcasts, 10 s, 3 rounds
 #   GROUPS_LIST="256" DURATION=20s REPS=1 benches/fast_path_e2e.sh
+#   KINDS="direct ebpf" REPS=5 benches/fast_path_e2e.sh   # paired, more rounds
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin rtp-relay
@@ -21,7 +22,7 @@ ip -n "$NS" link set lo up
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 for rep in $(seq "${REPS:-3}"); do
     for n in ${GROUPS_LIST:-256 1024 2048}; do
-        for kind in direct userspace ebpf; do
+        for kind in ${KINDS:-direct userspace ebpf}; do
             case $kind in
                 direct) args=(--direct) ;;
                 userspace) args=(--fast-path off) ;;
