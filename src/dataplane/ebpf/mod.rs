@@ -178,7 +178,11 @@ impl FastPath {
         let mut ebpf = load_object(object, &dir)?;
         let program = classifier(&mut ebpf)?;
         for name in &interfaces {
-            attach(program, &dir, name)?;
+            if let Err(e) = attach(program, &dir, name) {
+                // All or nothing: userspace then forwards every port.
+                remove_pins(&dir);
+                return Err(e);
+            }
         }
         let rules = take_array(&mut ebpf, "rules")?;
         let streams = Arc::new(Streams(take_array(&mut ebpf, "streams")?));
