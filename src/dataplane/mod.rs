@@ -146,11 +146,6 @@ impl DataPlane {
         })
     }
 
-    /// The kernel fast path, when it runs.
-    pub fn fast_path(&self) -> Option<&FastPath> {
-        self.fast.as_ref()
-    }
-
     /// The time origin of published arrival times.
     pub fn epoch(&self) -> Instant {
         self.epoch

@@ -203,11 +203,6 @@ impl FastPath {
         &self.interfaces
     }
 
-    /// The pin directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The kernel's stream state, for readers.
     pub fn streams(&self) -> &Arc<Streams> {
         &self.streams
