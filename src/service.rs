@@ -162,6 +162,9 @@ async fn watch_streams(
         let now = std::time::Instant::now();
         let sampled = shared.relay().dataplane().samples(now);
         let samples: Vec<Sample> = sampled.iter().map(|(s, _)| *s).collect();
+        // By port: a whole group's streams start in the same pass.
+        let rules: std::collections::HashMap<u16, _> =
+            sampled.iter().map(|(s, rule)| (s.port, rule)).collect();
         for event in watch.observe(&samples, now) {
             let port = match event {
                 Event::Started { port, .. }
@@ -170,7 +173,7 @@ async fn watch_streams(
                 | Event::SsrcChanged { port, .. }
                 | Event::Dropped { port, .. } => port,
             };
-            let Some((_, rule)) = sampled.iter().find(|(s, _)| s.port == port) else {
+            let Some(rule) = rules.get(&port) else {
                 continue;
             };
             let (group, stream, plane) =

@@ -66,6 +66,8 @@ pub enum Event {
 
 #[derive(Clone, Debug, Default)]
 struct PortWatch {
+    /// The pass that last saw the port.
+    pass: u64,
     started: bool,
     stalled: bool,
     ssrc: Option<u32>,
@@ -78,6 +80,7 @@ struct PortWatch {
 pub struct Watch {
     stall_timeout: Duration,
     ports: HashMap<u16, PortWatch>,
+    pass: u64,
 }
 
 impl Watch {
@@ -86,6 +89,7 @@ impl Watch {
         Watch {
             stall_timeout,
             ports: HashMap::new(),
+            pass: 0,
         }
     }
 
@@ -93,10 +97,10 @@ impl Watch {
     /// forgotten (their group was freed).
     pub fn observe(&mut self, samples: &[Sample], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
-        self.ports
-            .retain(|port, _| samples.iter().any(|s| s.port == *port));
+        self.pass += 1;
         for s in samples {
             let w = self.ports.entry(s.port).or_default();
+            w.pass = self.pass;
             if let Some(silent_for) = s.silent_for {
                 if !w.started {
                     w.started = true;
@@ -141,6 +145,9 @@ impl Watch {
                 });
             }
         }
+        // Mark and sweep, not a search per port: 12,288 ports at 2048 groups.
+        let pass = self.pass;
+        self.ports.retain(|_, w| w.pass == pass);
         events
     }
 }
