@@ -168,14 +168,14 @@ impl FastPath {
         if let Some(why) = unavailable() {
             return Err(why);
         }
-        let object = OBJECT.ok_or("this build has no eBPF program")?;
         let interfaces = route::interfaces(config)?;
         let loopback_ifindex = route::ifindex("lo")?;
-        route::mount_bpffs()?;
         let dir = pin_dir(&config.state.path);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;
-        let mut ebpf = load_object(object, &dir)?;
+        let Loaded {
+            mut ebpf,
+            rules,
+            streams,
+        } = load_pinned(&dir)?;
         let program = classifier(&mut ebpf)?;
         for name in &interfaces {
             if let Err(e) = attach(program, &dir, name) {
@@ -184,12 +184,10 @@ impl FastPath {
                 return Err(e);
             }
         }
-        let rules = take_array(&mut ebpf, "rules")?;
-        let streams = Arc::new(Streams(take_array(&mut ebpf, "streams")?));
         Ok(FastPath {
             _ebpf: ebpf,
             rules,
-            streams,
+            streams: Arc::new(streams),
             dir,
             interfaces,
             loopback_ifindex,
@@ -307,9 +305,20 @@ fn attach(program: &mut SchedClassifier, dir: &Path, interface: &str) -> Result<
     Ok(())
 }
 
-/// Loads the object (its maps pinned in, or adopted from, `dir`) and its
-/// program through the verifier.
-fn load_object(object: &[u8], dir: &Path) -> Result<aya::Ebpf, String> {
+/// The object loaded, its program through the verifier, its maps taken out.
+struct Loaded {
+    ebpf: aya::Ebpf,
+    rules: Array<MapData, Rule>,
+    streams: Streams,
+}
+
+/// Loads the object with its maps pinned in (or adopted from) `dir`, which is
+/// created, bpffs being mounted first if need be.
+fn load_pinned(dir: &Path) -> Result<Loaded, String> {
+    let object = OBJECT.ok_or("this build has no eBPF program")?;
+    route::mount_bpffs()?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;
     let mut ebpf = aya::EbpfLoader::new()
         .default_map_pin_directory(dir)
         .load(object)
@@ -317,7 +326,13 @@ fn load_object(object: &[u8], dir: &Path) -> Result<aya::Ebpf, String> {
     classifier(&mut ebpf)?
         .load()
         .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
-    Ok(ebpf)
+    let rules = take_array(&mut ebpf, "rules")?;
+    let streams = Streams(take_array(&mut ebpf, "streams")?);
+    Ok(Loaded {
+        ebpf,
+        rules,
+        streams,
+    })
 }
 
 fn classifier(ebpf: &mut aya::Ebpf) -> Result<&mut SchedClassifier, String> {
@@ -402,13 +417,12 @@ impl Detached {
         if let Some(why) = unavailable() {
             return Err(why);
         }
-        let object = OBJECT.ok_or("this build has no eBPF program")?;
-        route::mount_bpffs()?;
         let dir = Path::new(PIN_ROOT).join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut ebpf = load_object(object, &dir)?;
-        let rules = take_array(&mut ebpf, "rules")?;
-        let streams = Streams(take_array(&mut ebpf, "streams")?);
+        let Loaded {
+            ebpf,
+            rules,
+            streams,
+        } = load_pinned(&dir)?;
         Ok(Detached {
             ebpf,
             rules,
