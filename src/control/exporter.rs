@@ -142,7 +142,7 @@ pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut Stri
                 duplicates.push(DUPLICATES, per_stream, m.duplicates as f64);
                 reordered.push(REORDERED, per_stream, m.reordered as f64);
                 ssrc_changes.push(SSRC_CHANGES, per_stream, m.ssrc_changes as f64);
-                jitter.push(JITTER, per_stream, m.jitter_ms / 1e3);
+                jitter.push(JITTER, per_stream, m.jitter_seconds);
                 if let Some(a) = s.seconds_since_last_packet {
                     age.push(AGE, per_stream, a.max(0.0));
                 }

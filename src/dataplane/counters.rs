@@ -3,7 +3,7 @@
 //! and a store, never a locked read-modify-write.
 
 use crate::stats::rtcp::RtcpStream;
-use crate::stats::rtp::RtpSnapshot;
+use crate::stats::rtp::{RtpCounts, RtpSnapshot};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -84,7 +84,7 @@ pub struct PortCounters {
     pub to_appliance_bytes: Counter,
     /// Drops by [`DropReason`] (index = position in `DropReason::ALL`).
     pub dropped: [Counter; 5],
-    /// Media: the published [`RtpSnapshot`] fields.
+    /// Media: the RFC 3550 state.
     pub media: MediaCounters,
     /// Control: sender and receiver reports, and the destination's report.
     pub control: ControlCounters,
@@ -94,31 +94,71 @@ pub struct PortCounters {
     pub latched: Mutex<Option<SocketAddr>>,
 }
 
-/// Media-stream figures, published after every packet.
+/// A media stream's raw RFC 3550 state ([`RtpCounts`]), published after
+/// every packet; readers derive the figures with [`RtpCounts::snapshot`].
 #[derive(Debug, Default)]
 pub struct MediaCounters {
     /// SSRC + 1 (0: none yet).
-    pub ssrc: Counter,
-    /// Payload type + 1 (0: none yet).
-    pub payload_type: Counter,
-    /// A.3 expected.
-    pub expected: Counter,
-    /// A.1 received.
-    pub received: Counter,
-    /// Duplicates.
-    pub duplicates: Counter,
-    /// Late packets.
-    pub reordered: Counter,
-    /// SSRC changes.
-    pub ssrc_changes: Counter,
-    /// Extended highest sequence + 1 (0: none).
-    pub extended_highest: Counter,
-    /// Jitter in seconds, as f64 bits.
-    pub jitter_bits: Counter,
+    ssrc: Counter,
+    payload_type: Counter,
+    /// 1: the source passed probation.
+    valid: Counter,
+    extended_max: Counter,
+    base_seq: Counter,
+    received: Counter,
+    prior_expected: Counter,
+    prior_received: Counter,
+    packets: Counter,
+    bytes: Counter,
+    duplicates: Counter,
+    reordered: Counter,
+    ssrc_changes: Counter,
+    jitter_q4: Counter,
     /// The highest loss exported so far. Written by readers only (the exporter),
     /// so that the lost-packets counter never goes down when a late packet
     /// lowers RFC 3550's cumulative loss.
     pub lost_exported: AtomicU64,
+}
+
+impl MediaCounters {
+    /// Publishes the state (only the owning worker calls this).
+    #[inline]
+    pub fn store(&self, c: &RtpCounts) {
+        self.ssrc.set(c.ssrc.map_or(0, |v| u64::from(v) + 1));
+        self.payload_type.set(u64::from(c.payload_type));
+        self.valid.set(u64::from(c.valid));
+        self.extended_max.set(u64::from(c.extended_max));
+        self.base_seq.set(u64::from(c.base_seq));
+        self.received.set(c.received);
+        self.prior_expected.set(c.prior_expected);
+        self.prior_received.set(c.prior_received);
+        self.packets.set(c.packets);
+        self.bytes.set(c.bytes);
+        self.duplicates.set(c.duplicates);
+        self.reordered.set(c.reordered);
+        self.ssrc_changes.set(c.ssrc_changes);
+        self.jitter_q4.set(c.jitter_q4);
+    }
+
+    /// Reads the state back.
+    pub fn load(&self) -> RtpCounts {
+        RtpCounts {
+            ssrc: self.ssrc.get().checked_sub(1).map(|v| v as u32),
+            payload_type: self.payload_type.get() as u8,
+            valid: self.valid.get() != 0,
+            extended_max: self.extended_max.get() as u32,
+            base_seq: self.base_seq.get() as u32,
+            received: self.received.get(),
+            prior_expected: self.prior_expected.get(),
+            prior_received: self.prior_received.get(),
+            packets: self.packets.get(),
+            bytes: self.bytes.get(),
+            duplicates: self.duplicates.get(),
+            reordered: self.reordered.get(),
+            ssrc_changes: self.ssrc_changes.get(),
+            jitter_q4: self.jitter_q4.get(),
+        }
+    }
 }
 
 /// Control-stream figures.
@@ -161,23 +201,6 @@ impl PortCounters {
     /// Drops for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].get()
-    }
-
-    /// Publishes a media stream's figures.
-    #[inline]
-    pub fn publish_media(&self, s: &RtpSnapshot) {
-        let m = &self.media;
-        m.ssrc.set(s.ssrc.map_or(0, |v| u64::from(v) + 1));
-        m.payload_type
-            .set(s.payload_type.map_or(0, |v| u64::from(v) + 1));
-        m.expected.set(s.expected);
-        m.received.set(s.received);
-        m.duplicates.set(s.duplicates);
-        m.reordered.set(s.reordered);
-        m.ssrc_changes.set(s.ssrc_changes);
-        m.extended_highest
-            .set(s.extended_highest_sequence.map_or(0, |v| u64::from(v) + 1));
-        m.jitter_bits.set(s.jitter_seconds.to_bits());
     }
 
     /// Publishes a control stream's figures.
@@ -234,7 +257,7 @@ pub struct PortSnapshot {
     pub seconds_since_last_packet: Option<f64>,
     /// Media-stream figures (media ports).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub media: Option<MediaSnapshot>,
+    pub media: Option<RtpSnapshot>,
     /// Control-stream figures (control ports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlSnapshot>,
@@ -253,48 +276,6 @@ pub struct Dropped {
     pub send_error: u64,
     /// `no_return_address`.
     pub no_return_address: u64,
-}
-
-/// RFC 3550 figures of a media stream.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MediaSnapshot {
-    /// Current SSRC.
-    pub ssrc: Option<u32>,
-    /// Current payload type.
-    pub payload_type: Option<u8>,
-    /// Extended highest sequence number.
-    pub extended_highest_sequence: Option<u32>,
-    /// Expected packets (A.3).
-    pub expected: u64,
-    /// Received packets (A.1).
-    pub received: u64,
-    /// Expected − received.
-    pub lost: i64,
-    /// Duplicates.
-    pub duplicates: u64,
-    /// Late packets.
-    pub reordered: u64,
-    /// Interarrival jitter (A.8) in milliseconds.
-    pub jitter_ms: f64,
-    /// SSRC changes.
-    pub ssrc_changes: u64,
-}
-
-impl From<&RtpSnapshot> for MediaSnapshot {
-    fn from(s: &RtpSnapshot) -> Self {
-        MediaSnapshot {
-            ssrc: s.ssrc,
-            payload_type: s.payload_type,
-            extended_highest_sequence: s.extended_highest_sequence,
-            expected: s.expected,
-            received: s.received,
-            lost: s.lost,
-            duplicates: s.duplicates,
-            reordered: s.reordered,
-            jitter_ms: s.jitter_seconds * 1e3,
-            ssrc_changes: s.ssrc_changes,
-        }
-    }
 }
 
 impl Dropped {
@@ -334,9 +315,7 @@ impl PortCounters {
         epoch: Instant,
         now: Instant,
     ) -> PortSnapshot {
-        let m = &self.media;
         let c = &self.control;
-        let minus_one = |v: u64| v.checked_sub(1);
         let report = c.wowza_report();
         PortSnapshot {
             packets_to_wowza: self.to_wowza_packets.get(),
@@ -352,18 +331,7 @@ impl PortCounters {
             },
             appliance: self.latched(),
             seconds_since_last_packet: self.last_packet_age(epoch, now),
-            media: media.then(|| MediaSnapshot {
-                ssrc: minus_one(m.ssrc.get()).map(|v| v as u32),
-                payload_type: minus_one(m.payload_type.get()).map(|v| v as u8),
-                extended_highest_sequence: minus_one(m.extended_highest.get()).map(|v| v as u32),
-                expected: m.expected.get(),
-                received: m.received.get(),
-                lost: m.expected.get() as i64 - m.received.get() as i64,
-                duplicates: m.duplicates.get(),
-                reordered: m.reordered.get(),
-                jitter_ms: f64::from_bits(m.jitter_bits.get()) * 1e3,
-                ssrc_changes: m.ssrc_changes.get(),
-            }),
+            media: media.then(|| self.media.load().snapshot(clock_rate)),
             control: (!media).then(|| ControlSnapshot {
                 sender_reports: c.sender_reports.get(),
                 receiver_reports: c.receiver_reports.get(),

@@ -97,7 +97,7 @@ impl BoundPort {
             );
         }
         if let (Some(m), true) = (s.media.as_mut(), k.has_source()) {
-            *m = counters::MediaSnapshot::from(&k.snapshot(clock_rate));
+            *m = k.counts().snapshot(clock_rate);
         }
         s
     }

@@ -166,7 +166,7 @@ impl Port {
                     return Verdict::Drop(DropReason::Malformed);
                 };
                 self.media.on_packet(&h, len, now);
-                self.counters.publish_media(&self.media.snapshot());
+                self.counters.media.store(&self.media.counts());
             }
             Plane::Rtcp => {
                 let Ok(summary) = rtcp::check(data) else {
@@ -379,9 +379,10 @@ mod tests {
         let c = p.counters();
         assert_eq!(c.to_wowza_packets.get(), 6);
         assert_eq!(c.to_wowza_bytes.get(), 6 * 32);
-        assert_eq!(c.media.ssrc.get(), 7 + 1);
-        assert_eq!((c.media.duplicates.get(), c.media.reordered.get()), (1, 1));
-        assert_eq!(c.media.expected.get(), c.media.received.get());
+        let m = c.media.load().snapshot(48_000);
+        assert_eq!(m.ssrc, Some(7));
+        assert_eq!((m.duplicates, m.reordered), (1, 1));
+        assert_eq!((m.expected, m.received), (4, 4));
 
         let mut ctl = port(Plane::Rtcp, SourcePolicy::Strict);
         send(&mut ctl, APPLIANCE, &rr());

@@ -67,16 +67,55 @@ struct Source {
     jitter_q4: u64,
 }
 
-/// A stream's figures at one moment (API and exporter).
+/// The raw state behind a media stream's figures: what both backends keep —
+/// [`RtpStream`] here, the kernel program's `struct stream` (see
+/// `dataplane::ebpf::table::Stream::counts`) — and from which
+/// [`RtpCounts::snapshot`] derives every published number, once for both.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RtpCounts {
+    /// The current source, once a packet has been measured.
+    pub ssrc: Option<u32>,
+    /// The current source's payload type (valid with `ssrc`).
+    pub payload_type: u8,
+    /// The current source passed probation (A.1).
+    pub valid: bool,
+    /// Extended highest sequence of the current source (cycles + max_seq).
+    pub extended_max: u32,
+    /// The current sequence epoch's base (A.1 `base_seq`).
+    pub base_seq: u32,
+    /// Received in the current epoch (A.1).
+    pub received: u64,
+    /// Expected in sources or epochs already ended.
+    pub prior_expected: u64,
+    /// Received in sources or epochs already ended.
+    pub prior_received: u64,
+    /// Packets accepted from the appliance.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Late packets.
+    pub reordered: u64,
+    /// SSRC changes.
+    pub ssrc_changes: u64,
+    /// A.8 jitter in timestamp units × 16.
+    pub jitter_q4: u64,
+}
+
+/// A stream's figures at one moment: the one shape the API, the exporter, the
+/// stream watch and the sink all read, whichever backend measured it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RtpSnapshot {
     /// Current SSRC.
     pub ssrc: Option<u32>,
     /// Current payload type.
     pub payload_type: Option<u8>,
-    /// Packets accepted from the appliance.
+    /// Packets accepted from the appliance (the port's own counters show them).
+    #[serde(skip)]
     pub packets: u64,
     /// Their bytes (whole datagrams).
+    #[serde(skip)]
     pub bytes: u64,
     /// Extended highest sequence number of the current source.
     pub extended_highest_sequence: Option<u32>,
@@ -90,10 +129,58 @@ pub struct RtpSnapshot {
     pub duplicates: u64,
     /// Late packets (older than the highest seen).
     pub reordered: u64,
-    /// Interarrival jitter (A.8) in seconds.
+    /// Interarrival jitter (A.8) in seconds (shown in milliseconds by the API).
+    #[serde(rename = "jitter_ms", serialize_with = "seconds_as_ms")]
     pub jitter_seconds: f64,
     /// Times the SSRC changed.
     pub ssrc_changes: u64,
+}
+
+fn seconds_as_ms<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(seconds * 1e3)
+}
+
+/// A.3: expected = extended max − base + 1, none while on probation.
+fn expected(valid: bool, extended_max: u32, base_seq: u32) -> u64 {
+    if valid {
+        u64::from(extended_max.wrapping_sub(base_seq)) + 1
+    } else {
+        0
+    }
+}
+
+impl RtpCounts {
+    /// The figures (A.3 expected and lost, A.8 jitter in seconds); `clock_rate`
+    /// is the media clock in Hz.
+    pub fn snapshot(&self, clock_rate: u32) -> RtpSnapshot {
+        let source = self.ssrc.is_some();
+        let current_expected = if source {
+            expected(self.valid, self.extended_max, self.base_seq)
+        } else {
+            0
+        };
+        let current_received = if source { self.received } else { 0 };
+        let expected = self.prior_expected + current_expected;
+        let received = self.prior_received + current_received;
+        RtpSnapshot {
+            ssrc: self.ssrc,
+            payload_type: source.then_some(self.payload_type),
+            packets: self.packets,
+            bytes: self.bytes,
+            extended_highest_sequence: (source && self.valid).then_some(self.extended_max),
+            expected,
+            received,
+            lost: expected as i64 - received as i64,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            jitter_seconds: if source {
+                self.jitter_q4 as f64 / 16.0 / f64::from(clock_rate.max(1))
+            } else {
+                0.0
+            },
+            ssrc_changes: self.ssrc_changes,
+        }
+    }
 }
 
 impl RtpStream {
@@ -161,27 +248,30 @@ impl RtpStream {
         }
     }
 
-    /// The figures now.
-    pub fn snapshot(&self) -> RtpSnapshot {
+    /// The raw state now (what [`crate::dataplane`] publishes per packet).
+    pub fn counts(&self) -> RtpCounts {
         let s = self.source.as_ref();
-        let expected = self.prior_expected + s.map_or(0, Source::expected);
-        let received = self.prior_received + s.map_or(0, |s| s.received);
-        RtpSnapshot {
+        RtpCounts {
             ssrc: s.map(|s| s.ssrc),
-            payload_type: s.map(|s| s.payload_type),
+            payload_type: s.map_or(0, |s| s.payload_type),
+            valid: s.is_some_and(|s| s.probation == 0),
+            extended_max: s.map_or(0, Source::extended_max),
+            base_seq: s.map_or(0, |s| s.base_seq),
+            received: s.map_or(0, |s| s.received),
+            prior_expected: self.prior_expected,
+            prior_received: self.prior_received,
             packets: self.packets,
             bytes: self.bytes,
-            extended_highest_sequence: s.filter(|s| s.probation == 0).map(Source::extended_max),
-            expected,
-            received,
-            lost: expected as i64 - received as i64,
             duplicates: self.duplicates,
             reordered: self.reordered,
-            jitter_seconds: s.map_or(0.0, |s| {
-                s.jitter_q4 as f64 / 16.0 / f64::from(self.clock_rate)
-            }),
             ssrc_changes: self.ssrc_changes,
+            jitter_q4: s.map_or(0, |s| s.jitter_q4),
         }
+    }
+
+    /// The figures now.
+    pub fn snapshot(&self) -> RtpSnapshot {
+        self.counts().snapshot(self.clock_rate)
     }
 }
 
@@ -221,12 +311,8 @@ impl Source {
         self.cycles.wrapping_add(u32::from(self.max_seq))
     }
 
-    /// A.3: expected = extended max − base + 1 (0 while on probation).
     fn expected(&self) -> u64 {
-        if self.probation > 0 {
-            return 0;
-        }
-        u64::from(self.extended_max().wrapping_sub(self.base_seq)) + 1
+        expected(self.probation == 0, self.extended_max(), self.base_seq)
     }
 
     /// A.1 `update_seq`, with duplicates told apart from late packets.

@@ -651,12 +651,12 @@ mod tests {
             let h = RtpHeader::parse(&data[42..]).unwrap();
             user.on_packet(&h, data.len() - 42, arrived);
             assert_eq!(
-                s.snapshot(CLOCK),
+                s.counts().snapshot(CLOCK),
                 user.snapshot(),
                 "after packet {i} (ssrc {ssrc}, seq {seq})"
             );
         }
-        let s = k.streams().get(PORT).unwrap().snapshot(CLOCK);
+        let s = k.streams().get(PORT).unwrap().counts().snapshot(CLOCK);
         assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
         assert!(s.jitter_seconds > 0.0, "{s:?}");
     }

@@ -5,7 +5,7 @@
 use crate::dataplane::rule::PortRule;
 use crate::group::Plane;
 use crate::reservation::SourcePolicy;
-use crate::stats::rtp::RtpSnapshot;
+use crate::stats::rtp::RtpCounts;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// `rules[port]`: one bound port's rule (written by userspace only).
@@ -217,40 +217,28 @@ impl Stream {
             })
     }
 
-    /// The RFC 3550 figures, as [`crate::stats::rtp::RtpStream::snapshot`]
-    /// gives them for the same packets.
-    pub fn snapshot(&self, clock_rate: u32) -> RtpSnapshot {
+    /// The raw RFC 3550 state, in the shape the userspace [`RtpStream`]
+    /// keeps it (field for field: the figures are derived once, by
+    /// [`RtpCounts::snapshot`], for both backends).
+    ///
+    /// [`RtpStream`]: crate::stats::rtp::RtpStream
+    pub fn counts(&self) -> RtpCounts {
         let source = self.has_source != 0;
-        let current_expected = if !source || self.probation > 0 {
-            0
-        } else {
-            u64::from(
-                self.cycles
-                    .wrapping_add(u32::from(self.max_seq))
-                    .wrapping_sub(self.base_seq),
-            ) + 1
-        };
-        let current_received = if source { self.received } else { 0 };
-        let expected = self.prior_expected + current_expected;
-        let received = self.prior_received + current_received;
-        RtpSnapshot {
+        RtpCounts {
             ssrc: source.then_some(self.ssrc),
-            payload_type: source.then_some(self.payload_type),
+            payload_type: self.payload_type,
+            valid: self.probation == 0,
+            extended_max: self.cycles.wrapping_add(u32::from(self.max_seq)),
+            base_seq: self.base_seq,
+            received: self.received,
+            prior_expected: self.prior_expected,
+            prior_received: self.prior_received,
             packets: self.packets,
             bytes: self.bytes,
-            extended_highest_sequence: (source && self.probation == 0)
-                .then(|| self.cycles.wrapping_add(u32::from(self.max_seq))),
-            expected,
-            received,
-            lost: expected as i64 - received as i64,
             duplicates: self.duplicates,
             reordered: self.reordered,
-            jitter_seconds: if source {
-                self.jitter_q4 as f64 / 16.0 / f64::from(clock_rate.max(1))
-            } else {
-                0.0
-            },
             ssrc_changes: self.ssrc_changes,
+            jitter_q4: self.jitter_q4,
         }
     }
 }
