@@ -207,15 +207,14 @@ impl DataPlane {
     fn install(&mut self, plan: &GroupPlan, rule: &PortRule, relatch: bool) -> Option<KernelPort> {
         let clock_rate = self.clock_rate(rule.role);
         let fast = self.fast.as_mut()?;
-        if rule.plane == crate::group::Plane::Rtcp {
-            return None;
-        }
         match fast.install(rule, plan.owner, plan.closes_at, clock_rate, relatch) {
             Ok(k) => Some(KernelPort {
                 port: rule.port,
                 rule: k,
                 streams: fast.streams().clone(),
             }),
+            // RTCP never goes kernel-side: nothing to warn about.
+            Err(ebpf::Refused::Unsupported(ebpf::table::Unsupported::Control)) => None,
             Err(e) => {
                 tracing::warn!(port = rule.port, error = %e, "port forwarded in userspace only");
                 None

@@ -73,10 +73,14 @@ impl Port {
         &self.counters
     }
 
-    /// Replaces the rule (a changed source or destination). A new source IP, or
-    /// `relatch`, forgets the latched appliance.
+    /// Replaces the rule (a changed source or destination); forgets the latched
+    /// appliance as [`super::rule::Admission::forgets_latch`] says.
     pub fn set_rule(&mut self, rule: PortRule, relatch: bool) {
-        if relatch || rule.source != self.rule.source || rule.policy != self.rule.policy {
+        if self
+            .rule
+            .admission()
+            .forgets_latch(&rule.admission(), relatch)
+        {
             self.set_latched(None);
         }
         self.rule = rule;
@@ -191,7 +195,8 @@ impl Port {
     }
 
     /// The source policy: strict accepts the reservation's IP (any port), latch
-    /// the first sender only, any everyone.
+    /// the first sender only, any everyone. `relay.bpf.c` mirrors this
+    /// (tests/fastpath.rs runs each policy through both paths).
     #[inline]
     fn accepts(&self, from: SocketAddr) -> bool {
         match self.rule.policy {

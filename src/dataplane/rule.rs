@@ -48,6 +48,36 @@ pub struct PortRule {
     pub max_packet_size: usize,
 }
 
+/// Which senders a port accepts: the part of its rule that a latched
+/// appliance depends on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The source policy.
+    pub policy: SourcePolicy,
+    /// The appliance's IP (strict).
+    pub source: Option<IpAddr>,
+}
+
+impl Admission {
+    /// Does a port forget its latched appliance when its admission goes from
+    /// `self` to `new`? A re-latch (a PATCH with `source`) or a changed source
+    /// or policy does. The one place this is decided: the userspace port
+    /// applies it directly, the kernel rule carries it as a bumped latch epoch.
+    pub fn forgets_latch(&self, new: &Admission, relatch: bool) -> bool {
+        relatch || self != new
+    }
+}
+
+impl PortRule {
+    /// Which senders the port accepts.
+    pub fn admission(&self) -> Admission {
+        Admission {
+            policy: self.policy,
+            source: self.source,
+        }
+    }
+}
+
 impl GroupPlan {
     /// The rules of every port the layout uses.
     pub fn rules(&self, max_packet_size: usize) -> impl Iterator<Item = PortRule> + '_ {

@@ -122,6 +122,29 @@ pub fn unavailable() -> Option<String> {
     route::missing_capability()
 }
 
+/// Why a port stays in userspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The kernel does not carry such ports (by design: RTCP, IPv6).
+    Unsupported(Unsupported),
+    /// It could not be installed (no route, a failed map write).
+    Error(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Unsupported(Unsupported::Ipv6) => {
+                f.write_str("IPv6 is forwarded in userspace")
+            }
+            Refused::Unsupported(Unsupported::Control) => {
+                f.write_str("RTCP is forwarded in userspace")
+            }
+            Refused::Error(e) => f.write_str(e),
+        }
+    }
+}
+
 /// The loaded and attached fast path.
 pub struct FastPath {
     // Holds the program's file descriptor while links switch to it.
@@ -217,23 +240,20 @@ impl FastPath {
         closes_at: OffsetDateTime,
         clock_rate: u32,
         relatch: bool,
-    ) -> Result<Rule, String> {
-        let route = route::route(rule.destination, self.bind)?;
+    ) -> Result<Rule, Refused> {
+        let addresses = table::eligible(rule, self.bind).map_err(Refused::Unsupported)?;
+        let route = route::route(rule.destination, self.bind).map_err(Refused::Error)?;
         let window_end_ns = route::boot_deadline(closes_at);
         let old = self.rules.get(&u32::from(rule.port), 0).unwrap_or_default();
         let mut new = Rule::new(
             rule,
-            self.bind,
+            addresses,
             route,
             self.loopback_ifindex,
             clock_rate,
             window_end_ns,
             owner,
-        )
-        .map_err(|e| match e {
-            Unsupported::Ipv6 => "IPv6 is forwarded in userspace".to_string(),
-            Unsupported::Control => "RTCP is forwarded in userspace".to_string(),
-        })?;
+        );
         new.carry_over(&old, relatch);
         if route.egress_ifindex.is_none() && !route.local_ok && !self.warned_local {
             self.warned_local = true;
@@ -242,9 +262,12 @@ impl FastPath {
                 "packets for a local destination arriving from other interfaces are forwarded in userspace: set net.ipv4.conf.lo.accept_local=1 (and net.ipv4.conf.lo.route_localnet=1 for 127.0.0.0/8) to forward them in the kernel"
             );
         }
-        self.rules
-            .set(u32::from(rule.port), new, 0)
-            .map_err(|e| format!("cannot write the kernel rule of port {}: {e}", rule.port))?;
+        self.rules.set(u32::from(rule.port), new, 0).map_err(|e| {
+            Refused::Error(format!(
+                "cannot write the kernel rule of port {}: {e}",
+                rule.port
+            ))
+        })?;
         Ok(new)
     }
 

@@ -405,6 +405,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		s->latch_epoch = r->latch_epoch;
 		s->bad_seq = NO_BAD_SEQ;
 	}
+	// When to forget the appliance is decided in Rust (Admission::forgets_latch
+	// in src/dataplane/rule.rs) and arrives here as a bumped latch epoch.
 	if (s->latch_epoch != r->latch_epoch) {
 		s->latched_addr = 0;
 		s->latched_port = 0;
@@ -422,6 +424,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		s->to_appliance_packets++;
 		s->to_appliance_bytes += len;
 	} else {
+		// Mirrors Port::accepts (src/dataplane/port.rs); tests/fastpath.rs runs
+		// each policy through this path and the userspace one.
 		int accept;
 		if (r->policy == POLICY_STRICT)
 			accept = saddr == r->source_addr;

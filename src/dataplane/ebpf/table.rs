@@ -2,7 +2,7 @@
 //! laid out exactly as `relay.bpf.c` declares them (`struct rule`,
 //! `struct stream`). Pure data and conversions: no maps, no syscalls.
 
-use crate::dataplane::rule::PortRule;
+use crate::dataplane::rule::{Admission, PortRule};
 use crate::group::Plane;
 use crate::reservation::SourcePolicy;
 use crate::stats::rtp::RtpCounts;
@@ -132,61 +132,89 @@ pub enum Unsupported {
     Control,
 }
 
+/// A port the kernel can carry, with its addresses in the rule's form.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Eligible {
+    bind_addr: u32,
+    dest_addr: u32,
+    source_addr: u32,
+}
+
+/// Decides which ports go kernel-side: media ports whose bind address,
+/// destination and source are IPv4. The one place this is decided; everything
+/// else stays in userspace.
+pub fn eligible(rule: &PortRule, bind: IpAddr) -> Result<Eligible, Unsupported> {
+    if rule.plane == Plane::Rtcp {
+        return Err(Unsupported::Control);
+    }
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
+        IpAddr::V6(_) => Err(Unsupported::Ipv6),
+    };
+    Ok(Eligible {
+        bind_addr: v4(bind)?,
+        dest_addr: v4(rule.destination.ip())?,
+        source_addr: rule.source.map(v4).transpose()?.unwrap_or(0),
+    })
+}
+
+/// The program's policy codes, in `SourcePolicy` order.
+const POLICIES: [SourcePolicy; 3] = [SourcePolicy::Strict, SourcePolicy::Latch, SourcePolicy::Any];
+
 impl Rule {
-    /// The kernel rule for `rule`. `bind` is the configured bind address,
-    /// `window_end_ns` the window's close on CLOCK_BOOTTIME. Its generation and
-    /// latch epoch are set by [`Rule::carry_over`].
+    /// The kernel rule for `rule`, an [`eligible`] port. `window_end_ns` is the
+    /// window's close on CLOCK_BOOTTIME. Its generation and latch epoch are set
+    /// by [`Rule::carry_over`].
     pub fn new(
         rule: &PortRule,
-        bind: IpAddr,
+        addresses: Eligible,
         route: Route,
         loopback_ifindex: u32,
         clock_rate: u32,
         window_end_ns: u64,
         owner: u32,
-    ) -> Result<Rule, Unsupported> {
-        if rule.plane == Plane::Rtcp {
-            return Err(Unsupported::Control);
-        }
-        let v4 = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
-            IpAddr::V6(_) => Err(Unsupported::Ipv6),
-        };
-        Ok(Rule {
+    ) -> Rule {
+        Rule {
             active: 1,
             generation: 0,
             latch_epoch: 0,
-            bind_addr: v4(bind)?,
-            dest_addr: v4(rule.destination.ip())?,
+            bind_addr: addresses.bind_addr,
+            dest_addr: addresses.dest_addr,
             src_addr: u32::from_ne_bytes(route.source.octets()),
-            source_addr: rule.source.map(v4).transpose()?.unwrap_or(0),
+            source_addr: addresses.source_addr,
             egress_ifindex: route.egress_ifindex.unwrap_or(0),
             loopback_ifindex,
             max_packet_size: u32::try_from(rule.max_packet_size).unwrap_or(u32::MAX),
             clock_rate,
             dest_port: rule.destination.port(),
             plane: 0,
-            policy: match rule.policy {
-                SourcePolicy::Strict => 0,
-                SourcePolicy::Latch => 1,
-                SourcePolicy::Any => 2,
-            },
+            policy: POLICIES.iter().position(|p| *p == rule.policy).unwrap_or(0) as u8,
             owner,
             local_ok: u8::from(route.local_ok),
             pad: [0; 3],
             window_end_ns,
-        })
+        }
     }
 
-    /// Takes over from the rule the port had: the same owner keeps its stream
-    /// (a restart, a changed destination) and its latch, unless `relatch` or a
-    /// changed source or policy forgets the appliance — as the userspace port
-    /// does. Anyone else starts a new stream generation.
+    /// Which senders the rule accepts, as the userspace rule says it.
+    fn admission(&self) -> Admission {
+        Admission {
+            policy: POLICIES[usize::from(self.policy).min(POLICIES.len() - 1)],
+            source: (self.source_addr != 0)
+                .then(|| IpAddr::V4(Ipv4Addr::from(self.source_addr.to_ne_bytes()))),
+        }
+    }
+
+    /// Takes over from the rule the port had (in this process or, after a
+    /// restart, in the previous one): the same owner keeps its stream (a
+    /// restart, a changed destination) and its latch unless
+    /// [`Admission::forgets_latch`] says otherwise — then the latch epoch is
+    /// bumped, which the program reads as "forget". Anyone else starts a new
+    /// stream generation.
     pub fn carry_over(&mut self, old: &Rule, relatch: bool) {
         if old.active != 0 && old.owner == self.owner {
             self.generation = old.generation;
-            let forget =
-                relatch || old.source_addr != self.source_addr || old.policy != self.policy;
+            let forget = old.admission().forgets_latch(&self.admission(), relatch);
             self.latch_epoch = old.latch_epoch.wrapping_add(u32::from(forget));
         } else {
             self.generation = old.generation.wrapping_add(1).max(1);
@@ -240,5 +268,81 @@ impl Stream {
             ssrc_changes: self.ssrc_changes,
             jitter_q4: self.jitter_q4,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{GroupId, Role};
+
+    fn port_rule(plane: Plane, policy: SourcePolicy, source: &str) -> PortRule {
+        PortRule {
+            group: GroupId::try_from(14).unwrap(),
+            port: 65416,
+            plane,
+            role: Role::PrimaryAudio,
+            destination: "198.51.100.5:49032".parse().unwrap(),
+            policy,
+            source: Some(source.parse().unwrap()),
+            max_packet_size: 1500,
+        }
+    }
+
+    fn kernel_rule(r: &PortRule, owner: u32) -> Rule {
+        let route = Route {
+            source: Ipv4Addr::new(192, 0, 2, 1),
+            egress_ifindex: Some(2),
+            local_ok: false,
+        };
+        let bind = "0.0.0.0".parse().unwrap();
+        Rule::new(r, eligible(r, bind).unwrap(), route, 1, 90_000, 0, owner)
+    }
+
+    #[test]
+    fn only_ipv4_media_ports_are_eligible() {
+        let v4: IpAddr = "0.0.0.0".parse().unwrap();
+        let rtp = port_rule(Plane::Rtp, SourcePolicy::Strict, "192.0.2.10");
+        assert!(eligible(&rtp, v4).is_ok());
+        let rtcp = port_rule(Plane::Rtcp, SourcePolicy::Strict, "192.0.2.10");
+        assert_eq!(eligible(&rtcp, v4), Err(Unsupported::Control));
+        assert_eq!(
+            eligible(&rtp, "::".parse().unwrap()),
+            Err(Unsupported::Ipv6)
+        );
+        let v6_source = port_rule(Plane::Rtp, SourcePolicy::Strict, "2001:db8::1");
+        assert_eq!(eligible(&v6_source, v4), Err(Unsupported::Ipv6));
+    }
+
+    #[test]
+    fn the_kernel_rule_forgets_the_latch_on_relatch_or_a_new_policy_or_source() {
+        let policies = [SourcePolicy::Strict, SourcePolicy::Latch, SourcePolicy::Any];
+        let sources = ["192.0.2.10", "192.0.2.11"];
+        let rules: Vec<PortRule> = policies
+            .iter()
+            .flat_map(|p| sources.map(|s| port_rule(Plane::Rtp, *p, s)))
+            .collect();
+        for old in &rules {
+            for new in &rules {
+                for relatch in [false, true] {
+                    let before = kernel_rule(old, 7);
+                    let mut after = kernel_rule(new, 7);
+                    after.carry_over(&before, relatch);
+                    // Forgotten on a re-latch, a new policy or a new source only.
+                    let forgets = relatch || old.policy != new.policy || old.source != new.source;
+                    assert_eq!(
+                        after.latch_epoch != before.latch_epoch,
+                        forgets,
+                        "{old:?} -> {new:?}, relatch {relatch}"
+                    );
+                    assert_eq!(after.generation, before.generation, "same owner");
+                }
+            }
+        }
+        // Another owner: a new stream generation, whatever the admission.
+        let mut theirs = kernel_rule(&rules[0], 8);
+        let mine = kernel_rule(&rules[0], 7);
+        theirs.carry_over(&mine, false);
+        assert_ne!(theirs.generation, mine.generation);
     }
 }
