@@ -8,21 +8,23 @@
 //!   the stream watcher);
 //! - data plane: [`dataplane`] (forwarding rules, the per-port decision, counters,
 //!   batched I/O on epoll workers);
-//! - control plane: [`control`] (HTTP API, `/metrics`, health), over [`relay`]
-//!   (schedule + [`store`] + data plane under one lock);
+//! - control plane: [`control`] (HTTP API, `/metrics`, health), over its
+//!   [`control::coordinator`] (schedule + [`store`] + data plane under one
+//!   lock) and the [`control::published`] copy every reader uses instead;
 //! - traffic tools: [`traffic`] (`gen`, `sink`, `loadtest`);
-//! - the process: [`service`] (`run`), [`cli`], [`config`], [`logging`].
+//! - the process: [`service`] (`run`: tasks, signals, stream logs), [`clock`]
+//!   (the one place clocks are read), [`cli`], [`config`], [`logging`].
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod group;
 pub mod logging;
 pub mod packet;
-pub mod relay;
 pub mod reservation;
 pub mod service;
 pub mod stats;

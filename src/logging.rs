@@ -7,6 +7,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// Changes the level of the installed subscriber.
+#[derive(Clone)]
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
 
 /// Installs the global subscriber.

@@ -1,9 +1,12 @@
-//! Route handlers. Mutations run on the blocking pool: they wait for `fsync`.
+//! Route handlers. Mutations run on the blocking pool, under the
+//! coordinator's lock: they wait for `fsync`. Reads use the published copy.
 
+use super::coordinator::{Coordinator, Created};
 use super::error::ApiError;
+use super::published::Published;
 use super::{MAX_BODY_BYTES, Shared, view};
+use crate::clock::Now;
 use crate::group::GroupId;
-use crate::relay::{Created, Relay};
 use crate::reservation::{Change, Reservation};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -13,23 +16,21 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
 pub async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let relay = shared.relay();
-    let views: Vec<_> = relay
-        .schedule()
+    let published = shared.published();
+    let now = Now::read();
+    let views: Vec<_> = published
         .entries()
-        .map(|e| view::reservation(&relay, e, false))
+        .map(|e| view::reservation(&published, e, false, &now))
         .collect();
     Json(json!({ "reservations": views }))
 }
 
 pub async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
-    let relay = shared.relay();
-    Ok(Json(view_of(&relay, &id)?).into_response())
+    Ok(Json(view_of(&shared.published(), &id, &Now::read())?).into_response())
 }
 
 pub async fn group(
@@ -40,12 +41,12 @@ pub async fn group(
         .parse::<u32>()
         .map_err(|_| ApiError::invalid(format!("group {group:?} is not a number: use 0–8063")))
         .and_then(|n| GroupId::try_from(n).map_err(|e| ApiError::invalid(e.to_string())))?;
-    let relay = shared.relay();
-    let entry = relay
-        .schedule()
-        .occupant(group, OffsetDateTime::now_utc())
+    let published = shared.published();
+    let now = Now::read();
+    let entry = published
+        .occupant(group, now.wall)
         .ok_or_else(|| ApiError::not_found(format!("no reservation occupies group {group} now")))?;
-    Ok(Json(view::reservation(&relay, entry, false)).into_response())
+    Ok(Json(view::reservation(&published, entry, false, &now)).into_response())
 }
 
 pub async fn create(
@@ -56,14 +57,16 @@ pub async fn create(
     authorize(&shared, &headers)?;
     let request: Reservation = parse(read(body).await?)?;
     let id = request.event_id.clone();
-    blocking(shared, move |relay| {
-        let created = relay.create(request, OffsetDateTime::now_utc())?;
+    blocking(shared, move |coordinator| {
+        let now = Now::read();
+        let created = coordinator.create(request, &now)?;
         let status = match created {
             Created::New => StatusCode::CREATED,
             Created::Existing => StatusCode::OK,
         };
         let location = [(header::LOCATION, format!("/v1/reservations/{id}"))];
-        Ok((status, location, Json(view_of(relay, &id)?)).into_response())
+        let view = view_of(&coordinator.published(), &id, &now)?;
+        Ok((status, location, Json(view)).into_response())
     })
     .await
 }
@@ -81,10 +84,12 @@ pub async fn change(
             "nothing to change: give \"end\" and/or \"source\"",
         ));
     }
-    blocking(shared, move |relay| {
-        relay.change(&id, &change, OffsetDateTime::now_utc())?;
-        match relay.schedule().get(&id) {
-            Some(_) => Ok(Json(view_of(relay, &id)?).into_response()),
+    blocking(shared, move |coordinator| {
+        let now = Now::read();
+        coordinator.change(&id, &change, &now)?;
+        let published = coordinator.published();
+        match published.get(&id) {
+            Some(e) => Ok(Json(view::reservation(&published, e, false, &now)).into_response()),
             // An end moved into the past freed the group at once.
             None => Ok(Json(json!({ "event_id": id, "state": "ended" })).into_response()),
         }
@@ -98,15 +103,17 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response> {
     authorize(&shared, &headers)?;
-    blocking(shared, move |relay| {
-        let entry = relay.delete(&id, OffsetDateTime::now_utc())?;
-        Ok(Json(view::reservation(relay, &entry, true)).into_response())
+    blocking(shared, move |coordinator| {
+        let now = Now::read();
+        let entry = coordinator.delete(&id, &now)?;
+        let view = view::reservation(&coordinator.published(), &entry, true, &now);
+        Ok(Json(view).into_response())
     })
     .await
 }
 
 pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
-    view_of(&shared.relay(), &id)?;
+    view_of(&shared.published(), &id, &Now::read())?;
     Err(ApiError::not_implemented(
         "SDP generation is not available in this version; configure Wowza's RTP ingest with the ports from GET /v1/reservations/{event_id}",
     ))
@@ -115,7 +122,7 @@ pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let text = shared
         .metrics
-        .render(&shared.relay())
+        .render(&shared.published(), &Now::read())
         .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
 }
@@ -125,7 +132,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.relay().waiting(OffsetDateTime::now_utc()) {
+    match shared.published().waiting(Now::read().wall) {
         Some(waiting) if waiting.is_empty() => Json(json!({ "ready": true })).into_response(),
         Some(waiting) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,12 +154,11 @@ pub async fn no_route(method: Method, uri: Uri) -> ApiError {
     ))
 }
 
-fn view_of(relay: &Relay, id: &str) -> Result<view::ReservationView> {
-    let entry = relay
-        .schedule()
+fn view_of(published: &Published, id: &str, now: &Now) -> Result<view::ReservationView> {
+    let entry = published
         .get(id)
         .ok_or_else(|| ApiError::not_found(format!("no reservation with event_id {id:?}")))?;
-    Ok(view::reservation(relay, entry, false))
+    Ok(view::reservation(published, entry, false, now))
 }
 
 /// Mutating routes need the bearer token when one is configured.
@@ -205,12 +211,12 @@ fn parse<T: DeserializeOwned>(body: Bytes) -> Result<T> {
     Ok(value)
 }
 
-/// Runs a mutation on the blocking pool, under the relay lock.
+/// Runs a mutation on the blocking pool, under the coordinator's lock.
 async fn blocking<F>(shared: Arc<Shared>, f: F) -> Result<Response>
 where
-    F: FnOnce(&mut Relay) -> Result<Response> + Send + 'static,
+    F: FnOnce(&mut Coordinator) -> Result<Response> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || f(&mut shared.relay()))
+    tokio::task::spawn_blocking(move || f(&mut shared.coordinator()))
         .await
         .map_err(|e| ApiError::internal(format!("request handler failed: {e}")))?
 }

@@ -1,6 +1,6 @@
 //! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (SPEC §6).
 
-use crate::relay;
+use super::coordinator;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -61,16 +61,16 @@ impl ApiError {
     }
 }
 
-impl From<relay::Error> for ApiError {
-    fn from(e: relay::Error) -> Self {
+impl From<coordinator::Error> for ApiError {
+    fn from(e: coordinator::Error) -> Self {
         match e {
-            relay::Error::Invalid(m) => ApiError::invalid(m),
-            relay::Error::NotFound(m) => ApiError::not_found(m),
-            relay::Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            relay::Error::Exhausted(m) => {
+            coordinator::Error::Invalid(m) => ApiError::invalid(m),
+            coordinator::Error::NotFound(m) => ApiError::not_found(m),
+            coordinator::Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            coordinator::Error::Exhausted(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "exhausted", m)
             }
-            relay::Error::Storage(m) => {
+            coordinator::Error::Storage(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", m)
             }
         }

@@ -8,11 +8,11 @@
 //! here is a number or a fixed name, so nothing needs escaping. `promtool check
 //! metrics` checks the result in the test suite.
 
-use crate::dataplane::DataPlane;
+use crate::clock::Now;
+use crate::dataplane::BoundPorts;
 use crate::dataplane::counters::DropReason;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 /// One family under construction: its header, then its samples.
 struct Family {
@@ -35,7 +35,7 @@ impl Family {
 }
 
 /// Appends every bound port's per-stream series to `out` (text exposition).
-pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut String) {
+pub fn write_stream_families(bound: &BoundPorts, now: &Now, out: &mut String) {
     const PACKETS: &str = "rtp_relay_packets_total";
     const BYTES: &str = "rtp_relay_bytes_total";
     const DROPPED: &str = "rtp_relay_dropped_packets_total";
@@ -103,12 +103,11 @@ pub fn write_stream_families(dataplane: &DataPlane, now: Instant, out: &mut Stri
         "gauge",
     );
 
-    let epoch = dataplane.epoch();
-    for (group, ports) in dataplane.groups() {
+    for (group, ports) in bound.groups() {
         for p in ports {
             let (stream, plane) = (p.rule.role.as_str(), p.rule.plane.as_str());
             // Both backends' figures (the kernel's are read here, at scrape time).
-            let s = p.snapshot(dataplane.clock_rate(p.rule.role), epoch, now);
+            let s = bound.snapshot(p, now);
             for (direction, n, b) in [
                 ("to_wowza", s.packets_to_wowza, s.bytes_to_wowza),
                 ("to_appliance", s.packets_to_appliance, s.bytes_to_appliance),

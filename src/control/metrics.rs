@@ -1,7 +1,8 @@
 //! The Prometheus exporter of the control plane. Gauges are refreshed from the
 //! relay's state when `/metrics` is scraped, never on the data path.
 
-use crate::relay::Relay;
+use super::published::Published;
+use crate::clock::Now;
 use crate::reservation::schedule::State;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -83,12 +84,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads the relay's state into the gauges and encodes the exposition.
-    pub fn render(&self, relay: &Relay) -> Result<String, String> {
-        let schedule = relay.schedule();
+    /// Reads the published state into the gauges and encodes the exposition.
+    pub fn render(&self, published: &Published, now: &Now) -> Result<String, String> {
         let mut counts = [0i64; 3];
         self.group_info.reset();
-        for e in schedule.entries() {
+        for e in published.entries() {
             let state = e.state();
             match state {
                 State::Scheduled => counts[0] += 1,
@@ -99,7 +99,7 @@ impl Metrics {
             if matches!(state, State::Active | State::Degraded) {
                 let r = &e.reservation;
                 let source = r.source.map(|s| s.to_string()).unwrap_or_default();
-                let destination = r.destination(relay.rules(), e.group).to_string();
+                let destination = r.destination(published.rules(), e.group).to_string();
                 self.group_info
                     .with_label_values(&[
                         &e.group.to_string(),
@@ -114,18 +114,15 @@ impl Metrics {
         for (state, n) in ["scheduled", "active", "degraded"].iter().zip(counts) {
             self.reservations.with_label_values(&[state]).set(n);
         }
-        self.bound_sockets.set(relay.bound_sockets() as i64);
+        self.bound_sockets
+            .set(published.bound().bound_sockets() as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .map_err(|e| format!("cannot encode the metrics: {e}"))?;
         let mut text =
             String::from_utf8(out).map_err(|e| format!("the metrics are not UTF-8: {e}"))?;
-        super::exporter::write_stream_families(
-            relay.dataplane(),
-            std::time::Instant::now(),
-            &mut text,
-        );
+        super::exporter::write_stream_families(published.bound(), now, &mut text);
         Ok(text)
     }
 }

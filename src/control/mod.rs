@@ -1,18 +1,27 @@
-//! The control plane (SPEC §6): one HTTP listener for the reservations API,
-//! `/metrics`, `/healthz` and `/readyz`.
+//! The control plane: one HTTP listener for the reservations API, `/metrics`,
+//! `/healthz` and `/readyz` (see `docs/`), over the [`coordinator`] that keeps
+//! the schedule, the journal and the data plane consistent.
+//!
+//! - [`coordinator`]: the one writer, under a lock;
+//! - [`published`]: what every reader uses instead, swapped in after each change;
+//! - `api`, [`view`], [`error`]: the routes, their JSON, their errors;
+//! - [`metrics`], [`exporter`]: the Prometheus exposition.
 
 mod api;
+pub mod coordinator;
 pub mod error;
 pub mod exporter;
 pub mod metrics;
+pub mod published;
 pub mod view;
 
-use crate::relay::Relay;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use coordinator::Coordinator;
+use published::{Published, Reader};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// Largest accepted request body.
@@ -20,8 +29,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler shares.
 pub struct Shared {
-    /// Reservations, journal and sockets.
-    pub relay: Mutex<Relay>,
+    /// Reservations, journal and sockets: mutations only, on blocking threads.
+    pub coordinator: Mutex<Coordinator>,
+    /// The latest published copy, for every reader.
+    pub reader: Reader,
     /// Bearer token for mutating routes, if configured (replaced on reload).
     pub token: RwLock<Option<String>>,
     /// The exporter.
@@ -29,10 +40,28 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Locks the relay. A panic elsewhere never leaves it unusable: the state
-    /// behind the lock is only changed after the journal write succeeded.
-    pub fn relay(&self) -> MutexGuard<'_, Relay> {
-        self.relay.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Shares `coordinator` with the handlers.
+    pub fn new(coordinator: Coordinator, token: Option<String>, metrics: metrics::Metrics) -> Self {
+        Shared {
+            reader: coordinator.reader(),
+            coordinator: Mutex::new(coordinator),
+            token: RwLock::new(token),
+            metrics,
+        }
+    }
+
+    /// Locks the coordinator (a mutation; may wait on `fsync` and binds: never
+    /// from an async task). A panic elsewhere never leaves it unusable: the
+    /// state behind the lock is only changed after the journal write succeeded.
+    pub fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The latest published copy (never waits on the lock).
+    pub fn published(&self) -> Arc<Published> {
+        self.reader.load()
     }
 }
 

@@ -1,14 +1,14 @@
 //! The JSON shape of a reservation in API responses.
 
-use crate::dataplane::DataPlane;
+use super::published::Published;
+use crate::clock::Now;
+use crate::dataplane::BoundPorts;
 use crate::dataplane::counters::PortSnapshot;
 use crate::group::{GroupId, Plane, Role};
-use crate::relay::Relay;
 use crate::reservation::schedule::{Binding, Entry, PortFailure, State};
 use crate::reservation::{Destination, SourcePolicy, rfc3339};
 use serde::Serialize;
 use std::net::IpAddr;
-use std::time::Instant;
 
 /// A reservation with its state, window and ports.
 #[derive(Debug, Serialize)]
@@ -92,15 +92,15 @@ pub struct PortView {
     pub destination_port: u16,
 }
 
-/// Builds the view of an entry with live statistics from `dataplane`; `ended`
+/// Builds the view of an entry with live statistics at `now`; `ended`
 /// overrides the state (a deleted reservation).
-pub fn reservation(relay: &Relay, e: &Entry, ended: bool) -> ReservationView {
-    let (schedule, dataplane) = (relay.schedule(), relay.dataplane());
+pub fn reservation(published: &Published, e: &Entry, ended: bool, now: &Now) -> ReservationView {
+    let bound = published.bound();
     let r = &e.reservation;
-    let w = schedule.window(r);
-    let plan = relay.plan(e);
+    let w = e.window;
+    let plan = published.plan(e);
     let ports = plan
-        .rules(dataplane.max_packet_size())
+        .rules(bound.max_packet_size())
         .map(|rule| PortView {
             port: rule.port,
             stream: rule.role,
@@ -134,25 +134,24 @@ pub fn reservation(relay: &Relay, e: &Entry, ended: bool) -> ReservationView {
         streams: if ended {
             Vec::new()
         } else {
-            streams(dataplane, e)
+            streams(bound, e, now)
         },
     }
 }
 
-fn streams(dataplane: &DataPlane, e: &Entry) -> Vec<StreamView> {
-    let bound = dataplane.ports(e.group);
-    if bound.is_empty() {
+fn streams(bound: &BoundPorts, e: &Entry, now: &Now) -> Vec<StreamView> {
+    let ports = bound.ports(e.group);
+    if ports.is_empty() {
         return Vec::new();
     }
-    let now = Instant::now();
-    let stats = |pair: u8, plane: Plane, role: Role| {
+    let stats = |pair: u8, plane: Plane| {
         let port = e.group.port(pair, plane);
-        bound
+        ports
             .iter()
             .find(|p| p.rule.port == port)
             .map(|p| PortStats {
                 port,
-                stats: p.snapshot(dataplane.clock_rate(role), dataplane.epoch(), now),
+                stats: bound.snapshot(p, now),
             })
     };
     e.reservation
@@ -160,8 +159,8 @@ fn streams(dataplane: &DataPlane, e: &Entry) -> Vec<StreamView> {
         .pairs()
         .map(|(pair, role)| StreamView {
             stream: role,
-            rtp: stats(pair, Plane::Rtp, role),
-            rtcp: stats(pair, Plane::Rtcp, role),
+            rtp: stats(pair, Plane::Rtp),
+            rtcp: stats(pair, Plane::Rtcp),
         })
         .collect()
 }

@@ -21,6 +21,7 @@ pub mod port;
 pub mod rule;
 mod worker;
 
+use crate::clock::Now;
 use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
 use crate::stats::watch::Sample;
@@ -29,7 +30,7 @@ use ebpf::{FastPath, KernelPort};
 use port::Port;
 use rule::{GroupPlan, PortRule};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,9 +76,9 @@ impl BoundPort {
     /// Everything measured on the port, by both backends: packets, bytes and
     /// drops add up; the media figures are the kernel's once it has the
     /// stream (it then sees every accepted packet).
-    pub fn snapshot(&self, clock_rate: u32, epoch: Instant, now: Instant) -> PortSnapshot {
+    pub fn snapshot(&self, clock_rate: u32, epoch: Instant, now: &Now) -> PortSnapshot {
         let media = self.rule.plane == crate::group::Plane::Rtp;
-        let mut s = self.counters.snapshot(media, clock_rate, epoch, now);
+        let mut s = self.counters.snapshot(media, clock_rate, epoch, now.mono);
         let Some((kernel, k)) = self.kernel.as_ref().and_then(|p| Some((p, p.stream()?))) else {
             return s;
         };
@@ -90,7 +91,7 @@ impl BoundPort {
             s.appliance = Some(a);
         }
         if k.last_ns != 0 {
-            let age = ebpf::route::boot_nanos().saturating_sub(k.last_ns) as f64 / 1e9;
+            let age = now.boot_age(k.last_ns);
             s.seconds_since_last_packet = Some(
                 s.seconds_since_last_packet
                     .map_or(age, |user| user.min(age)),
@@ -103,14 +104,82 @@ impl BoundPort {
     }
 }
 
+/// The bound ports as readers see them: a copy the data plane hands out after
+/// every change (a reference count per group), read without any lock while
+/// the next change is made. The counters inside are live.
+#[derive(Clone, Debug)]
+pub struct BoundPorts {
+    groups: BTreeMap<GroupId, Arc<[BoundPort]>>,
+    epoch: Instant,
+    audio_clock_rate: u32,
+    video_clock_rate: u32,
+    max_packet_size: usize,
+}
+
+impl BoundPorts {
+    /// Every bound group and its ports.
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[BoundPort])> {
+        self.groups.iter().map(|(g, p)| (*g, &**p))
+    }
+
+    /// The bound ports of `group`.
+    pub fn ports(&self, group: GroupId) -> &[BoundPort] {
+        self.groups.get(&group).map_or(&[], |p| p)
+    }
+
+    /// A port's figures now, by both backends.
+    pub fn snapshot(&self, port: &BoundPort, now: &Now) -> PortSnapshot {
+        port.snapshot(self.clock_rate(port.rule.role), self.epoch, now)
+    }
+
+    /// One [`Sample`] per bound port, for the stream watcher, with its rule.
+    pub fn samples(&self, now: &Now) -> Vec<(Sample, PortRule)> {
+        let mut out = Vec::with_capacity(self.bound_sockets());
+        for ports in self.groups.values() {
+            for p in ports.iter() {
+                let s = self.snapshot(p, now);
+                let sample = Sample {
+                    port: p.rule.port,
+                    media: p.rule.plane == crate::group::Plane::Rtp,
+                    silent_for: s
+                        .seconds_since_last_packet
+                        .map(|s| Duration::from_secs_f64(s.max(0.0))),
+                    ssrc: s.media.as_ref().and_then(|m| m.ssrc),
+                    dropped: s.dropped.as_array(),
+                };
+                out.push((sample, p.rule));
+            }
+        }
+        out
+    }
+
+    /// Larger datagrams are dropped.
+    pub fn max_packet_size(&self) -> usize {
+        self.max_packet_size
+    }
+
+    /// The media clock of a stream role (Hz).
+    pub fn clock_rate(&self, role: crate::group::Role) -> u32 {
+        if role.is_audio() {
+            self.audio_clock_rate
+        } else {
+            self.video_clock_rate
+        }
+    }
+
+    /// Number of bound sockets.
+    pub fn bound_sockets(&self) -> usize {
+        self.groups.values().map(|p| p.len()).sum()
+    }
+}
+
 /// The bound groups and the workers forwarding them.
 pub struct DataPlane {
     options: Options,
     workers: Vec<WorkerHandle>,
     next_worker: usize,
-    groups: HashMap<GroupId, Vec<BoundPort>>,
+    bound: BoundPorts,
     open_files_limit: u64,
-    epoch: Instant,
     fast: Option<FastPath>,
 }
 
@@ -118,50 +187,58 @@ impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataPlane")
             .field("workers", &self.workers.len())
-            .field("groups", &self.groups.len())
+            .field("groups", &self.bound.groups.len())
             .finish()
     }
 }
 
 impl DataPlane {
     /// Starts the workers; `open_files_limit` is the process's limit in force,
-    /// `fast` the kernel fast path when it runs.
+    /// `fast` the kernel fast path when it runs, `now` the time origin of
+    /// published arrival times.
     pub fn start(
         options: Options,
         open_files_limit: u64,
         fast: Option<FastPath>,
+        now: &Now,
     ) -> std::io::Result<Self> {
         let slot = options.max_packet_size + 1;
         let workers = (0..options.workers.max(1))
             .map(|i| WorkerHandle::spawn(i, slot))
             .collect::<std::io::Result<_>>()?;
+        let bound = BoundPorts {
+            groups: BTreeMap::new(),
+            epoch: now.mono,
+            audio_clock_rate: options.audio_clock_rate,
+            video_clock_rate: options.video_clock_rate,
+            max_packet_size: options.max_packet_size,
+        };
         Ok(DataPlane {
             options,
             workers,
             next_worker: 0,
-            groups: HashMap::new(),
+            bound,
             open_files_limit,
-            epoch: Instant::now(),
             fast,
         })
     }
 
-    /// The time origin of published arrival times.
-    pub fn epoch(&self) -> Instant {
-        self.epoch
+    /// The bound ports; clone it for a reader's copy.
+    pub fn bound(&self) -> &BoundPorts {
+        &self.bound
     }
 
     /// Binds every port of `plan` not bound yet and starts forwarding on it.
     /// Returns the ports that could not be bound, with the reason.
-    pub fn bind(&mut self, plan: &GroupPlan) -> Vec<PortFailure> {
+    pub fn bind(&mut self, plan: &GroupPlan, now: &Now) -> Vec<PortFailure> {
         let mut failures = Vec::new();
-        let rules: Vec<PortRule> = plan.rules(self.options.max_packet_size).collect();
-        for rule in rules {
-            let bound = self.groups.entry(plan.group).or_default();
-            if bound.iter().any(|p| p.rule.port == rule.port) {
+        let mut ports: Vec<BoundPort> = self.bound.ports(plan.group).to_vec();
+        for rule in plan.rules(self.options.max_packet_size) {
+            if ports.iter().any(|p| p.rule.port == rule.port) {
                 continue;
             }
-            let in_use = self.bound_sockets() as u64;
+            let in_use = (self.bound.bound_sockets() + ports.len()
+                - self.bound.ports(plan.group).len()) as u64;
             if in_use + SPARE_FILES >= self.open_files_limit {
                 failures.push(PortFailure {
                     port: rule.port,
@@ -173,41 +250,61 @@ impl DataPlane {
                 continue;
             }
             match open_socket(&self.options, rule.port) {
-                Ok(socket) => self.start_port(plan, rule, socket),
+                Ok(socket) => ports.push(self.start_port(plan, rule, socket, now)),
                 Err(e) => failures.push(PortFailure {
                     port: rule.port,
                     error: e.to_string(),
                 }),
             }
         }
-        if self.groups.get(&plan.group).is_some_and(Vec::is_empty) {
-            self.groups.remove(&plan.group);
-        }
+        self.set_group(plan.group, ports);
         failures
     }
 
-    fn start_port(&mut self, plan: &GroupPlan, rule: PortRule, socket: UdpSocket) {
-        let clock_rate = self.clock_rate(rule.role);
+    /// Replaces a group's ports in the readers' view (none: the group is gone).
+    fn set_group(&mut self, group: GroupId, ports: Vec<BoundPort>) {
+        if ports.is_empty() {
+            self.bound.groups.remove(&group);
+        } else {
+            self.bound.groups.insert(group, ports.into());
+        }
+    }
+
+    fn start_port(
+        &mut self,
+        plan: &GroupPlan,
+        rule: PortRule,
+        socket: UdpSocket,
+        now: &Now,
+    ) -> BoundPort {
+        let clock_rate = self.bound.clock_rate(rule.role);
         let counters = Arc::new(PortCounters::default());
-        let port = Port::new(rule, clock_rate, counters.clone(), self.epoch);
-        let kernel = self.install(plan, &rule, false);
+        let port = Port::new(rule, clock_rate, counters.clone(), self.bound.epoch);
+        let kernel = self.install(plan, &rule, false, now);
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
         self.workers[worker].send(Command::Add(socket, Box::new(port), kernel.clone()));
-        self.groups.entry(plan.group).or_default().push(BoundPort {
+        BoundPort {
             rule,
             counters,
             kernel,
             closes_at: plan.closes_at,
             worker,
-        });
+        }
     }
 
     /// Mirrors a port's rule into the kernel; `None` keeps it in userspace.
-    fn install(&mut self, plan: &GroupPlan, rule: &PortRule, relatch: bool) -> Option<KernelPort> {
-        let clock_rate = self.clock_rate(rule.role);
+    fn install(
+        &mut self,
+        plan: &GroupPlan,
+        rule: &PortRule,
+        relatch: bool,
+        now: &Now,
+    ) -> Option<KernelPort> {
+        let clock_rate = self.bound.clock_rate(rule.role);
         let fast = self.fast.as_mut()?;
-        match fast.install(rule, plan.owner, plan.closes_at, clock_rate, relatch) {
+        let window_end_ns = now.boot_deadline(plan.closes_at);
+        match fast.install(rule, plan.owner, window_end_ns, clock_rate, relatch) {
             Ok(k) => Some(KernelPort {
                 port: rule.port,
                 rule: k,
@@ -224,38 +321,36 @@ impl DataPlane {
 
     /// Applies a changed plan (source, policy or destination) to a bound group;
     /// `relatch` forgets the latched appliances.
-    pub fn update(&mut self, plan: &GroupPlan, relatch: bool) {
-        let Some(bound) = self.groups.get_mut(&plan.group) else {
+    pub fn update(&mut self, plan: &GroupPlan, relatch: bool, now: &Now) {
+        let mut ports = self.bound.ports(plan.group).to_vec();
+        if ports.is_empty() {
             return;
-        };
-        let changed: Vec<PortRule> = plan
-            .rules(self.options.max_packet_size)
-            .filter(|rule| {
-                bound.iter().any(|p| {
-                    p.rule.port == rule.port
-                        && (p.rule != *rule || relatch || p.closes_at != plan.closes_at)
-                })
-            })
-            .collect();
-        for rule in changed {
-            let kernel = self.install(plan, &rule, relatch);
-            let bound = self.groups.get_mut(&plan.group).expect("checked above");
-            if let Some(p) = bound.iter_mut().find(|p| p.rule.port == rule.port) {
-                p.rule = rule;
-                p.kernel = kernel.clone();
-                p.closes_at = plan.closes_at;
-                self.workers[p.worker].send(Command::Update(rule, relatch, kernel));
-            }
         }
+        for rule in plan.rules(self.options.max_packet_size) {
+            let Some(i) = ports.iter().position(|p| p.rule.port == rule.port) else {
+                continue;
+            };
+            let p = &ports[i];
+            if p.rule == rule && !relatch && p.closes_at == plan.closes_at {
+                continue;
+            }
+            let kernel = self.install(plan, &rule, relatch, now);
+            let p = &mut ports[i];
+            p.rule = rule;
+            p.kernel = kernel.clone();
+            p.closes_at = plan.closes_at;
+            self.workers[p.worker].send(Command::Update(rule, relatch, kernel));
+        }
+        self.set_group(plan.group, ports);
     }
 
     /// Takes off the fast path every kernel rule no bound port has (groups
     /// that closed while the relay was gone); called once the state is bound.
     pub fn prune_kernel(&mut self) {
         let bound: std::collections::HashSet<u16> = self
-            .groups
-            .values()
-            .flatten()
+            .bound
+            .groups()
+            .flat_map(|(_, ports)| ports)
             .filter(|p| p.kernel.is_some())
             .map(|p| p.rule.port)
             .collect();
@@ -266,7 +361,7 @@ impl DataPlane {
 
     /// Stops forwarding and closes every socket of `group`; returns once closed.
     pub fn free(&mut self, group: GroupId) {
-        let Some(bound) = self.groups.remove(&group) else {
+        let Some(bound) = self.bound.groups.remove(&group) else {
             return;
         };
         // The kernel lets go first: no packet of the group is forwarded after this.
@@ -295,7 +390,7 @@ impl DataPlane {
 
     /// Closes everything (shutdown).
     pub fn free_all(&mut self) {
-        let groups: Vec<GroupId> = self.groups.keys().copied().collect();
+        let groups: Vec<GroupId> = self.bound.groups.keys().copied().collect();
         for g in groups {
             self.free(g);
         }
@@ -308,56 +403,6 @@ impl DataPlane {
         if let Some(fast) = self.fast.take() {
             fast.shutdown();
         }
-    }
-
-    /// Every bound group and its ports.
-    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[BoundPort])> {
-        self.groups.iter().map(|(g, p)| (*g, p.as_slice()))
-    }
-
-    /// One [`Sample`] per bound port, for the stream watcher, with its rule.
-    pub fn samples(&self, now: Instant) -> Vec<(Sample, PortRule)> {
-        let mut out = Vec::with_capacity(self.bound_sockets());
-        for ports in self.groups.values() {
-            for p in ports {
-                let s = p.snapshot(self.clock_rate(p.rule.role), self.epoch, now);
-                let sample = Sample {
-                    port: p.rule.port,
-                    media: p.rule.plane == crate::group::Plane::Rtp,
-                    silent_for: s
-                        .seconds_since_last_packet
-                        .map(|s| Duration::from_secs_f64(s.max(0.0))),
-                    ssrc: s.media.as_ref().and_then(|m| m.ssrc),
-                    dropped: s.dropped.as_array(),
-                };
-                out.push((sample, p.rule));
-            }
-        }
-        out
-    }
-
-    /// The bound ports of `group`.
-    pub fn ports(&self, group: GroupId) -> &[BoundPort] {
-        self.groups.get(&group).map_or(&[], Vec::as_slice)
-    }
-
-    /// Larger datagrams are dropped.
-    pub fn max_packet_size(&self) -> usize {
-        self.options.max_packet_size
-    }
-
-    /// The media clock of a stream role (Hz).
-    pub fn clock_rate(&self, role: crate::group::Role) -> u32 {
-        if role.is_audio() {
-            self.options.audio_clock_rate
-        } else {
-            self.options.video_clock_rate
-        }
-    }
-
-    /// Number of bound sockets.
-    pub fn bound_sockets(&self) -> usize {
-        self.groups.values().map(Vec::len).sum()
     }
 }
 
@@ -439,14 +484,14 @@ mod tests {
         // Group 530 (61288–61295): above the usual ephemeral range, unused by other tests.
         let p = plan(530, Layout::AudioVideo);
         let g = p.group;
-        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
-        assert_eq!(dp.bind(&p), vec![]);
-        assert_eq!(dp.bound_sockets(), 4);
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        assert_eq!(dp.bind(&p, &Now::read()), vec![]);
+        assert_eq!(dp.bound().bound_sockets(), 4);
         assert!(taken(g.port(0, Plane::Rtp)) && taken(g.port(0, Plane::Rtcp)));
         assert!(taken(g.port(2, Plane::Rtp)) && taken(g.port(2, Plane::Rtcp)));
         assert!(!taken(g.port(1, Plane::Rtp)) && !taken(g.port(3, Plane::Rtp)));
         dp.free(g);
-        assert_eq!(dp.bound_sockets(), 0);
+        assert_eq!(dp.bound().bound_sockets(), 0);
         assert!(!taken(g.port(0, Plane::Rtp)), "closed when free returns");
     }
 
@@ -455,8 +500,8 @@ mod tests {
         let p = plan(531, Layout::AudioOnly);
         let g = p.group;
         let squatter = UdpSocket::bind(("127.0.0.1", g.port(0, Plane::Rtcp))).unwrap();
-        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
-        let failures = dp.bind(&p);
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        let failures = dp.bind(&p, &Now::read());
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].port, g.port(0, Plane::Rtcp));
         assert!(
@@ -464,18 +509,18 @@ mod tests {
             "{}",
             failures[0].error
         );
-        assert_eq!(dp.bound_sockets(), 1);
+        assert_eq!(dp.bound().bound_sockets(), 1);
         drop(squatter);
-        assert_eq!(dp.bind(&p), vec![]);
-        assert_eq!(dp.bound_sockets(), 2);
+        assert_eq!(dp.bind(&p, &Now::read()), vec![]);
+        assert_eq!(dp.bound().bound_sockets(), 2);
     }
 
     #[test]
     fn refuses_to_bind_past_the_open_files_limit() {
         let p = plan(532, Layout::AudioDisplayVideo);
-        let mut dp = DataPlane::start(options(), SPARE_FILES + 2, None).unwrap();
-        let failures = dp.bind(&p);
-        assert_eq!(dp.bound_sockets(), 2);
+        let mut dp = DataPlane::start(options(), SPARE_FILES + 2, None, &Now::read()).unwrap();
+        let failures = dp.bind(&p, &Now::read());
+        assert_eq!(dp.bound().bound_sockets(), 2);
         assert_eq!(failures.len(), 4);
         assert!(
             failures[0].error.contains("RLIMIT_NOFILE = 66"),
@@ -492,8 +537,8 @@ mod tests {
         // The media port's destination is base_port + 0.
         p.destination.base_port = wowza.local_addr().unwrap().port();
         let relay_port = p.group.port(0, Plane::Rtp);
-        let mut dp = DataPlane::start(options(), 1 << 16, None).unwrap();
-        assert_eq!(dp.bind(&p), vec![]);
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        assert_eq!(dp.bind(&p, &Now::read()), vec![]);
         let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3];
         wowza
             .set_read_timeout(Some(Duration::from_secs(2)))
@@ -509,7 +554,7 @@ mod tests {
         wowza.send_to(&rtp, from).unwrap();
         let (n, from) = appliance.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from.port()), (&rtp[..], relay_port));
-        let c = &dp.ports(p.group)[0].counters;
+        let c = &dp.bound().ports(p.group)[0].counters;
         // The worker counts a send after sendmmsg returns: the receiver may be first.
         let counted = || (c.to_wowza_packets.get(), c.to_appliance_packets.get()) == (1, 1);
         let deadline = Instant::now() + Duration::from_secs(1);

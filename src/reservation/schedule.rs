@@ -7,6 +7,7 @@ use super::{Reservation, rfc3339};
 use crate::group::GroupId;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 /// How long before its start a group is bound and after its end it is freed.
@@ -139,6 +140,21 @@ impl Entry {
     }
 }
 
+/// The reservation occupying `group` at `now` among `entries`: the one holding
+/// its sockets, else the earliest whose window contains `now`.
+pub fn occupant<'a>(
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+    group: GroupId,
+    now: OffsetDateTime,
+) -> Option<&'a Entry> {
+    let on_group = entries.filter(move |e| e.group == group);
+    on_group.clone().find(|e| e.holds_group()).or_else(|| {
+        on_group
+            .filter(|e| e.window.contains(now))
+            .min_by_key(|e| e.window.open)
+    })
+}
+
 /// What the I/O shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -179,9 +195,13 @@ pub enum Refusal {
 pub struct Schedule {
     timing: Timing,
     limits: Limits,
-    entries: BTreeMap<String, Entry>,
+    /// Shared with readers' copies ([`Schedule::shared_entries`]): a change
+    /// clones only the entry it changes.
+    entries: BTreeMap<String, Arc<Entry>>,
     /// Indexed by group number: (window open, event_id), sorted by opening.
     by_group: Vec<BTreeSet<(OffsetDateTime, String)>>,
+    /// Bumped by every change, so a reader's copy is refreshed only when stale.
+    version: u64,
 }
 
 impl Schedule {
@@ -192,7 +212,13 @@ impl Schedule {
             limits,
             entries: BTreeMap::new(),
             by_group: vec![BTreeSet::new(); usize::from(crate::group::LAST_GROUP) + 1],
+            version: 0,
         }
+    }
+
+    /// Changes so far: a different number means something changed.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Current timing.
@@ -204,12 +230,14 @@ impl Schedule {
     /// reservations whose windows now overlap on one group: they stay, and the
     /// later one is held off its group until the earlier frees it.
     pub fn reconfigure(&mut self, timing: Timing, limits: Limits) -> Vec<(String, String)> {
+        self.version += 1;
         self.timing = timing;
         self.limits = limits;
         for set in &mut self.by_group {
             set.clear();
         }
         for e in self.entries.values_mut() {
+            let e = Arc::make_mut(e);
             e.window = window(timing, &e.reservation);
             self.by_group[usize::from(e.group.get())]
                 .insert((e.window.open, e.reservation.event_id.clone()));
@@ -224,12 +252,18 @@ impl Schedule {
 
     /// One reservation.
     pub fn get(&self, event_id: &str) -> Option<&Entry> {
-        self.entries.get(event_id)
+        self.entries.get(event_id).map(Arc::as_ref)
     }
 
     /// All reservations, by event_id.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> + Clone {
+        self.entries.values().map(Arc::as_ref)
+    }
+
+    /// Every reservation, by event_id, for a reader's copy: a reference count
+    /// each, nothing cloned.
+    pub fn shared_entries(&self) -> Vec<Arc<Entry>> {
+        self.entries.values().cloned().collect()
     }
 
     /// Number of reservations.
@@ -240,16 +274,6 @@ impl Schedule {
     /// True when there is no reservation.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// The reservation occupying `group` at `now`: the one holding its sockets,
-    /// else the one whose window contains `now`.
-    pub fn occupant(&self, group: GroupId, now: OffsetDateTime) -> Option<&Entry> {
-        let ids = &self.by_group[usize::from(group.get())];
-        let entries = || ids.iter().map(|(_, id)| &self.entries[id]);
-        entries()
-            .find(|e| e.holds_group())
-            .or_else(|| entries().find(|e| e.window.contains(now)))
     }
 
     /// Checks that `r` fits and returns its group: the requested one, or the
@@ -371,22 +395,28 @@ impl Schedule {
 
     /// Adds an admitted reservation on `group`.
     pub fn insert(&mut self, reservation: Reservation, group: GroupId) {
+        self.version += 1;
         let window = window(self.timing, &reservation);
         self.by_group[usize::from(group.get())].insert((window.open, reservation.event_id.clone()));
         self.entries.insert(
             reservation.event_id.clone(),
-            Entry {
+            Arc::new(Entry {
                 window,
                 reservation,
                 group,
                 binding: Binding::Waiting,
-            },
+            }),
         );
     }
 
     /// Replaces an admitted reservation's content (a PATCH), keeping its group and binding.
     pub fn update(&mut self, reservation: Reservation) {
-        let Some(e) = self.entries.get_mut(&reservation.event_id) else {
+        self.version += 1;
+        let Some(e) = self
+            .entries
+            .get_mut(&reservation.event_id)
+            .map(Arc::make_mut)
+        else {
             return;
         };
         let set = &mut self.by_group[usize::from(e.group.get())];
@@ -400,13 +430,14 @@ impl Schedule {
     /// if it held its group.
     pub fn remove(&mut self, event_id: &str) -> Option<(Entry, Option<Action>)> {
         let e = self.entries.remove(event_id)?;
+        self.version += 1;
         self.by_group[usize::from(e.group.get())]
             .remove(&(e.window.open, e.reservation.event_id.clone()));
         let free = e.holds_group().then(|| Action::Free {
             event_id: event_id.to_string(),
             group: e.group,
         });
-        Some((e, free))
+        Some((Arc::unwrap_or_clone(e), free))
     }
 
     /// Advances the lifecycle to `now`: frees and removes reservations whose
@@ -448,8 +479,9 @@ impl Schedule {
                 self.set_degraded(&id, failures, now);
                 continue;
             }
-            if let Some(e) = self.entries.get_mut(&id) {
+            if let Some(e) = self.entries.get_mut(&id).map(Arc::make_mut) {
                 e.binding = Binding::Binding;
+                self.version += 1;
             }
             actions.push(Action::Bind {
                 event_id: id,
@@ -462,8 +494,9 @@ impl Schedule {
     /// The result of an [`Action::Bind`]: no failures means bound.
     pub fn bound(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
         if failures.is_empty() {
-            if let Some(e) = self.entries.get_mut(event_id) {
+            if let Some(e) = self.entries.get_mut(event_id).map(Arc::make_mut) {
                 e.binding = Binding::Bound;
+                self.version += 1;
             }
         } else {
             self.set_degraded(event_id, failures, now);
@@ -472,8 +505,9 @@ impl Schedule {
 
     fn set_degraded(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
         let retry_at = now + self.limits.retry;
-        if let Some(e) = self.entries.get_mut(event_id) {
+        if let Some(e) = self.entries.get_mut(event_id).map(Arc::make_mut) {
             e.binding = Binding::Degraded { failures, retry_at };
+            self.version += 1;
         }
     }
 
@@ -506,7 +540,10 @@ impl Schedule {
     fn overlapping_pairs(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         for ids in &self.by_group {
-            let list: Vec<&Entry> = ids.iter().map(|(_, id)| &self.entries[id]).collect();
+            let list: Vec<&Entry> = ids
+                .iter()
+                .map(|(_, id)| self.entries[id].as_ref())
+                .collect();
             for (a, b) in list.iter().zip(list.iter().skip(1)) {
                 if a.window.overlaps(&b.window) {
                     pairs.push((
@@ -563,6 +600,35 @@ mod tests {
         let got = s.admit(&r, group.map(g), None, now)?;
         s.insert(r, got);
         Ok(got)
+    }
+
+    #[test]
+    fn the_occupant_holds_the_group_or_has_its_window_open_now() {
+        let mut s = schedule(100);
+        let t = T0;
+        for (id, start) in [("late", t + Duration::hours(2)), ("now", t)] {
+            admit(&mut s, at(id, start, 60), Some(3), t).unwrap();
+        }
+        assert_eq!(occupant(s.entries(), g(4), t), None, "another group");
+        let by_window = occupant(s.entries(), g(3), t).unwrap();
+        assert_eq!(by_window.reservation.event_id, "now");
+        assert_eq!(
+            occupant(s.entries(), g(3), t + Duration::hours(2))
+                .unwrap()
+                .reservation
+                .event_id,
+            "late"
+        );
+        assert_eq!(
+            occupant(s.entries(), g(3), t + Duration::hours(5)),
+            None,
+            "both over"
+        );
+        // Once bound, a group's holder occupies it whatever the time.
+        s.poll(t);
+        s.bound("now", Vec::new(), t);
+        let held = occupant(s.entries(), g(3), t + Duration::hours(5)).unwrap();
+        assert_eq!(held.reservation.event_id, "now");
     }
 
     #[test]

@@ -64,6 +64,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The port it happened on.
+    pub fn port(&self) -> u16 {
+        match *self {
+            Event::Started { port, .. }
+            | Event::Stalled { port, .. }
+            | Event::Resumed { port }
+            | Event::SsrcChanged { port, .. }
+            | Event::Dropped { port, .. } => port,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct PortWatch {
     /// The pass that last saw the port.

@@ -26,7 +26,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use table::{Rule, Stream, Unsupported};
-use time::OffsetDateTime;
 
 /// Where every relay instance pins its state.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
@@ -229,7 +228,8 @@ impl FastPath {
         &self.streams
     }
 
-    /// Mirrors one port's rule into the kernel. A port still held by the same
+    /// Mirrors one port's rule into the kernel, forwarding until `window_end_ns`
+    /// (CLOCK_BOOTTIME). A port still held by the same
     /// owner (a restart, a changed destination) keeps its stream; `relatch`,
     /// or a changed source or policy, makes the kernel forget its appliance.
     /// Returns the rule installed, or why the port stays in userspace.
@@ -237,13 +237,12 @@ impl FastPath {
         &mut self,
         rule: &PortRule,
         owner: u32,
-        closes_at: OffsetDateTime,
+        window_end_ns: u64,
         clock_rate: u32,
         relatch: bool,
     ) -> Result<Rule, Refused> {
         let addresses = table::eligible(rule, self.bind).map_err(Refused::Unsupported)?;
         let route = route::route(rule.destination, self.bind).map_err(Refused::Error)?;
-        let window_end_ns = route::boot_deadline(closes_at);
         let old = self.rules.get(&u32::from(rule.port), 0).unwrap_or_default();
         let mut new = Rule::new(
             rule,

@@ -6,7 +6,6 @@
 use super::table::Route;
 use crate::config::Config;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use time::OffsetDateTime;
 
 /// TCX (the multi-program TC attachment the links are pinned as) came with 6.6.
 const TCX_KERNEL: (u32, u32) = (6, 6);
@@ -107,25 +106,6 @@ fn lo_setting(name: &str) -> bool {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/{name}"))
             .is_ok_and(|v| v.trim() == "1")
     })
-}
-
-/// `closes_at` on CLOCK_BOOTTIME (which the program reads), in nanoseconds.
-pub fn boot_deadline(closes_at: OffsetDateTime) -> u64 {
-    let left = (closes_at - OffsetDateTime::now_utc())
-        .whole_nanoseconds()
-        .max(0);
-    boot_nanos().saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
-}
-
-/// CLOCK_BOOTTIME in nanoseconds (the program's window ends and packet times).
-pub fn boot_nanos() -> u64 {
-    clock_nanos(nix::time::ClockId::CLOCK_BOOTTIME)
-}
-
-fn clock_nanos(clock: nix::time::ClockId) -> u64 {
-    nix::time::clock_gettime(clock)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// Why this kernel cannot run the fast path, if it cannot.

@@ -1,16 +1,20 @@
-//! The relay's reservations: the pure [`Schedule`], the durable [`Store`] and the
-//! [`DataPlane`], kept consistent under one lock by the control plane and the
-//! scheduler task. Every change is on disk before it is applied in memory, and
-//! before the caller answers.
+//! The control side's coordinator: the pure [`Schedule`], the durable
+//! [`Store`] and the [`DataPlane`], kept consistent under one lock by the API's
+//! mutations and the scheduler task. Every change is on disk before it is
+//! applied in memory, and before the caller answers; after every change a new
+//! [`Published`] copy is swapped in for readers, who never take the lock.
 
+use super::published::{Published, Reader};
+use crate::clock::Now;
 use crate::config::Config;
 use crate::dataplane::DataPlane;
 use crate::dataplane::rule::GroupPlan;
 use crate::reservation::schedule::{Action, Binding, Entry, Refusal, Schedule};
 use crate::reservation::{Change, Reservation, Rules};
 use crate::store::{Store, Stored};
+use arc_swap::ArcSwap;
 use std::net::IpAddr;
-use time::OffsetDateTime;
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 /// Why a request was refused; maps onto the API's error codes.
@@ -47,19 +51,37 @@ pub enum Created {
     Existing,
 }
 
+/// What the data plane forwards for an entry: its effective destination and
+/// policy under `rules`.
+pub fn plan(rules: &Rules, e: &Entry) -> GroupPlan {
+    let r = &e.reservation;
+    GroupPlan {
+        group: e.group,
+        layout: r.layout,
+        destination: r.destination(rules, e.group),
+        policy: r.policy(rules),
+        source: r.source,
+        owner: crate::dataplane::ebpf::owner(&r.event_id),
+        closes_at: e.window.close,
+    }
+}
+
 /// Reservations, their journal and their sockets.
 #[derive(Debug)]
-pub struct Relay {
+pub struct Coordinator {
     schedule: Schedule,
     store: Store,
     dataplane: DataPlane,
-    rules: Rules,
+    rules: Arc<Rules>,
     loaded: bool,
+    published: Arc<ArcSwap<Published>>,
+    /// The schedule version of the copy published last.
+    published_version: Option<u64>,
 }
 
-impl Relay {
-    /// Builds the relay from the stored reservations. Call [`Relay::start`] to bind
-    /// the open windows.
+impl Coordinator {
+    /// Builds the coordinator from the stored reservations. Call
+    /// [`Coordinator::start`] to bind the open windows.
     pub fn new(
         config: &Config,
         local_addresses: Vec<IpAddr>,
@@ -71,96 +93,89 @@ impl Relay {
         for s in stored {
             schedule.insert(s.reservation, s.group);
         }
-        let mut relay = Relay {
+        let rules = Arc::new(config.rules(local_addresses));
+        // Replaced at once by `publish` below; readers never see this one.
+        let published = Arc::new(ArcSwap::from_pointee(Published {
+            entries: Vec::new(),
+            rules: rules.clone(),
+            bound: dataplane.bound().clone(),
+            loaded: false,
+            next_wakeup: None,
+        }));
+        let mut coordinator = Coordinator {
             schedule,
             store,
             dataplane,
-            rules: config.rules(local_addresses),
+            rules,
             loaded: false,
+            published,
+            published_version: None,
         };
-        relay.apply_schedule_config(config);
-        relay
+        coordinator.apply_schedule_config(config);
+        coordinator.publish();
+        coordinator
     }
 
     /// Binds every open window and marks the state as loaded (ready).
-    pub fn start(&mut self, now: OffsetDateTime) {
+    pub fn start(&mut self, now: &Now) {
         info!(
             reservations = self.schedule.len(),
             state = %self.store.path().display(),
             "state loaded"
         );
-        self.tick(now);
+        self.advance(now);
         self.dataplane.prune_kernel();
         self.loaded = true;
+        self.publish();
     }
 
-    /// The schedule, for views and metrics.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
+    /// A handle for readers: the latest [`Published`] copy, without the lock.
+    pub fn reader(&self) -> Reader {
+        Reader(self.published.clone())
     }
 
-    /// The request rules in force.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
+    /// The copy published after the last change.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.load_full()
     }
 
-    /// Number of bound UDP sockets.
-    pub fn bound_sockets(&self) -> usize {
-        self.dataplane.bound_sockets()
-    }
-
-    /// The data plane, for live statistics.
-    pub fn dataplane(&self) -> &DataPlane {
-        &self.dataplane
-    }
-
-    /// What the data plane forwards for an entry: its effective destination and policy.
-    pub fn plan(&self, e: &Entry) -> GroupPlan {
-        let r = &e.reservation;
-        GroupPlan {
-            group: e.group,
-            layout: r.layout,
-            destination: r.destination(&self.rules, e.group),
-            policy: r.policy(&self.rules),
-            source: r.source,
-            owner: crate::dataplane::ebpf::owner(&r.event_id),
-            closes_at: e.window.close,
-        }
+    /// Swaps in a new copy for readers: a reference count per reservation and
+    /// per bound group, nothing cloned deeper.
+    fn publish(&mut self) {
+        self.published_version = Some(self.schedule.version());
+        self.published.store(Arc::new(Published {
+            entries: self.schedule.shared_entries(),
+            rules: self.rules.clone(),
+            bound: self.dataplane.bound().clone(),
+            loaded: self.loaded,
+            next_wakeup: self.schedule.next_wakeup(),
+        }));
     }
 
     /// Pushes the plans of the groups held (all, or only `event_id`'s) to the
     /// data plane; `relatch` forgets their latched appliances.
-    fn push_plans(&mut self, only: Option<&str>, relatch: bool) {
+    fn push_plans(&mut self, only: Option<&str>, relatch: bool, now: &Now) {
         let plans: Vec<GroupPlan> = self
             .schedule
             .entries()
             .filter(|e| !matches!(e.binding, Binding::Waiting))
             .filter(|e| only.is_none_or(|id| id == e.reservation.event_id))
-            .map(|e| self.plan(e))
+            .map(|e| plan(&self.rules, e))
             .collect();
         for plan in plans {
-            self.dataplane.update(&plan, relatch);
+            self.dataplane.update(&plan, relatch, now);
         }
-    }
-
-    /// Ready: state loaded and every open window has been bound (or tried).
-    pub fn waiting(&self, now: OffsetDateTime) -> Option<Vec<String>> {
-        if !self.loaded {
-            return None;
-        }
-        Some(
-            self.schedule
-                .entries()
-                .filter(|e| e.window.contains(now))
-                .filter(|e| matches!(e.binding, Binding::Waiting | Binding::Binding))
-                .map(|e| e.reservation.event_id.clone())
-                .collect(),
-        )
     }
 
     /// Creates a reservation, or confirms an identical one (idempotent retry).
-    pub fn create(&mut self, request: Reservation, now: OffsetDateTime) -> Result<Created, Error> {
-        self.tick(now);
+    pub fn create(&mut self, request: Reservation, now: &Now) -> Result<Created, Error> {
+        let result = self.create_inner(request, now);
+        self.publish();
+        result
+    }
+
+    fn create_inner(&mut self, request: Reservation, now: &Now) -> Result<Created, Error> {
+        self.advance(now);
         if let Some(e) = self.schedule.get(&request.event_id) {
             if e.reservation.matches(e.group, &request) {
                 return Ok(Created::Existing);
@@ -174,7 +189,9 @@ impl Relay {
             )));
         }
         request.validate(&self.rules).map_err(Error::Invalid)?;
-        let group = self.schedule.admit(&request, request.group, None, now)?;
+        let group = self
+            .schedule
+            .admit(&request, request.group, None, now.wall)?;
         let stored = Stored {
             group,
             reservation: request,
@@ -185,26 +202,27 @@ impl Relay {
             start = %crate::reservation::rfc3339(r.start), end = %crate::reservation::rfc3339(r.end),
             "reservation created");
         self.schedule.insert(stored.reservation, group);
-        self.tick(now);
+        self.advance(now);
         self.maybe_compact();
         Ok(Created::New)
     }
 
     /// Changes `end` and/or `source`, re-checking conflicts.
-    pub fn change(
-        &mut self,
-        event_id: &str,
-        change: &Change,
-        now: OffsetDateTime,
-    ) -> Result<(), Error> {
-        self.tick(now);
+    pub fn change(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Error> {
+        let result = self.change_inner(event_id, change, now);
+        self.publish();
+        result
+    }
+
+    fn change_inner(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Error> {
+        self.advance(now);
         let entry = self.get(event_id)?;
         let group = entry.group;
         let updated = entry.reservation.changed(change);
         updated.validate(&self.rules).map_err(Error::Invalid)?;
         match self
             .schedule
-            .admit(&updated, Some(group), Some(event_id), now)
+            .admit(&updated, Some(group), Some(event_id), now.wall)
         {
             // Ending an event in the past frees its group now, like a delete.
             Ok(_) | Err(Refusal::AlreadyEnded(_)) => {}
@@ -220,14 +238,20 @@ impl Relay {
         self.schedule.update(stored.reservation);
         // A new source (re-)latches the appliance; a new end moves the kernel's
         // window end.
-        self.push_plans(Some(event_id), change.source.is_some());
-        self.tick(now);
+        self.push_plans(Some(event_id), change.source.is_some(), now);
+        self.advance(now);
         self.maybe_compact();
         Ok(())
     }
 
     /// Cancels a reservation now: its ports are freed before this returns.
-    pub fn delete(&mut self, event_id: &str, now: OffsetDateTime) -> Result<Entry, Error> {
+    pub fn delete(&mut self, event_id: &str, now: &Now) -> Result<Entry, Error> {
+        let result = self.delete_inner(event_id, now);
+        self.publish();
+        result
+    }
+
+    fn delete_inner(&mut self, event_id: &str, now: &Now) -> Result<Entry, Error> {
         self.get(event_id)?;
         self.store
             .delete(event_id)
@@ -244,18 +268,29 @@ impl Relay {
         Ok(entry)
     }
 
-    /// Advances the schedule to `now` and carries out its binds and frees.
-    pub fn tick(&mut self, now: OffsetDateTime) {
-        for action in self.schedule.poll(now) {
+    /// Advances the schedule to `now` and carries out its binds and frees;
+    /// readers get a new copy only if something changed.
+    pub fn tick(&mut self, now: &Now) {
+        self.advance(now);
+        if self.published_version != Some(self.schedule.version()) {
+            self.publish();
+        }
+    }
+
+    fn advance(&mut self, now: &Now) {
+        for action in self.schedule.poll(now.wall) {
             self.execute(action, now);
         }
     }
 
-    /// Applies a reloaded configuration's rules, timing and limits.
-    pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>) {
-        self.rules = config.rules(local_addresses);
+    /// Applies a reloaded configuration's rules, timing and limits, and
+    /// advances the schedule under them.
+    pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>, now: &Now) {
+        self.rules = Arc::new(config.rules(local_addresses));
         self.apply_schedule_config(config);
-        self.push_plans(None, false);
+        self.push_plans(None, false, now);
+        self.advance(now);
+        self.publish();
     }
 
     /// Frees every socket (shutdown); the reservations stay on disk.
@@ -269,17 +304,17 @@ impl Relay {
             .ok_or_else(|| Error::NotFound(format!("no reservation with event_id {event_id:?}")))
     }
 
-    fn execute(&mut self, action: Action, now: OffsetDateTime) {
+    fn execute(&mut self, action: Action, now: &Now) {
         match action {
             Action::Bind { event_id, group } => {
                 let Some(entry) = self.schedule.get(&event_id) else {
                     return;
                 };
                 let retry = matches!(entry.binding, Binding::Degraded { .. });
-                let plan = self.plan(entry);
-                let failures = self.dataplane.bind(&plan);
+                let plan = plan(&self.rules, entry);
+                let failures = self.dataplane.bind(&plan, now);
                 if failures.is_empty() {
-                    info!(event_id, group = %group, sockets = self.dataplane.bound_sockets(), "group bound");
+                    info!(event_id, group = %group, sockets = self.dataplane.bound().bound_sockets(), "group bound");
                 } else {
                     let ports: Vec<String> = failures
                         .iter()
@@ -291,7 +326,7 @@ impl Relay {
                         warn!(event_id, group = %group, failures = ?ports, "group degraded: some ports could not be bound; retrying");
                     }
                 }
-                self.schedule.bound(&event_id, failures, now);
+                self.schedule.bound(&event_id, failures, now.wall);
             }
             Action::Free { event_id, group } => {
                 self.dataplane.free(group);

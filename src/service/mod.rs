@@ -1,0 +1,174 @@
+//! `rtp-relay run`: loads the configuration and state, binds the open windows,
+//! serves the control plane, and runs its tasks until a stop signal:
+//!
+//! - the scheduler (below): ticks the coordinator at the schedule's deadlines;
+//! - [`stream_watch`]: logs stream starts, stalls, SSRC changes and drops;
+//! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`;
+//! - [`shutdown`]: the stop signal they all wait on.
+
+pub mod shutdown;
+pub mod signals;
+pub mod stream_watch;
+
+use crate::clock::Now;
+use crate::config::Config;
+use crate::control::coordinator::Coordinator;
+use crate::control::{self, Shared, metrics::Metrics};
+use crate::dataplane::{self, DataPlane, Options};
+use crate::logging::{self, LogHandle};
+use crate::store::Store;
+use shutdown::Shutdown;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+/// Longest the scheduler sleeps: it re-reads the wall clock at least this often,
+/// so a clock step never delays a bind or free by more.
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// Runs the service until a stop signal; the process's exit status.
+pub fn run(config_path: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtp-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("control")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rtp-relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, config_path.to_path_buf(), log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtp-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
+    let open_files = dataplane::raise_open_files_limit();
+    let needed = config.data.max_groups as u64 * 6 + 64;
+    if open_files < needed {
+        warn!(
+            open_files,
+            needed,
+            "the open-files limit allows fewer sockets than max_groups may need; raise LimitNOFILE"
+        );
+    }
+    let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.control.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "control.listen {}: cannot listen ({e}); stop what holds it or choose another address",
+                config.control.listen
+            )
+        })?;
+    // After the listener: a relay that cannot serve leaves the kernel alone.
+    let (fast, why) = dataplane::ebpf::start(&config)?;
+    let (path, interfaces) = match &fast {
+        Some(f) => ("ebpf", f.interfaces().join(",")),
+        None => ("userspace", String::new()),
+    };
+    info!(path, reason = %why, "data path chosen");
+    let dataplane = DataPlane::start(
+        Options {
+            bind_address: config.data.bind_address,
+            recv_buffer_bytes: config.data.recv_buffer_bytes,
+            send_buffer_bytes: config.data.send_buffer_bytes,
+            max_packet_size: config.data.max_packet_size,
+            workers: config.effective_workers(),
+            audio_clock_rate: config.stream.audio_clock_rate,
+            video_clock_rate: config.stream.video_clock_rate,
+        },
+        open_files,
+        fast,
+        &Now::read(),
+    )
+    .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    let mut coordinator = Coordinator::new(&config, local_addresses(), store, stored, dataplane);
+    coordinator.start(&Now::read());
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    info!(%addr, path, "control plane listening");
+
+    let shared = Arc::new(Shared::new(
+        coordinator,
+        config.control.token.clone(),
+        Metrics::new(path, &interfaces),
+    ));
+    let (trigger, stop) = shutdown::channel();
+    let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));
+    tokio::spawn(stream_watch::run(
+        shared.reader.clone(),
+        config.stream.stall_timeout.0,
+        stop.clone(),
+    ));
+    tokio::spawn(signals::run(
+        shared.clone(),
+        config,
+        config_path,
+        log,
+        trigger,
+    ));
+
+    let mut stop = stop;
+    axum::serve(listener, control::router(shared.clone()))
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await
+        .map_err(|e| format!("control plane failed: {e}"))?;
+    let _ = scheduler.await;
+    let stopping = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || stopping.coordinator().shutdown()).await;
+    info!("stopped; reservations stay on disk");
+    Ok(())
+}
+
+/// Wakes at the schedule's next deadline (at least every [`MAX_TICK`]) and ticks it.
+async fn schedule(shared: Arc<Shared>, mut stop: Shutdown) {
+    loop {
+        let next = shared.published().next_wakeup();
+        let now = OffsetDateTime::now_utc();
+        let delay = next.map_or(MAX_TICK, |t| {
+            Duration::try_from(t - now)
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_TICK)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay.max(Duration::from_millis(5))) => {}
+            _ = stop.wait() => return,
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.coordinator().tick(&Now::read())).await;
+    }
+}
+
+/// The host's interface addresses, for the forwarding-loop check.
+pub(crate) fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! Signals: `SIGTERM`/`SIGINT` stop cleanly, `SIGHUP` reloads the
+//! configuration (what can change at run time; the rest is named in a warning).
+
+use super::shutdown::Trigger;
+use crate::clock::Now;
+use crate::config::Config;
+use crate::control::Shared;
+use crate::logging::LogHandle;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+/// Handles signals until a stop signal, then triggers `stop`.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut running: Config,
+    path: PathBuf,
+    log: LogHandle,
+    stop: Trigger,
+) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; stop the relay with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                // The reload waits for the coordinator's lock: off the async threads.
+                let (shared, path, log) = (shared.clone(), path.clone(), log.clone());
+                let previous = running.clone();
+                running = tokio::task::spawn_blocking(move || reload(&shared, running, &path, &log))
+                    .await
+                    .unwrap_or(previous);
+            }
+        }
+    }
+    stop.stop();
+}
+
+/// Applies what can change at run time; keys that need a restart keep their
+/// running values and are named in a warning.
+fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Config {
+    let mut new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+            return running;
+        }
+    };
+    for key in keep_restart_only(&running, &mut new) {
+        warn!(key, "SIGHUP: this key only takes effect after a restart");
+    }
+
+    *shared
+        .token
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new.control.token.clone();
+    log.set_level(&new.log.level);
+    shared
+        .coordinator()
+        .reconfigure(&new, super::local_addresses(), &Now::read());
+    info!("SIGHUP: configuration reloaded");
+    new
+}
+
+/// Keys fixed when the process starts (listeners, sockets, workers, state,
+/// the data plane's settings): each keeps its running value. Returns the ones
+/// the new file changed.
+fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($key:literal => $($field:ident).+;)*) => {$(
+            if running.$($field).+ != new.$($field).+ {
+                changed.push($key);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        )*};
+    }
+    keep! {
+        "control.listen" => control.listen;
+        "data.bind_address" => data.bind_address;
+        "data.workers" => data.workers;
+        "data.recv_buffer_bytes" => data.recv_buffer_bytes;
+        "data.send_buffer_bytes" => data.send_buffer_bytes;
+        "data.max_packet_size" => data.max_packet_size;
+        "data.fast_path" => data.fast_path;
+        "stream.audio_clock_rate" => stream.audio_clock_rate;
+        "stream.video_clock_rate" => stream.video_clock_rate;
+        "stream.stall_timeout" => stream.stall_timeout;
+        "state.path" => state.path;
+        "log.format" => log.format;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_reload_keeps_restart_only_keys_and_takes_the_rest() {
+        let base = "[wowza]\nport_offset = -16384\n";
+        let running = Config::parse(base).unwrap();
+        let mut new = Config::parse(&format!(
+            "{base}[control]\nlisten = \"127.0.0.1:1\"\n[schedule]\nlead = \"5m\"\n[stream]\nstall_timeout = \"9s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            keep_restart_only(&running, &mut new),
+            ["control.listen", "stream.stall_timeout"]
+        );
+        assert_eq!(new.control.listen, running.control.listen);
+        assert_eq!(new.stream, running.stream);
+        assert_eq!(
+            new.schedule.lead.0,
+            Duration::from_secs(300),
+            "lead applies at once"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The stream watch task: once a second it samples every bound port from the
+//! published copy (never the coordinator's lock), feeds the sans-IO
+//! [`Watch`], and logs what it reports — stream starts, stalls, resumes, SSRC
+//! changes and drops, never a line per packet.
+
+use super::shutdown::Shutdown;
+use crate::clock::Now;
+use crate::control::published::Reader;
+use crate::dataplane::rule::PortRule;
+use crate::stats::watch::{Event, Sample, Watch};
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Runs until `stop`.
+pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
+    let mut watch = Watch::new(stall_timeout);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait() => return,
+        }
+        let now = Now::read();
+        let sampled = reader.load().bound().samples(&now);
+        let samples: Vec<Sample> = sampled.iter().map(|(s, _)| *s).collect();
+        // By port: a whole group's streams start in the same pass.
+        let rules: HashMap<u16, &PortRule> =
+            sampled.iter().map(|(s, rule)| (s.port, rule)).collect();
+        for event in watch.observe(&samples, now.mono) {
+            if let Some(rule) = rules.get(&event.port()) {
+                log(&event, rule);
+            }
+        }
+    }
+}
+
+/// One log line for `event` on the port of `rule`.
+fn log(event: &Event, rule: &PortRule) {
+    let (group, stream, plane, port) = (
+        rule.group.get(),
+        rule.role.as_str(),
+        rule.plane.as_str(),
+        rule.port,
+    );
+    match *event {
+        Event::Started { ssrc, .. } => {
+            info!(group, stream, plane, port, ssrc = ?ssrc, "stream started")
+        }
+        Event::Stalled { silent_for, .. } => warn!(
+            group,
+            stream,
+            plane,
+            port,
+            silent_s = silent_for.as_secs_f64(),
+            "stream stalled: no packet for the stall timeout during an active window"
+        ),
+        Event::Resumed { .. } => info!(group, stream, plane, port, "stream resumed"),
+        Event::SsrcChanged { from, to, .. } => warn!(
+            group,
+            stream, plane, port, from, to, "SSRC changed: the encoder restarted"
+        ),
+        Event::Dropped { counts, .. } => warn!(
+            group,
+            stream,
+            plane,
+            port,
+            unknown_source = counts[0],
+            malformed = counts[1],
+            oversize = counts[2],
+            send_error = counts[3],
+            no_return_address = counts[4],
+            "packets dropped (reported at most every 10 s per port)"
+        ),
+    }
+}
