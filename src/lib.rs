@@ -7,7 +7,8 @@
 //!   [`packet`] (RTP/RTCP checks), [`stats`] (RFC 3550 stream statistics and
 //!   the stream watcher);
 //! - data plane: [`dataplane`] (forwarding rules, the per-port decision, counters,
-//!   batched I/O on epoll workers);
+//!   epoll workers) over [`udp`] (sockets, batched `recvmmsg`/`sendmmsg`,
+//!   shared with the traffic tools);
 //! - control plane: [`control`] (HTTP API, `/metrics`, health), over its
 //!   [`control::coordinator`] (schedule + [`store`] + data plane under one
 //!   lock) and the [`control::published`] copy every reader uses instead;
@@ -30,3 +31,4 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod traffic;
+pub mod udp;

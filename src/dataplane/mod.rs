@@ -4,7 +4,8 @@
 //! - [`rule`]: the forwarding table's rows (plain data);
 //! - [`port`]: one port's forwarding decision and accounting (sans-IO);
 //! - [`counters`]: what readers see, written by one worker each;
-//! - `batch` and `worker`: the I/O — `recvmmsg`/`sendmmsg` on epoll threads;
+//! - `worker`: the I/O — batched `recvmmsg`/`sendmmsg` ([`crate::udp`]) on
+//!   epoll threads;
 //! - [`ebpf`]: the kernel fast path, a second backend mirroring the table.
 //!
 //! The control side ([`DataPlane`]) binds a group's used ports when its window
@@ -14,7 +15,6 @@
 //! With the fast path on, every bound media port's rule is mirrored into the
 //! kernel, and readers see the sum of both backends' counters.
 
-pub(crate) mod batch;
 pub mod counters;
 pub mod ebpf;
 pub mod port;
@@ -29,7 +29,6 @@ use counters::{PortCounters, PortSnapshot};
 use ebpf::{FastPath, KernelPort};
 use port::Port;
 use rule::{GroupPlan, PortRule};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -407,39 +406,11 @@ impl DataPlane {
 }
 
 fn open_socket(o: &Options, port: u16) -> std::io::Result<UdpSocket> {
-    udp_socket(
+    crate::udp::udp_socket(
         SocketAddr::new(o.bind_address, port),
         o.recv_buffer_bytes,
         o.send_buffer_bytes,
     )
-}
-
-/// A non-blocking UDP socket bound to `addr` with the given buffer sizes (best
-/// effort: the kernel caps them at `rmem_max`/`wmem_max`).
-pub fn udp_socket(
-    addr: SocketAddr,
-    recv_buffer: usize,
-    send_buffer: usize,
-) -> std::io::Result<UdpSocket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = sock.set_recv_buffer_size(recv_buffer);
-    let _ = sock.set_send_buffer_size(send_buffer);
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
-
-/// Raises the open-files soft limit to the hard limit; returns the limit in force.
-pub fn raise_open_files_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        },
-        Ok((soft, _)) => soft,
-        Err(_) => 1024,
-    }
 }
 
 #[cfg(test)]

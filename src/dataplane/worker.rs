@@ -4,10 +4,10 @@
 //! from the control plane (add, update, remove a port) arrive over a channel
 //! with a waker; nothing on the packet path locks or allocates.
 
-use super::batch::{BATCH, Batch};
 use super::ebpf::KernelPort;
 use super::port::{Port, Verdict};
 use super::rule::PortRule;
+use crate::udp::{BATCH, Batch};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;

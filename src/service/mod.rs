@@ -62,7 +62,7 @@ pub fn run(config_path: &Path) -> ExitCode {
 }
 
 async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
-    let open_files = dataplane::raise_open_files_limit();
+    let open_files = crate::udp::raise_open_files_limit();
     let needed = config.data.max_groups as u64 * 6 + 64;
     if open_files < needed {
         warn!(

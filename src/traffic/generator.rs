@@ -4,8 +4,8 @@
 
 use super::profile::Profile;
 use super::source::StreamSource;
-use crate::dataplane::batch::{BATCH, Batch};
 use crate::group::Role;
+use crate::udp::{BATCH, Batch};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -168,7 +168,7 @@ fn run_thread(
     progress: &AtomicU64,
 ) -> io::Result<Report> {
     let sockets: Vec<UdpSocket> = (0..sockets.clamp(1, mine.len().max(1)))
-        .map(|_| crate::dataplane::udp_socket(SocketAddr::new(o.bind, 0), 1 << 20, 4 << 20))
+        .map(|_| crate::udp::udp_socket(SocketAddr::new(o.bind, 0), 1 << 20, 4 << 20))
         .collect::<io::Result<_>>()?;
     let mut sources: Vec<StreamSource> = mine
         .iter()

@@ -4,8 +4,8 @@
 
 use super::profile::{Profile, SR_INTERVAL};
 use super::receiver::StreamReceiver;
-use crate::dataplane::batch::{BATCH, Batch};
 use crate::group::Role;
+use crate::udp::{BATCH, Batch};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
@@ -166,7 +166,7 @@ impl Sink {
 }
 
 fn open(bind: IpAddr, port: u16) -> io::Result<UdpSocket> {
-    crate::dataplane::udp_socket(SocketAddr::new(bind, port), 1 << 20, 1 << 16)
+    crate::udp::udp_socket(SocketAddr::new(bind, port), 1 << 20, 1 << 16)
 }
 
 fn run(

@@ -1,0 +1,37 @@
+//! `rtp-relay check-config`: the configuration as the relay would run it.
+
+use crate::config::Config;
+use crate::group::GroupId;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `rtp-relay check-config [--config PATH]`.
+pub fn check_config(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtp-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", config.to_toml());
+    let last = GroupId::last_allowed(config.data.allow_below_dynamic_range);
+    let rules = config.rules(Vec::new());
+    let first_dest = rules.wowza.for_group(GroupId::FIRST);
+    let last_dest = rules.wowza.for_group(last);
+    println!();
+    println!("# {} is valid.", path.display());
+    println!("# workers in effect: {}", config.effective_workers());
+    println!("# groups 0–{last}: ports {}–65535", last.base());
+    println!("# default destination: group 0 -> {first_dest}, group {last} -> {last_dest}");
+    println!(
+        "# bearer token: {}",
+        if config.control.token.is_some() {
+            "required for mutating routes"
+        } else {
+            "not configured"
+        }
+    );
+    println!("# data path: {}", crate::dataplane::ebpf::plan(&config));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,234 @@
+//! The measurement of one run: sink and generator around the relay, the
+//! relay's and the machine's CPU time before and after, `/metrics` scrapes
+//! during it and the progress bar. The figures are made in [`super::report`].
+
+use super::Options;
+use super::report::{Measurement, Report};
+use crate::group::Role;
+use crate::traffic::generator::{self, Target};
+use crate::traffic::sink::{self, Sink};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Sends `o`'s load over `streams` (role, port gen sends to, sink port) and
+/// measures it; `pid` and `url` are the relay's, when there is one.
+pub(super) fn measure(
+    o: &Options,
+    streams: &[(Role, u16, u16)],
+    through_relay: bool,
+    pid: Option<u32>,
+    url: Option<&str>,
+) -> Result<Report, String> {
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let sink_streams: Vec<sink::Stream> = streams
+        .iter()
+        .map(|&(role, _, sink)| sink::Stream {
+            role,
+            media_port: sink,
+            control_port: sink + 1,
+        })
+        .collect();
+    let sink = Sink::start(localhost, &sink_streams, &o.profile).map_err(|e| e.to_string())?;
+    let targets: Vec<Target> = streams
+        .iter()
+        .map(|&(role, relay, _)| Target {
+            role,
+            media: SocketAddr::new(localhost, relay),
+            control: SocketAddr::new(localhost, relay + 1),
+        })
+        .collect();
+    let generator_options = generator::Options {
+        targets,
+        profile: o.profile,
+        duration: o.duration,
+        sockets: o.sockets,
+        bind: localhost,
+        threads: o.generator_threads,
+    };
+    let cpu_before = relay_cpu(pid, url);
+    let box_before = box_busy_seconds();
+    let stop = AtomicBool::new(false);
+    let progress = AtomicU64::new(0);
+    let scrapes = Scrapes::default();
+    let target = generator::target_rate(&o.profile, &generator_options.targets);
+    let generating = AtomicBool::new(true);
+    let offered = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| generator::run(&generator_options, &stop, &progress));
+        if let (Some(every), Some(url)) = (o.scrape_every, url) {
+            let (scrapes, generating) = (&scrapes, &generating);
+            scope
+                .spawn(move || scrape(url, every, || !generating.load(Ordering::Relaxed), scrapes));
+        }
+        if o.progress && o.duration > Duration::from_secs(3) {
+            show_progress(o.duration, target, &progress, || handle.is_finished());
+        }
+        let result = handle.join();
+        generating.store(false, Ordering::Relaxed);
+        result
+    })
+    .map_err(|_| "the generator thread failed".to_string())?
+    .map_err(|e| format!("generator: {e}"))?;
+    // Let what is in flight arrive: until the sink's count stops moving.
+    let mut last = sink.received();
+    let settle = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = sink.received();
+        if now == last || settle.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        last = now;
+    }
+    let cpu_after = relay_cpu(pid, url);
+    let box_after = box_busy_seconds();
+    let delivered = sink.finish();
+    Ok(Report::new(Measurement {
+        mode: o.mode.name(),
+        groups: o.groups,
+        streams: streams.len(),
+        layout: o.layout,
+        target_packets_per_second: target,
+        through_relay,
+        offered,
+        delivered,
+        relay_cpu: (cpu_before, cpu_after),
+        box_busy: (box_before, box_after),
+        scrapes: scrapes.count.load(Ordering::Relaxed),
+        slowest_scrape_us: scrapes.slowest_us.load(Ordering::Relaxed),
+    }))
+}
+
+/// What scraping during the run cost.
+#[derive(Debug, Default)]
+struct Scrapes {
+    count: AtomicU64,
+    slowest_us: AtomicU64,
+}
+
+/// Fetches `/metrics` every `every` until `done`.
+fn scrape(url: &str, every: Duration, done: impl Fn() -> bool, scrapes: &Scrapes) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(every * 10))
+            .build(),
+    );
+    while !done() {
+        let t = Instant::now();
+        if let Ok(mut r) = agent.get(format!("{url}/metrics")).call() {
+            let _ = r.body_mut().read_to_vec();
+            scrapes.count.fetch_add(1, Ordering::Relaxed);
+            scrapes
+                .slowest_us
+                .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        std::thread::sleep(every.saturating_sub(t.elapsed()));
+    }
+}
+
+fn show_progress(duration: Duration, target: f64, sent: &AtomicU64, done: impl Fn() -> bool) {
+    let bar = indicatif::ProgressBar::new(duration.as_secs());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    while !done() {
+        std::thread::sleep(Duration::from_millis(250));
+        let secs = start.elapsed().as_secs_f64().max(1e-3);
+        bar.set_position(start.elapsed().as_secs().min(duration.as_secs()));
+        bar.set_message(format!(
+            "{:.0} packets/s offered (profile: {target:.0})",
+            sent.load(Ordering::Relaxed) as f64 / secs
+        ));
+    }
+    bar.finish_and_clear();
+}
+
+/// Busy CPU seconds of the whole machine so far (`/proc/stat`: user, nice,
+/// system, irq, softirq, steal).
+fn box_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(busy_ticks(&stat)? / clock_ticks())
+}
+
+/// The busy clock ticks of `/proc/stat`'s first (`cpu`) line.
+fn busy_ticks(stat: &str) -> Option<f64> {
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0.0))
+        .sum::<f64>();
+    Some(busy)
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as f64
+}
+
+/// Relay CPU seconds: from `/proc/<pid>/stat` when the PID is known, else
+/// from the relay's `process_cpu_seconds_total`.
+fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
+    if let Some(pid) = pid {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        return Some(process_ticks(&stat)? / clock_ticks());
+    }
+    let text = ureq::get(format!("{}/metrics", url?))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A process's user + system clock ticks from its `/proc/<pid>/stat`.
+fn process_ticks(stat: &str) -> Option<f64> {
+    // Fields after the parenthesised command name: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_ticks_are_user_nice_system_irq_softirq_steal() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 20 30 9000 400 5 6 7 800 900\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        assert_eq!(
+            busy_ticks(stat),
+            Some(100.0 + 20.0 + 30.0 + 5.0 + 6.0 + 7.0)
+        );
+        assert_eq!(
+            busy_ticks("cpu  1 2 3"),
+            Some(6.0),
+            "missing fields count 0"
+        );
+        assert_eq!(busy_ticks(""), None);
+    }
+
+    #[test]
+    fn process_ticks_are_utime_plus_stime_whatever_the_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat =
+            "4242 (rtp relay (x)) S 1 4242 4242 0 -1 4194560 500 0 0 0 1234 567 0 0 20 0 4 0";
+        assert_eq!(process_ticks(stat), Some(1234.0 + 567.0));
+        assert_eq!(process_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(process_ticks("no parenthesis"), None);
+    }
+}

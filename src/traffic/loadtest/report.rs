@@ -1,0 +1,526 @@
+//! What a load test reports: the figures of a run ([`Report`]) and of a ramp
+//! ([`Ramp`]), the arithmetic that makes them from what was measured, and
+//! the table an operator reads.
+
+use crate::group::Layout;
+use crate::traffic::{generator, sink};
+use serde::Serialize;
+
+/// The result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `spawn`, `relay`, `direct` or `external`.
+    pub mode: String,
+    /// Webcasts.
+    pub groups: u16,
+    /// Streams (pairs).
+    pub streams: usize,
+    /// Layout.
+    pub layout: Layout,
+    /// Seconds of sending.
+    pub seconds: f64,
+    /// The profile's packet rate.
+    pub target_packets_per_second: f64,
+    /// RTP packets per second the generator sent.
+    pub offered_packets_per_second: f64,
+    /// … bits per second.
+    pub offered_bits_per_second: f64,
+    /// RTP packets per second the sink received.
+    pub delivered_packets_per_second: f64,
+    /// … bits per second.
+    pub delivered_bits_per_second: f64,
+    /// RTP packets sent.
+    pub sent: u64,
+    /// RTP packets received.
+    pub received: u64,
+    /// (sent − received) / sent.
+    pub loss_ratio: f64,
+    /// Duplicates at the sink.
+    pub duplicates: u64,
+    /// Late packets at the sink.
+    pub reordered: u64,
+    /// Corrupt payloads at the sink.
+    pub corrupt: u64,
+    /// One-way latency.
+    pub latency_ms: sink::Latency,
+    /// Receiver reports that made it back to the generator.
+    pub receiver_reports_returned: u64,
+    /// Relay CPU seconds (user + system) during the run.
+    pub relay_cpu_seconds: Option<f64>,
+    /// Relay CPU per forwarded packet, microseconds.
+    pub relay_cpu_us_per_packet: Option<f64>,
+    /// The whole machine's busy CPU (generator, sink, relay, kernel) from the
+    /// generator's start until the sink settled, per RTP packet sent, microseconds.
+    pub box_cpu_us_per_packet: Option<f64>,
+    /// The generator missed its rate or its schedule drifted.
+    pub generator_fell_behind: bool,
+    /// `/metrics` scrapes made during the run.
+    pub scrapes: u64,
+    /// The slowest scrape, milliseconds.
+    pub slowest_scrape_ms: f64,
+    /// What makes the figures doubtful (empty when they are sound).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// Under 0.01 % lost, and the offered load was the profile's.
+    pub fn loss_free(&self) -> bool {
+        self.loss_ratio < 1e-4 && !self.generator_fell_behind
+    }
+}
+
+/// The steps of a ramp and the highest loss-free one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ramp {
+    /// Every step, in the order run.
+    pub steps: Vec<Report>,
+    /// The most webcasts carried loss-free.
+    pub highest_loss_free: Option<Report>,
+}
+
+/// Everything a run measured, before any arithmetic.
+#[derive(Clone, Debug)]
+pub(super) struct Measurement {
+    /// The mode's name.
+    pub mode: &'static str,
+    /// Webcasts.
+    pub groups: u16,
+    /// Streams.
+    pub streams: usize,
+    /// Their layout.
+    pub layout: Layout,
+    /// The profile's packet rate for the streams.
+    pub target_packets_per_second: f64,
+    /// Whether a relay (or another forwarder) was in between.
+    pub through_relay: bool,
+    /// What the generator sent.
+    pub offered: generator::Report,
+    /// What the sink received.
+    pub delivered: sink::Report,
+    /// Relay CPU seconds before and after, when known.
+    pub relay_cpu: (Option<f64>, Option<f64>),
+    /// The machine's busy CPU seconds before and after, when known.
+    pub box_busy: (Option<f64>, Option<f64>),
+    /// `/metrics` scrapes made.
+    pub scrapes: u64,
+    /// The slowest of them, microseconds.
+    pub slowest_scrape_us: u64,
+}
+
+impl Report {
+    /// The figures of a run from what it measured.
+    pub(super) fn new(m: Measurement) -> Report {
+        let (offered, s) = (&m.offered, &m.delivered);
+        let seconds = offered.seconds.max(1e-9);
+        let cpu = difference(m.relay_cpu).filter(|_| m.through_relay);
+        let warnings = warnings(offered, m.through_relay, cpu.is_some());
+        Report {
+            mode: m.mode.into(),
+            groups: m.groups,
+            streams: m.streams,
+            layout: m.layout,
+            seconds,
+            target_packets_per_second: m.target_packets_per_second,
+            offered_packets_per_second: offered.packets as f64 / seconds,
+            offered_bits_per_second: bits_per_second(offered.bytes, seconds),
+            delivered_packets_per_second: s.packets as f64 / seconds,
+            delivered_bits_per_second: bits_per_second(s.bytes, seconds),
+            sent: offered.packets,
+            received: s.packets,
+            loss_ratio: loss_ratio(offered.packets, s.packets),
+            duplicates: s.duplicates,
+            reordered: s.reordered,
+            corrupt: s.corrupt,
+            latency_ms: s.latency_ms.clone(),
+            receiver_reports_returned: offered.received_reports,
+            relay_cpu_seconds: cpu,
+            relay_cpu_us_per_packet: cpu.and_then(|c| us_per_packet(c, forwarded(offered, s))),
+            box_cpu_us_per_packet: difference(m.box_busy)
+                .and_then(|busy| us_per_packet(busy, offered.packets)),
+            generator_fell_behind: offered.fell_behind(),
+            scrapes: m.scrapes,
+            slowest_scrape_ms: m.slowest_scrape_us as f64 / 1e3,
+            warnings,
+        }
+    }
+}
+
+/// Bits per second of `bytes` over `seconds`.
+fn bits_per_second(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 * 8.0 / seconds
+}
+
+/// (sent − received) / sent; none lost when none were sent, nor when more
+/// arrived than were sent (duplicates).
+fn loss_ratio(sent: u64, received: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        sent.saturating_sub(received) as f64 / sent as f64
+    }
+}
+
+/// What a relay forwarded: RTP and RTCP to the sink, and the receiver reports
+/// back to the generator.
+fn forwarded(offered: &generator::Report, delivered: &sink::Report) -> u64 {
+    delivered.packets + delivered.rtcp_packets + offered.received_reports
+}
+
+/// A counter's growth between two readings, when both were made.
+fn difference((before, after): (Option<f64>, Option<f64>)) -> Option<f64> {
+    before.zip(after).map(|(a, b)| b - a)
+}
+
+/// CPU `seconds` per packet in microseconds; none without packets.
+fn us_per_packet(seconds: f64, packets: u64) -> Option<f64> {
+    (packets > 0).then(|| seconds * 1e6 / packets as f64)
+}
+
+/// What makes a run's figures doubtful.
+fn warnings(
+    offered: &generator::Report,
+    through_relay: bool,
+    relay_cpu_known: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if offered.fell_behind() {
+        warnings.push(format!(
+            "THE GENERATOR DID NOT REACH ITS OFFERED RATE: {:.0} of {:.0} packets/s, {} frames late (max {:.1} ms). Loss and latency figures understate the load; use fewer groups or a quieter machine",
+            offered.packets_per_second, offered.target_packets_per_second, offered.late_frames, offered.max_lag_ms
+        ));
+    }
+    if !offered.fell_behind() && offered.late_share() > 0.01 {
+        warnings.push(format!(
+            "pacing jitter: {:.1} % of frames went out more than 20 ms late (max {:.1} ms); the machine is near saturation",
+            offered.late_share() * 100.0,
+            offered.max_lag_ms
+        ));
+    }
+    if offered.send_errors > 0 {
+        warnings.push(format!(
+            "the generator could not send {} datagrams",
+            offered.send_errors
+        ));
+    }
+    if through_relay && !relay_cpu_known {
+        warnings
+            .push("relay CPU unknown: give --relay-pid, or let the relay serve /metrics".into());
+    }
+    warnings
+}
+
+/// The report as a table an operator reads.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<32} {v}\n"));
+    line(
+        &mut out,
+        "mode",
+        format!(
+            "{} ({} groups of {}, {} streams, {:.1} s)",
+            r.mode, r.groups, r.layout, r.streams, r.seconds
+        ),
+    );
+    line(
+        &mut out,
+        "offered",
+        format!(
+            "{:.0} packets/s, {:.2} Mbit/s (profile {:.0} packets/s)",
+            r.offered_packets_per_second,
+            r.offered_bits_per_second / 1e6,
+            r.target_packets_per_second
+        ),
+    );
+    line(
+        &mut out,
+        "delivered",
+        format!(
+            "{:.0} packets/s, {:.2} Mbit/s",
+            r.delivered_packets_per_second,
+            r.delivered_bits_per_second / 1e6
+        ),
+    );
+    line(
+        &mut out,
+        "loss",
+        format!(
+            "{:.4} % ({} of {} packets)",
+            r.loss_ratio * 100.0,
+            r.sent.saturating_sub(r.received),
+            r.sent
+        ),
+    );
+    line(
+        &mut out,
+        "duplicates / reordered / corrupt",
+        format!("{} / {} / {}", r.duplicates, r.reordered, r.corrupt),
+    );
+    line(
+        &mut out,
+        "latency p50 / p99 / p99.9 / max",
+        format!(
+            "{:.3} / {:.3} / {:.3} / {:.3} ms",
+            r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.latency_ms.max
+        ),
+    );
+    line(
+        &mut out,
+        "receiver reports returned",
+        r.receiver_reports_returned.to_string(),
+    );
+    if r.scrapes > 0 {
+        line(
+            &mut out,
+            "/metrics scrapes",
+            format!("{} (slowest {:.1} ms)", r.scrapes, r.slowest_scrape_ms),
+        );
+    }
+    match (r.relay_cpu_seconds, r.relay_cpu_us_per_packet) {
+        (Some(s), Some(us)) => line(
+            &mut out,
+            "relay CPU",
+            format!("{s:.2} s, {us:.2} µs per forwarded packet"),
+        ),
+        _ => line(&mut out, "relay CPU", "n/a".into()),
+    }
+    if let Some(us) = r.box_cpu_us_per_packet {
+        line(
+            &mut out,
+            "machine CPU",
+            format!("{us:.2} µs per RTP packet sent (all processes and the kernel)"),
+        );
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("\nWARNING: {w}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1000 packets of 1250 bytes in 2 s at the profile's 500/s, 990 of them
+    /// delivered with 8 RTCP packets, 2 receiver reports back: the relay
+    /// forwarded 990 + 8 + 2 = 1000 packets.
+    fn measurement() -> Measurement {
+        Measurement {
+            mode: "spawn",
+            groups: 1,
+            streams: 3,
+            layout: Layout::AudioDisplayVideo,
+            target_packets_per_second: 500.0,
+            through_relay: true,
+            offered: generator::Report {
+                streams: 3,
+                packets: 1000,
+                bytes: 1_250_000,
+                sender_reports: 6,
+                received_reports: 2,
+                seconds: 2.0,
+                target_packets_per_second: 500.0,
+                packets_per_second: 500.0,
+                frames: 200,
+                late_frames: 1,
+                max_lag_ms: 25.0,
+                ..Default::default()
+            },
+            delivered: sink::Report {
+                packets: 990,
+                bytes: 1_237_500,
+                rtcp_packets: 8,
+                duplicates: 1,
+                reordered: 2,
+                corrupt: 3,
+                latency_ms: sink::Latency {
+                    p50: 0.125,
+                    p99: 0.5,
+                    p999: 1.0,
+                    max: 2.0,
+                },
+                ..Default::default()
+            },
+            relay_cpu: (Some(10.0), Some(10.25)),
+            box_busy: (Some(100.0), Some(101.5)),
+            scrapes: 4,
+            slowest_scrape_us: 2500,
+        }
+    }
+
+    #[test]
+    fn rates_loss_and_cpu_per_packet_from_the_counts() {
+        let r = Report::new(measurement());
+        assert_eq!(r.mode, "spawn");
+        assert_eq!((r.groups, r.streams), (1, 3));
+        assert_eq!(r.seconds, 2.0);
+        assert_eq!(r.target_packets_per_second, 500.0);
+        assert_eq!(r.offered_packets_per_second, 500.0);
+        // 1,250,000 bytes × 8 bits / 2 s.
+        assert_eq!(r.offered_bits_per_second, 5_000_000.0);
+        assert_eq!(r.delivered_packets_per_second, 495.0);
+        assert_eq!(r.delivered_bits_per_second, 4_950_000.0);
+        assert_eq!((r.sent, r.received), (1000, 990));
+        // 10 of 1000 lost.
+        assert_eq!(r.loss_ratio, 0.01);
+        assert_eq!((r.duplicates, r.reordered, r.corrupt), (1, 2, 3));
+        assert_eq!(r.latency_ms.p99, 0.5);
+        assert_eq!(r.receiver_reports_returned, 2);
+        // 0.25 CPU seconds over 1000 forwarded packets: 250 µs each.
+        assert_eq!(r.relay_cpu_seconds, Some(0.25));
+        assert_eq!(r.relay_cpu_us_per_packet, Some(250.0));
+        // 1.5 busy seconds over the 1000 packets sent.
+        assert_eq!(r.box_cpu_us_per_packet, Some(1500.0));
+        assert!(!r.generator_fell_behind);
+        assert_eq!((r.scrapes, r.slowest_scrape_ms), (4, 2.5));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert!(!r.loss_free(), "1 % lost");
+    }
+
+    #[test]
+    fn loss_is_zero_without_packets_and_never_negative() {
+        assert_eq!(loss_ratio(0, 0), 0.0);
+        assert_eq!(loss_ratio(0, 5), 0.0);
+        assert_eq!(loss_ratio(100, 103), 0.0, "duplicates are not a gain");
+        assert_eq!(loss_ratio(4, 1), 0.75);
+        assert_eq!(loss_ratio(8, 8), 0.0);
+    }
+
+    #[test]
+    fn cpu_per_packet_needs_both_readings_and_some_packets() {
+        assert_eq!(us_per_packet(0.5, 2000), Some(250.0));
+        assert_eq!(us_per_packet(0.5, 0), None);
+        assert_eq!(difference((Some(1.5), Some(4.0))), Some(2.5));
+        assert_eq!(difference((None, Some(4.0))), None);
+        assert_eq!(difference((Some(1.5), None)), None);
+
+        let mut m = measurement();
+        m.delivered = sink::Report::default();
+        m.offered.packets = 0;
+        m.offered.received_reports = 0;
+        let r = Report::new(m);
+        assert_eq!(r.relay_cpu_seconds, Some(0.25), "CPU was spent");
+        assert_eq!(r.relay_cpu_us_per_packet, None, "but nothing forwarded");
+        assert_eq!(r.box_cpu_us_per_packet, None, "nor sent");
+        assert_eq!(r.loss_ratio, 0.0);
+    }
+
+    #[test]
+    fn relay_cpu_counts_only_through_a_relay_and_is_missed_there() {
+        let mut direct = measurement();
+        direct.through_relay = false;
+        let r = Report::new(direct);
+        assert_eq!(
+            (r.relay_cpu_seconds, r.relay_cpu_us_per_packet),
+            (None, None)
+        );
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+        let mut unknown = measurement();
+        unknown.relay_cpu = (Some(10.0), None);
+        let r = Report::new(unknown);
+        assert_eq!(r.relay_cpu_seconds, None);
+        assert_eq!(r.warnings.len(), 1);
+        assert!(
+            r.warnings[0].starts_with("relay CPU unknown"),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn a_zero_length_run_does_not_divide_by_zero() {
+        let mut m = measurement();
+        m.offered.seconds = 0.0;
+        let r = Report::new(m);
+        assert_eq!(r.seconds, 1e-9);
+        assert_eq!(r.offered_packets_per_second, 1000.0 / 1e-9);
+        assert!(r.delivered_bits_per_second.is_finite());
+    }
+
+    #[test]
+    fn the_generator_falling_behind_or_jittering_is_a_warning() {
+        let mut behind = measurement();
+        // Under 98 % of the profile's rate.
+        behind.offered.packets_per_second = 489.0;
+        let r = Report::new(behind);
+        assert!(r.generator_fell_behind);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("THE GENERATOR DID NOT REACH ITS OFFERED RATE: 489 of 500"),
+            "{}",
+            r.warnings[0]
+        );
+
+        let mut jitter = measurement();
+        // 3 of 200 frames late: 1.5 % > 1 %.
+        jitter.offered.late_frames = 3;
+        jitter.offered.send_errors = 7;
+        let r = Report::new(jitter);
+        assert!(!r.generator_fell_behind);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("pacing jitter: 1.5 % of frames"),
+            "{}",
+            r.warnings[0]
+        );
+        assert_eq!(r.warnings[1], "the generator could not send 7 datagrams");
+    }
+
+    #[test]
+    fn loss_free_is_under_a_hundredth_of_a_percent_at_the_full_rate() {
+        let mut r = Report::new(measurement());
+        r.loss_ratio = 0.99e-4;
+        assert!(r.loss_free());
+        r.loss_ratio = 1e-4;
+        assert!(!r.loss_free());
+        r.loss_ratio = 0.0;
+        r.generator_fell_behind = true;
+        assert!(!r.loss_free());
+    }
+
+    #[test]
+    fn the_table_shows_the_figures_an_operator_reads() {
+        let t = table(&Report::new(measurement()));
+        for (key, value) in [
+            (
+                "mode",
+                "spawn (1 groups of audio-display-video, 3 streams, 2.0 s)",
+            ),
+            (
+                "offered",
+                "500 packets/s, 5.00 Mbit/s (profile 500 packets/s)",
+            ),
+            ("delivered", "495 packets/s, 4.95 Mbit/s"),
+            ("loss", "1.0000 % (10 of 1000 packets)"),
+            ("duplicates / reordered / corrupt", "1 / 2 / 3"),
+            (
+                "latency p50 / p99 / p99.9 / max",
+                "0.125 / 0.500 / 1.000 / 2.000 ms",
+            ),
+            ("receiver reports returned", "2"),
+            ("/metrics scrapes", "4 (slowest 2.5 ms)"),
+            ("relay CPU", "0.25 s, 250.00 µs per forwarded packet"),
+            (
+                "machine CPU",
+                "1500.00 µs per RTP packet sent (all processes and the kernel)",
+            ),
+        ] {
+            let row = format!("{key:<32} {value}");
+            assert!(t.lines().any(|l| l == row), "no row {row:?} in\n{t}");
+        }
+        assert!(!t.contains("WARNING"), "{t}");
+
+        let mut m = measurement();
+        m.relay_cpu = (None, None);
+        m.scrapes = 0;
+        let t = table(&Report::new(m));
+        assert!(t.contains("relay CPU                        n/a\n"), "{t}");
+        assert!(!t.contains("/metrics scrapes"), "{t}");
+        assert!(
+            t.ends_with(
+                "\nWARNING: relay CPU unknown: give --relay-pid, or let the relay serve /metrics\n"
+            ),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! UDP I/O shared by the data plane and the traffic tools, in the manner of
+//! quinn-udp: the socket constructor, the open-files limit, and batched
+//! `recvmmsg`/`sendmmsg`.
+//!
+//! - `batch` (`Batch`): up to `BATCH` datagrams per system call, straight
+//!   from and into buffers allocated once;
+//! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for;
+//! - [`raise_open_files_limit`]: every bound port is a file descriptor.
+
+mod batch;
+
+pub(crate) use batch::{BATCH, Batch};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, UdpSocket};
+
+/// A non-blocking UDP socket bound to `addr` with the given buffer sizes (best
+/// effort: the kernel caps them at `rmem_max`/`wmem_max`).
+pub fn udp_socket(
+    addr: SocketAddr,
+    recv_buffer: usize,
+    send_buffer: usize,
+) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(recv_buffer);
+    let _ = sock.set_send_buffer_size(send_buffer);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Raises the open-files soft limit to the hard limit; returns the limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
