@@ -6,15 +6,11 @@
 
 mod common;
 use common::*;
-use rtcp::receiver_report::ReceiverReport;
-use rtcp::reception_report::ReceptionReport;
-use rtcp::sender_report::SenderReport;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::time::Duration;
-use webrtc_util::marshal::Marshal;
 
 const OFFSET: u16 = 16384;
 const LAYOUTS: [&str; 6] = [
@@ -25,54 +21,6 @@ const LAYOUTS: [&str; 6] = [
     "audio-dual-video",
     "audio-dual-display",
 ];
-
-fn rtp(ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
-    let p = rtp::packet::Packet {
-        header: rtp::header::Header {
-            version: 2,
-            payload_type: 96,
-            sequence_number: seq,
-            timestamp: u32::from(seq) * 3000,
-            ssrc,
-            marker: seq.is_multiple_of(2),
-            ..Default::default()
-        },
-        payload: vec![seq as u8; payload_len].into(),
-    };
-    p.marshal().unwrap().to_vec()
-}
-
-fn sender_report(ssrc: u32) -> Vec<u8> {
-    SenderReport {
-        ssrc,
-        ntp_time: 0x1234_5678_9abc_def0,
-        rtp_time: 3000,
-        packet_count: 8,
-        octet_count: 800,
-        ..Default::default()
-    }
-    .marshal()
-    .unwrap()
-    .to_vec()
-}
-
-fn receiver_report(media_ssrc: u32, lost: u32) -> Vec<u8> {
-    ReceiverReport {
-        ssrc: 0xfeed,
-        reports: vec![ReceptionReport {
-            ssrc: media_ssrc,
-            fraction_lost: 51,
-            total_lost: lost,
-            last_sequence_number: 9,
-            jitter: 90,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-    .marshal()
-    .unwrap()
-    .to_vec()
-}
 
 fn socket(addr: &str) -> UdpSocket {
     let s = UdpSocket::bind(addr).unwrap();

@@ -121,14 +121,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0x31, 0x4];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
-    p.extend_from_slice(&[7; 100]);
-    p
-}
-
 #[test]
 fn prometheus_sees_the_traffic_that_was_sent() {
     let setup = Setup::new();
@@ -156,7 +148,7 @@ fn prometheus_sees_the_traffic_that_was_sent() {
         for seq in 0..1000u16 {
             if seq % 20 != 19 {
                 appliance
-                    .send_to(&rtp(seq), ("127.0.0.1", base(GROUP)))
+                    .send_to(&rtp(0x314, seq, 100), ("127.0.0.1", base(GROUP)))
                     .unwrap();
             }
             std::thread::sleep(Duration::from_millis(10));
