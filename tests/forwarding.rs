@@ -88,15 +88,9 @@ fn every_layout_forwards_both_ways_and_measures() {
     for (i, layout) in LAYOUTS.iter().enumerate() {
         let group = 300 + i as u16;
         let id = format!("fwd-{layout}");
-        let a = relay.post(
-            "/v1/reservations",
+        let a = relay.create(
             &reservation(&id, Some(group), layout, &at(0), &at(600)),
-        );
-        assert_eq!(
-            (a.status, a.body["state"].as_str()),
-            (201, Some("active")),
-            "{}",
-            a.text
+            "active",
         );
         let appliance = socket("127.0.0.1:0");
         for (k, (role, (media, control))) in pairs(&a.body).into_iter().enumerate() {
@@ -275,8 +269,7 @@ fn latch_keeps_the_first_sender_and_patch_relatches() {
     let relay = Setup::new().start();
     let body = reservation("latch", Some(group), "audio-only", &at(0), &at(600))
         .replace("\"source\": \"127.0.0.1\"", "\"source_policy\": \"latch\"");
-    let a = relay.post("/v1/reservations", &body);
-    assert_eq!(a.status, 201, "{}", a.text);
+    relay.create(&body, "active");
     let media = base(group);
     let wowza = socket(&format!("127.0.0.1:{}", media - OFFSET));
     let first = socket("127.0.0.1:0");
@@ -383,11 +376,10 @@ fn stream_lifecycle_is_logged_not_per_packet() {
     let mut setup = Setup::new();
     setup.extra = "[stream]\nstall_timeout = \"1s\"\n".into();
     let relay = setup.start();
-    let a = relay.post(
-        "/v1/reservations",
+    relay.create(
         &reservation("logs", Some(group), "audio-only", &at(0), &at(600)),
+        "active",
     );
-    assert_eq!(a.status, 201, "{}", a.text);
     let _wowza = socket(&format!("127.0.0.1:{}", base(group) - OFFSET));
     let appliance = socket("127.0.0.1:0");
     let media = base(group);

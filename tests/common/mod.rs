@@ -353,6 +353,18 @@ impl Relay {
         self.answer(|| self.agent.get(format!("{}{path}", self.url)).call())
     }
 
+    /// POSTs reservation `body`, which must be created (201) in `state`.
+    pub fn create(&self, body: &str, state: &str) -> Answer {
+        let a = self.post("/v1/reservations", body);
+        assert_eq!(
+            (a.status, a.body["state"].as_str()),
+            (201, Some(state)),
+            "{}",
+            a.text
+        );
+        a
+    }
+
     pub fn post(&self, path: &str, body: &str) -> Answer {
         self.post_as(path, body, None)
     }

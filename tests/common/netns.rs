@@ -239,13 +239,7 @@ pub fn reserve_for(relay: &Relay, id: &str, group: u16, secs: i64, extra: &str) 
         at(0),
         at(secs)
     );
-    let a = relay.post("/v1/reservations", &body);
-    assert_eq!(
-        (a.status, a.body["state"].as_str()),
-        (201, Some("active")),
-        "{}",
-        a.text
-    );
+    relay.create(&body, "active");
 }
 
 /// The media (first) stream's `rtp` statistics of reservation `id`.
