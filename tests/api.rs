@@ -286,13 +286,18 @@ fn mutating_routes_need_the_token() {
     // Reads need no token.
     assert_eq!(relay.get("/v1/reservations/t").status, 200);
 
-    // SIGHUP re-reads the token file.
+    // SIGHUP re-reads the token file. Polled on a reservation that does not
+    // exist (404 until the reload, then 401): a poll that beat the reload on
+    // "t" would delete it.
+    let absent = || relay.delete_as("/v1/reservations/absent", Some("s3cret"));
+    assert_eq!(absent().status, 404);
     std::fs::write(&token_file, "rotated").unwrap();
     relay.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(wait_until(Duration::from_secs(5), || relay
-        .delete_as("/v1/reservations/t", Some("s3cret"))
-        .status
-        == 401));
+    assert!(wait_until(Duration::from_secs(5), || absent().status == 401));
+    assert_eq!(
+        relay.delete_as("/v1/reservations/t", Some("s3cret")).status,
+        401
+    );
     assert_eq!(
         relay
             .delete_as("/v1/reservations/t", Some("rotated"))
