@@ -3,6 +3,7 @@
 
 mod common;
 use common::BIN;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
@@ -18,6 +19,21 @@ fn one_line_error(out: &Output) -> String {
         "{err}"
     );
     err
+}
+
+/// `dir/relay.toml`: the control plane on `listen`, the fast path off, state
+/// in `dir`, then `extra`.
+fn minimal_config(dir: &Path, listen: &str, extra: &str) -> PathBuf {
+    let path = dir.join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[control]\nlisten = \"{listen}\"\n[data]\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n{extra}",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 #[test]
@@ -137,16 +153,7 @@ fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
 fn a_busy_control_port_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[control]\nlisten = \"{}\"\n[data]\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n",
-            busy.local_addr().unwrap(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let path = minimal_config(dir.path(), &busy.local_addr().unwrap().to_string(), "");
     let out = run(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -160,15 +167,7 @@ fn a_busy_control_port_is_a_clear_error() {
 fn json_logs_are_one_object_per_line() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[control]\nlisten = \"127.0.0.1:0\"\n[data]\nfast_path = \"off\"\n[wowza]\nport_offset = -16384\n[state]\npath = \"{}/state\"\n[log]\nformat = \"json\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let path = minimal_config(dir.path(), "127.0.0.1:0", "[log]\nformat = \"json\"\n");
     let mut child = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())

@@ -77,34 +77,29 @@ impl Prometheus {
         p
     }
 
-    /// The instant vector of `query`.
-    fn query(&self, query: &str) -> Vec<Value> {
+    /// Prometheus's answer to an instant `query` (Null when there is none).
+    fn answer(&self, query: &str) -> Value {
         let Ok(mut r) = self
             .agent
             .get(format!("{}/api/v1/query", self.url))
             .query("query", query)
             .call()
         else {
-            return Vec::new();
+            return Value::Null;
         };
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
-            .unwrap_or(Value::Null);
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The instant vector of `query`.
+    fn query(&self, query: &str) -> Vec<Value> {
+        let v = self.answer(query);
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// Does Prometheus evaluate `query` without error?
     fn accepts(&self, query: &str) -> bool {
-        let Ok(mut r) = self
-            .agent
-            .get(format!("{}/api/v1/query", self.url))
-            .query("query", query)
-            .call()
-        else {
-            return false;
-        };
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
-            .unwrap_or(Value::Null);
-        v["status"] == "success"
+        self.answer(query)["status"] == "success"
     }
 
     /// The value of a single-series query, if there is one.
@@ -121,23 +116,14 @@ impl Drop for Prometheus {
     }
 }
 
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0x31, 0x4];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
-    p.extend_from_slice(&[7; 100]);
-    p
-}
-
 #[test]
 fn prometheus_sees_the_traffic_that_was_sent() {
     let setup = Setup::new();
     let relay = setup.start();
-    let a = relay.post(
-        "/v1/reservations",
+    relay.create(
         &reservation("prom", Some(GROUP), "audio-only", &at(0), &at(600)),
+        "active",
     );
-    assert_eq!(a.status, 201, "{}", a.text);
     let prometheus = Prometheus::start(setup.dir.path(), relay.url.trim_start_matches("http://"));
     let _wowza = UdpSocket::bind(("127.0.0.1", base(GROUP) - 16384)).unwrap();
     // Prometheus throttles target discovery to 5 s: wait for its first scrape.
@@ -156,7 +142,7 @@ fn prometheus_sees_the_traffic_that_was_sent() {
         for seq in 0..1000u16 {
             if seq % 20 != 19 {
                 appliance
-                    .send_to(&rtp(seq), ("127.0.0.1", base(GROUP)))
+                    .send_to(&rtp(0x314, seq, 100), ("127.0.0.1", base(GROUP)))
                     .unwrap();
             }
             std::thread::sleep(Duration::from_millis(10));

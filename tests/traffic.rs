@@ -8,9 +8,42 @@ use rtp_relay::group::{GroupId, Layout, Plane};
 use rtp_relay::traffic::generator::{self, Target};
 use rtp_relay::traffic::profile::Profile;
 use rtp_relay::traffic::sink::{self, Sink};
+use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
+
+/// The JSON report of a tool that ran; its stderr if it failed.
+fn report(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `rtp-relay sink sink_args… --json` and, `head_start` later,
+/// `rtp-relay gen gen_args… --json`; both must succeed. Their reports: (gen's, sink's).
+fn gen_into_sink(sink_args: &[&str], head_start: Duration, gen_args: &[&str]) -> (Value, Value) {
+    let sink = Command::new(BIN)
+        .arg("sink")
+        .args(sink_args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(head_start);
+    let generated = Command::new(BIN)
+        .arg("gen")
+        .args(gen_args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let g = report(&generated);
+    (g, report(&sink.wait_with_output().unwrap()))
+}
 
 #[test]
 fn gen_to_sink_delivers_everything_at_the_profile_rate() {
@@ -93,24 +126,17 @@ fn gen_to_sink_delivers_everything_at_the_profile_rate() {
 #[test]
 fn gen_and_sink_commands_run_and_report() {
     // Sink on group 210's ports −16384, gen toward them with the same offset.
-    let sink = std::process::Command::new(BIN)
-        .args([
-            "sink",
+    let (g, s) = gen_into_sink(
+        &[
             "--groups",
             "210",
             "--layout",
             "audio-only",
             "--duration",
             "3s",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let generated = std::process::Command::new(BIN)
-        .args([
-            "gen",
+        ],
+        Duration::from_millis(300),
+        &[
             "--groups",
             "210",
             "--layout",
@@ -119,26 +145,15 @@ fn gen_and_sink_commands_run_and_report() {
             "-16384",
             "--duration",
             "2s",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
+        ],
     );
-    let g: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
-    let out = sink.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["packets"], g["packets"]);
     assert!(
         g["packets"].as_u64().unwrap() >= 90,
         "audio: ~47 packets/s for 2 s: {g}"
     );
 
-    let bad = std::process::Command::new(BIN)
+    let bad = Command::new(BIN)
         .args(["gen", "--groups", "9000"])
         .output()
         .unwrap();
@@ -149,7 +164,7 @@ fn gen_and_sink_commands_run_and_report() {
 #[test]
 fn loadtest_through_a_spawned_relay_reports_as_json() {
     // Groups 220–223 on the spawned relay; the sink 16384 ports lower.
-    let out = std::process::Command::new(BIN)
+    let out = Command::new(BIN)
         .args([
             "loadtest",
             "--groups",
@@ -165,12 +180,7 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = report(&out);
     assert_eq!(r["mode"], "spawn");
     assert_eq!(r["streams"], 12);
     assert!(r["sent"].as_u64().unwrap() > 6 * 500, "{r}");
@@ -200,30 +210,15 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
 fn gen_and_sink_follow_a_relays_reservations() {
     use common::{Setup, at, reservation};
     let relay = Setup::new().start();
-    let a = relay.post(
-        "/v1/reservations",
+    relay.create(
         &reservation("tools", Some(230), "audio-video", &at(0), &at(600)),
+        "active",
     );
-    assert_eq!(a.status, 201, "{}", a.text);
-    let sink = std::process::Command::new(BIN)
-        .args(["sink", "--relay", &relay.url, "--duration", "4s", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let generated = std::process::Command::new(BIN)
-        .args(["gen", "--relay", &relay.url, "--duration", "2s", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
+    let (g, s) = gen_into_sink(
+        &["--relay", &relay.url, "--duration", "4s"],
+        Duration::from_millis(500),
+        &["--relay", &relay.url, "--duration", "2s"],
     );
-    let g: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
-    let out = sink.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(g["streams"], 2);
     assert_eq!(s["streams"].as_array().unwrap().len(), 2);
     assert!(g["packets"].as_u64().unwrap() > 100);

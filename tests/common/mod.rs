@@ -1,16 +1,25 @@
 //! Test harness: runs the real `rtp-relay` binary on loopback with its own
-//! configuration and state in a temporary directory, and talks HTTP to it.
+//! configuration and state in a temporary directory, and talks HTTP to it;
+//! builds the RTP and RTCP packets the tests send. [`netns`] runs it in
+//! network namespaces of the test's own instead.
 #![allow(dead_code)]
 
+pub mod netns;
+
+use rtcp::receiver_report::ReceiverReport;
+use rtcp::reception_report::ReceptionReport;
+use rtcp::sender_report::SenderReport;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use webrtc_util::marshal::Marshal;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rtp-relay");
@@ -44,15 +53,101 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// An RTP packet (version 2, payload type 96, 48 kHz timestamps) of
+/// `payload_len` bytes of payload that differ with the position and `seq`.
+pub fn rtp(ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
+    let p = rtp::packet::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 960,
+            ssrc,
+            ..Default::default()
+        },
+        payload: (0..payload_len)
+            .map(|i| (i as u8) ^ (seq as u8))
+            .collect::<Vec<u8>>()
+            .into(),
+    };
+    p.marshal().unwrap().to_vec()
+}
+
+/// Sends `rtp(ssrc, seq, payload_len(seq))` for every `seq` from `from` to
+/// `to`; returns the packets sent.
+pub fn send_rtp(
+    from: &UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    seqs: Range<u16>,
+    payload_len: impl Fn(u16) -> usize,
+) -> Vec<Vec<u8>> {
+    seqs.map(|seq| {
+        let p = rtp(ssrc, seq, payload_len(seq));
+        from.send_to(&p, to).unwrap();
+        p
+    })
+    .collect()
+}
+
+/// An RTCP sender report (28 bytes: no reception report blocks).
+pub fn sender_report(ssrc: u32) -> Vec<u8> {
+    SenderReport {
+        ssrc,
+        ntp_time: 0x1234_5678_9abc_def0,
+        rtp_time: 3000,
+        packet_count: 8,
+        octet_count: 800,
+        ..Default::default()
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+/// An RTCP receiver report (32 bytes) with one block about `media_ssrc`:
+/// `lost` packets lost, a fraction lost of 51/256.
+pub fn receiver_report(media_ssrc: u32, lost: u32) -> Vec<u8> {
+    ReceiverReport {
+        ssrc: 0xfeed,
+        reports: vec![ReceptionReport {
+            ssrc: media_ssrc,
+            fraction_lost: 51,
+            total_lost: lost,
+            last_sequence_number: 9,
+            jitter: 90,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+/// Everything `s` receives until it is quiet for its read timeout.
+pub fn drain(s: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, from)) = s.recv_from(&mut buf) {
+        out.push((buf[..n].to_vec(), from));
+    }
+    out
+}
+
 /// A temporary directory with a relay configuration in it.
 pub struct Setup {
     pub dir: tempfile::TempDir,
+    /// `[data] bind_address`.
+    pub bind_address: String,
+    /// `[data] recv_buffer_bytes` and `send_buffer_bytes`; None: the relay's default.
+    pub socket_buffers: Option<usize>,
     /// Extra TOML appended to the base configuration (sections may repeat keys
     /// only if the base does not set them).
     pub extra: String,
     /// `[schedule]` section.
     pub schedule: String,
-    /// `[data]` keys beyond `bind_address`.
+    /// `[data]` keys beyond `bind_address` and the buffers.
     pub data: String,
     /// `[control]` keys beyond `listen`.
     pub control: String,
@@ -64,6 +159,8 @@ impl Setup {
     pub fn new() -> Self {
         Setup {
             dir: tempfile::tempdir().unwrap(),
+            bind_address: "127.0.0.1".into(),
+            socket_buffers: Some(65536),
             extra: String::new(),
             schedule: "lead = \"30m\"\ntrail = \"15m\"\n".into(),
             data: String::new(),
@@ -88,9 +185,14 @@ impl Setup {
         } else {
             "fast_path = \"off\"\n"
         };
+        let buffers = self
+            .socket_buffers
+            .map(|n| format!("recv_buffer_bytes = {n}\nsend_buffer_bytes = {n}\n"))
+            .unwrap_or_default();
         let text = format!(
-            "[control]\nlisten = \"127.0.0.1:0\"\n{}\n[data]\nbind_address = \"127.0.0.1\"\nrecv_buffer_bytes = 65536\nsend_buffer_bytes = 65536\n{fast_path}{}\n[schedule]\n{}\n[wowza]\n{}\n[state]\npath = \"{}\"\n[log]\nlevel = \"debug\"\n{}",
+            "[control]\nlisten = \"127.0.0.1:0\"\n{}\n[data]\nbind_address = \"{}\"\n{buffers}{fast_path}{}\n[schedule]\n{}\n[wowza]\n{}\n[state]\npath = \"{}\"\n[log]\nlevel = \"debug\"\n{}",
             self.control,
+            self.bind_address,
             self.data,
             self.schedule,
             self.wowza,
@@ -106,6 +208,12 @@ impl Setup {
     pub fn start(&self) -> Relay {
         Relay::start(&self.write_config())
             .unwrap_or_else(|log| panic!("relay did not start:\n{log}"))
+    }
+
+    /// As [`Setup::start`], inside the network namespace at `ns`.
+    pub fn start_in(&self, ns: &Path) -> Relay {
+        Relay::start_in(&self.write_config(), Some(ns))
+            .unwrap_or_else(|log| panic!("relay did not start in {}:\n{log}", ns.display()))
     }
 }
 
@@ -243,6 +351,18 @@ impl Relay {
 
     pub fn get(&self, path: &str) -> Answer {
         self.answer(|| self.agent.get(format!("{}{path}", self.url)).call())
+    }
+
+    /// POSTs reservation `body`, which must be created (201) in `state`.
+    pub fn create(&self, body: &str, state: &str) -> Answer {
+        let a = self.post("/v1/reservations", body);
+        assert_eq!(
+            (a.status, a.body["state"].as_str()),
+            (201, Some(state)),
+            "{}",
+            a.text
+        );
+        a
     }
 
     pub fn post(&self, path: &str, body: &str) -> Answer {
