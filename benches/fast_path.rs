@@ -9,7 +9,10 @@
 //! `cargo bench --bench fast_path`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rtp_relay::dataplane::ebpf::{Detached, rtp_frame, table::Rule};
+use rtp_relay::dataplane::ebpf::{
+    table::Rule,
+    test_run::{Detached, rtp_frame},
+};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 

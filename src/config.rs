@@ -495,6 +495,29 @@ impl Config {
         }
     }
 
+    /// What the kernel fast path takes from this configuration.
+    pub fn fast_path_options(&self) -> crate::dataplane::ebpf::Options {
+        crate::dataplane::ebpf::Options {
+            mode: self.data.fast_path,
+            interfaces: self.data.fast_path_interfaces.clone(),
+            bind_address: self.data.bind_address,
+            state_path: self.state.path.clone(),
+        }
+    }
+
+    /// What the userspace data plane takes from this configuration.
+    pub fn data_plane_options(&self) -> crate::dataplane::Options {
+        crate::dataplane::Options {
+            bind_address: self.data.bind_address,
+            recv_buffer_bytes: self.data.recv_buffer_bytes,
+            send_buffer_bytes: self.data.send_buffer_bytes,
+            max_packet_size: self.data.max_packet_size,
+            workers: self.effective_workers(),
+            audio_clock_rate: self.stream.audio_clock_rate,
+            video_clock_rate: self.stream.video_clock_rate,
+        }
+    }
+
     /// Worker threads in effect (`workers = 0` means one per core).
     pub fn effective_workers(&self) -> usize {
         match self.data.workers {

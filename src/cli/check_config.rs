@@ -32,6 +32,9 @@ pub fn check_config(path: &Path) -> ExitCode {
             "not configured"
         }
     );
-    println!("# data path: {}", crate::dataplane::ebpf::plan(&config));
+    println!(
+        "# data path: {}",
+        crate::dataplane::ebpf::plan(&config.fast_path_options())
+    );
     ExitCode::SUCCESS
 }

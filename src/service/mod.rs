@@ -14,7 +14,7 @@ use crate::clock::Now;
 use crate::config::Config;
 use crate::control::coordinator::Coordinator;
 use crate::control::{self, Shared, metrics::Metrics};
-use crate::dataplane::{self, DataPlane, Options};
+use crate::dataplane::{self, DataPlane};
 use crate::logging::{self, LogHandle};
 use crate::store::Store;
 use shutdown::Shutdown;
@@ -81,27 +81,14 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             )
         })?;
     // After the listener: a relay that cannot serve leaves the kernel alone.
-    let (fast, why) = dataplane::ebpf::start(&config)?;
+    let (fast, why) = dataplane::ebpf::start(&config.fast_path_options())?;
     let (path, interfaces) = match &fast {
         Some(f) => ("ebpf", f.interfaces().join(",")),
         None => ("userspace", String::new()),
     };
     info!(path, reason = %why, "data path chosen");
-    let dataplane = DataPlane::start(
-        Options {
-            bind_address: config.data.bind_address,
-            recv_buffer_bytes: config.data.recv_buffer_bytes,
-            send_buffer_bytes: config.data.send_buffer_bytes,
-            max_packet_size: config.data.max_packet_size,
-            workers: config.effective_workers(),
-            audio_clock_rate: config.stream.audio_clock_rate,
-            video_clock_rate: config.stream.video_clock_rate,
-        },
-        open_files,
-        fast,
-        &Now::read(),
-    )
-    .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    let dataplane = DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
+        .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
     let mut coordinator = Coordinator::new(&config, local_addresses(), store, stored, dataplane);
     coordinator.start(&Now::read());
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

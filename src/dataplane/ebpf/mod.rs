@@ -6,6 +6,8 @@
 //! - [`table`]: the maps' row layouts (plain data);
 //! - [`route`]: which interfaces to attach to and how the relay's own socket
 //!   would route a destination (read from the kernel);
+//! - [`test_run`]: the program attached nowhere, run on crafted frames
+//!   (`BPF_PROG_TEST_RUN`) by tests and benchmarks;
 //! - this module: loading, attaching, pinning and the table's writes.
 //!
 //! Maps and links are pinned under bpffs per relay instance, so the kernel
@@ -15,8 +17,9 @@
 
 pub mod route;
 pub mod table;
+pub mod test_run;
 
-use crate::config::{Config, FastPath as Mode};
+use crate::config::FastPath as Mode;
 use crate::dataplane::rule::PortRule;
 use aya::maps::{Array, Map, MapData};
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
@@ -29,7 +32,7 @@ use table::{Rule, Stream, Unsupported};
 
 /// Where every relay instance pins its state.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
-const PROGRAM: &str = "rtp_relay_ingress";
+pub(crate) const PROGRAM: &str = "rtp_relay_ingress";
 /// `BPF_F_LOCK`: read a spin-locked value consistently.
 const BPF_F_LOCK: u64 = 4;
 
@@ -68,15 +71,28 @@ pub fn owner(event_id: &str) -> u32 {
     crc32fast::hash(event_id.as_bytes())
 }
 
+/// What the fast path takes from the configuration (`[data]` and `[state]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `fast_path`: auto, ebpf or off.
+    pub mode: Mode,
+    /// `fast_path_interfaces`; empty: those carrying `bind_address`.
+    pub interfaces: Vec<String>,
+    /// `bind_address`.
+    pub bind_address: IpAddr,
+    /// `[state] path`: names this instance's pin directory.
+    pub state_path: PathBuf,
+}
+
 /// Decides whether the fast path runs: `Ok(Some(_))` loaded and attached,
 /// `Ok(None)` userspace only (with the reason, for `auto`), `Err` when `ebpf`
 /// was required and cannot be had.
-pub fn start(config: &Config) -> Result<(Option<FastPath>, String), String> {
-    let mode = config.data.fast_path;
+pub fn start(options: &Options) -> Result<(Option<FastPath>, String), String> {
+    let mode = options.mode;
     if mode == Mode::Off {
         return Ok((None, "fast_path = \"off\"".into()));
     }
-    match FastPath::load(config) {
+    match FastPath::load(options) {
         Ok(fp) => {
             let why = format!("eBPF attached to {}", fp.interfaces.join(","));
             Ok((Some(fp), why))
@@ -88,14 +104,14 @@ pub fn start(config: &Config) -> Result<(Option<FastPath>, String), String> {
     }
 }
 
-/// What `run` would do about the fast path with `config`, in one line (for
+/// What `run` would do about the fast path with `options`, in one line (for
 /// `check-config`; nothing is loaded).
-pub fn plan(config: &Config) -> String {
-    let mode = config.data.fast_path;
+pub fn plan(options: &Options) -> String {
+    let mode = options.mode;
     if mode == Mode::Off {
         return "userspace (fast_path = \"off\")".into();
     }
-    let attach = unavailable().map_or_else(|| route::interfaces(config), Err);
+    let attach = unavailable().map_or_else(|| route::interfaces(options), Err);
     match (attach, mode) {
         (Ok(names), _) => format!("eBPF at TCX ingress of {}", names.join(", ")),
         (Err(why), Mode::Ebpf) => {
@@ -186,13 +202,13 @@ impl std::fmt::Debug for Streams {
 impl FastPath {
     /// Loads the program (reusing this instance's pinned maps), attaches it to
     /// the configured interfaces or switches their pinned links to it.
-    pub fn load(config: &Config) -> Result<FastPath, String> {
+    pub fn load(options: &Options) -> Result<FastPath, String> {
         if let Some(why) = unavailable() {
             return Err(why);
         }
-        let interfaces = route::interfaces(config)?;
+        let interfaces = route::interfaces(options)?;
         let loopback_ifindex = route::ifindex("lo")?;
-        let dir = pin_dir(&config.state.path);
+        let dir = pin_dir(&options.state_path);
         let Loaded {
             mut ebpf,
             rules,
@@ -213,7 +229,7 @@ impl FastPath {
             dir,
             interfaces,
             loopback_ifindex,
-            bind: config.data.bind_address,
+            bind: options.bind_address,
             warned_local: false,
         })
     }
@@ -328,15 +344,15 @@ fn attach(program: &mut SchedClassifier, dir: &Path, interface: &str) -> Result<
 }
 
 /// The object loaded, its program through the verifier, its maps taken out.
-struct Loaded {
-    ebpf: aya::Ebpf,
-    rules: Array<MapData, Rule>,
-    streams: Streams,
+pub(crate) struct Loaded {
+    pub(crate) ebpf: aya::Ebpf,
+    pub(crate) rules: Array<MapData, Rule>,
+    pub(crate) streams: Streams,
 }
 
 /// Loads the object with its maps pinned in (or adopted from) `dir`, which is
 /// created, bpffs being mounted first if need be.
-fn load_pinned(dir: &Path) -> Result<Loaded, String> {
+pub(crate) fn load_pinned(dir: &Path) -> Result<Loaded, String> {
     let object = OBJECT.ok_or("this build has no eBPF program")?;
     route::mount_bpffs()?;
     std::fs::create_dir_all(dir)
@@ -385,7 +401,7 @@ pub fn remove_pins(dir: &Path) {
 }
 
 /// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -420,266 +436,5 @@ impl KernelPort {
     /// The appliance the kernel latched.
     pub fn latched(&self) -> Option<std::net::SocketAddr> {
         self.stream().and_then(|s| s.latched(&self.rule))
-    }
-}
-
-/// The program loaded but attached nowhere, its maps pinned in a directory of
-/// its own (removed on drop): for tests and benchmarks that run it on crafted
-/// frames with `BPF_PROG_TEST_RUN`.
-pub struct Detached {
-    ebpf: aya::Ebpf,
-    rules: Array<MapData, Rule>,
-    streams: Streams,
-    dir: PathBuf,
-}
-
-impl Detached {
-    /// Loads the program; `name` names the pin directory under [`PIN_ROOT`].
-    pub fn load(name: &str) -> Result<Detached, String> {
-        if let Some(why) = unavailable() {
-            return Err(why);
-        }
-        let dir = Path::new(PIN_ROOT).join(name);
-        let Loaded {
-            ebpf,
-            rules,
-            streams,
-        } = load_pinned(&dir)?;
-        Ok(Detached {
-            ebpf,
-            rules,
-            streams,
-            dir,
-        })
-    }
-
-    /// Sets `port`'s rule.
-    pub fn set_rule(&mut self, port: u16, rule: Rule) -> Result<(), String> {
-        self.rules
-            .set(u32::from(port), rule, 0)
-            .map_err(|e| chain(&e))
-    }
-
-    /// The stream map.
-    pub fn streams(&self) -> &Streams {
-        &self.streams
-    }
-
-    /// Runs the program `repeat` times on `frame` (an Ethernet frame; the
-    /// kernel keeps its rewrites between repeats): its verdict, the kernel's
-    /// mean time per run, and the frame as the program left it.
-    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<Run, String> {
-        use aya::programs::{TestRun, TestRunOptions};
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or("no rtp_relay_ingress program")?
-            .try_into()
-            .map_err(|e| chain(&e))?;
-        let mut out = vec![0u8; frame.len() + 64];
-        let run = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| chain(&e))?;
-        out.truncate(run.data_size_out as usize);
-        Ok(Run {
-            verdict: run.return_value,
-            per_run: run.duration,
-            frame: out,
-        })
-    }
-}
-
-/// What [`Detached::run`] returns.
-#[derive(Clone, Debug)]
-pub struct Run {
-    /// The program's return value (`TC_ACT_*`).
-    pub verdict: u32,
-    /// The kernel's mean time per run.
-    pub per_run: std::time::Duration,
-    /// The frame after the program.
-    pub frame: Vec<u8>,
-}
-
-/// The Internet checksum (RFC 1071) of `chunks` concatenated, each of even
-/// length but the last.
-pub fn internet_checksum<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> u16 {
-    let mut sum = 0u32;
-    for chunk in chunks {
-        for pair in chunk.chunks(2) {
-            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
-            sum += u32::from(word);
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        remove_pins(&self.dir);
-    }
-}
-
-/// An Ethernet + IPv4 + UDP frame carrying an RTP packet of `payload` bytes
-/// (for [`Detached::run`]).
-pub fn rtp_frame(
-    from: std::net::SocketAddrV4,
-    to: std::net::SocketAddrV4,
-    ssrc: u32,
-    seq: u16,
-    ts: u32,
-    payload: usize,
-) -> Vec<u8> {
-    let rtp_len = 12 + payload;
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
-    f.extend_from_slice(&from.ip().octets());
-    f.extend_from_slice(&to.ip().octets());
-    f.extend_from_slice(&from.port().to_be_bytes());
-    f.extend_from_slice(&to.port().to_be_bytes());
-    f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&[0x80, 96]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&ts.to_be_bytes());
-    f.extend_from_slice(&ssrc.to_be_bytes());
-    f.resize(14 + 20 + 8 + rtp_len, 0xa5);
-    // Both checksums set, as a NIC that verifies none would deliver it.
-    let ip = internet_checksum([&f[14..34]]);
-    f[24..26].copy_from_slice(&ip.to_be_bytes());
-    let udp = udp_checksum(&f);
-    f[40..42].copy_from_slice(&udp.to_be_bytes());
-    f
-}
-
-/// The UDP checksum of an Ethernet + IPv4 (no options) + UDP frame.
-pub fn udp_checksum(frame: &[u8]) -> u16 {
-    let udp = &frame[34..];
-    let mut pseudo = [0u8; 12];
-    pseudo[..8].copy_from_slice(&frame[26..34]);
-    pseudo[9] = 17;
-    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-    let header = [&udp[..6], &[0, 0][..]].concat();
-    match internet_checksum([&pseudo[..], &header, &udp[8..]]) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The kernel's statistics against the userspace module's, packet by
-    //! packet: crafted sequences run through the loaded program with
-    //! `BPF_PROG_TEST_RUN` (no interface is attached), each packet's kernel
-    //! arrival time fed to [`RtpStream`] as its arrival instant.
-
-    use super::*;
-    use crate::packet::rtp::RtpHeader;
-    use crate::stats::rtp::RtpStream;
-    use std::time::{Duration, Instant};
-
-    const PORT: u16 = 61000;
-    const CLOCK: u32 = 90_000;
-
-    fn load() -> Option<Detached> {
-        if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
-            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
-            return None;
-        }
-        let name = format!("unit-test-{}", std::process::id());
-        Some(Detached::load(&name).unwrap_or_else(|why| {
-            panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test")
-        }))
-    }
-
-    fn frame(ssrc: u32, seq: u16, ts: u32, payload: usize) -> Vec<u8> {
-        rtp_frame(
-            "127.0.0.2:5004".parse().unwrap(),
-            std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT),
-            ssrc,
-            seq,
-            ts,
-            payload,
-        )
-    }
-
-    /// (ssrc, seq) in arrival order: wraparound, a loss burst, reordering
-    /// inside and beyond MAX_MISORDER, duplicates, a restarted sequence and a
-    /// new SSRC (a restarted encoder).
-    fn sequence() -> Vec<(u32, u16)> {
-        let mut s: Vec<(u32, u16)> = (65500..=65535).chain(0..40).map(|q| (1, q)).collect();
-        s.extend((70..90).map(|q| (1, q))); // 30 lost
-        s.extend([(1, 92), (1, 91), (1, 94), (1, 93), (1, 95)]); // reordered
-        s.extend([(1, 95), (1, 93), (1, 60)]); // duplicates; 60 is lost and late
-        s.extend((96..150).map(|q| (1, q)));
-        s.push((1, 149u16.wrapping_sub(400))); // far behind, beyond MAX_MISORDER
-        s.extend([(1, 20_000), (1, 20_001)]); // a jump, confirmed: restart
-        s.extend((20_002..20_050).map(|q| (1, q)));
-        s.extend((500..560).map(|q| (2, q))); // a new SSRC
-        s
-    }
-
-    /// Sent on as the relay's socket would send it (127.0.0.1:PORT →
-    /// 127.0.0.1:40000), payload untouched, both checksums right.
-    fn check_rewrite(sent: &[u8], out: &[u8]) {
-        assert_eq!(out.len(), sent.len());
-        assert_eq!(out[26..34], [127, 0, 0, 1, 127, 0, 0, 1], "addresses");
-        assert_eq!(out[34..36], PORT.to_be_bytes(), "source port");
-        assert_eq!(out[36..38], 40000u16.to_be_bytes(), "destination port");
-        assert_eq!(out[42..], sent[42..], "payload");
-        assert_eq!(internet_checksum([&out[14..34]]), 0, "IP header checksum");
-        assert_eq!(out[40..42], udp_checksum(out).to_be_bytes(), "UDP checksum");
-    }
-
-    #[test]
-    fn kernel_statistics_equal_the_userspace_module() {
-        let Some(mut k) = load() else { return };
-        let mut rule = Rule::default();
-        rule.active = 1;
-        rule.generation = 1;
-        rule.dest_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        rule.src_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        rule.loopback_ifindex = route::ifindex("lo").unwrap();
-        rule.max_packet_size = 1500;
-        rule.clock_rate = CLOCK;
-        rule.dest_port = 40000;
-        rule.policy = 2;
-        rule.window_end_ns = u64::MAX;
-        k.set_rule(PORT, rule).unwrap();
-        let mut user = RtpStream::new(CLOCK);
-        let base = Instant::now();
-        let mut first_ns = None;
-        for (i, (ssrc, seq)) in sequence().into_iter().enumerate() {
-            // Sender clock: 20 ms a packet; arrivals jittered by real sleeps.
-            let ts = (i as u32).wrapping_mul(1800);
-            let payload = 100 + i % 50;
-            let data = frame(ssrc, seq, ts, payload);
-            std::thread::sleep(Duration::from_micros((i as u64 * 7919) % 3000));
-            let run = k.run(&data, 1).unwrap();
-            assert_eq!(run.verdict, 0, "packet {i} forwarded up the local stack");
-            check_rewrite(&data, &run.frame);
-            let s = k.streams().get(PORT).unwrap();
-            let first = *first_ns.get_or_insert(s.last_ns);
-            let arrived = base + Duration::from_nanos(s.last_ns - first);
-            let h = RtpHeader::parse(&data[42..]).unwrap();
-            user.on_packet(&h, data.len() - 42, arrived);
-            assert_eq!(
-                s.counts().snapshot(CLOCK),
-                user.snapshot(),
-                "after packet {i} (ssrc {ssrc}, seq {seq})"
-            );
-        }
-        let s = k.streams().get(PORT).unwrap().counts().snapshot(CLOCK);
-        assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
-        assert!(s.jitter_seconds > 0.0, "{s:?}");
     }
 }

@@ -3,8 +3,8 @@
 //! kernel's version and the process's capabilities, bpffs, and the clocks the
 //! program compares against.
 
+use super::Options;
 use super::table::Route;
-use crate::config::Config;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
 /// TCX (the multi-program TC attachment the links are pinned as) came with 6.6.
@@ -15,15 +15,14 @@ const CAP_BPF: u32 = 39;
 
 /// The interfaces to attach to: `fast_path_interfaces`, or those carrying
 /// `bind_address` (`lo` for loopback, every IPv4 interface for 0.0.0.0).
-pub fn interfaces(config: &Config) -> Result<Vec<String>, String> {
-    let d = &config.data;
-    if !d.fast_path_interfaces.is_empty() {
-        for name in &d.fast_path_interfaces {
+pub fn interfaces(options: &Options) -> Result<Vec<String>, String> {
+    if !options.interfaces.is_empty() {
+        for name in &options.interfaces {
             ifindex(name).map_err(|e| format!("data.fast_path_interfaces: {e}"))?;
         }
-        return Ok(d.fast_path_interfaces.clone());
+        return Ok(options.interfaces.clone());
     }
-    let bind = match d.bind_address {
+    let bind = match options.bind_address {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => {
             return Err("the fast path forwards IPv4 only and bind_address is IPv6".into());

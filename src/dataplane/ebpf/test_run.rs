@@ -1,0 +1,270 @@
+//! The program loaded but attached nowhere, run on crafted frames with
+//! `BPF_PROG_TEST_RUN`: what the statistics parity test and the fast-path
+//! benchmark use, with the frame builder and checksums they check rewrites by.
+
+use super::table::Rule;
+use super::{Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_pinned, remove_pins, unavailable};
+use aya::maps::{Array, MapData};
+use aya::programs::SchedClassifier;
+use std::path::{Path, PathBuf};
+
+/// The program loaded but attached nowhere, its maps pinned in a directory of
+/// its own (removed on drop): for tests and benchmarks that run it on crafted
+/// frames with `BPF_PROG_TEST_RUN`.
+pub struct Detached {
+    ebpf: aya::Ebpf,
+    rules: Array<MapData, Rule>,
+    streams: Streams,
+    dir: PathBuf,
+}
+
+impl Detached {
+    /// Loads the program; `name` names the pin directory under [`PIN_ROOT`].
+    pub fn load(name: &str) -> Result<Detached, String> {
+        if let Some(why) = unavailable() {
+            return Err(why);
+        }
+        let dir = Path::new(PIN_ROOT).join(name);
+        let Loaded {
+            ebpf,
+            rules,
+            streams,
+        } = load_pinned(&dir)?;
+        Ok(Detached {
+            ebpf,
+            rules,
+            streams,
+            dir,
+        })
+    }
+
+    /// Sets `port`'s rule.
+    pub fn set_rule(&mut self, port: u16, rule: Rule) -> Result<(), String> {
+        self.rules
+            .set(u32::from(port), rule, 0)
+            .map_err(|e| chain(&e))
+    }
+
+    /// The stream map.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Runs the program `repeat` times on `frame` (an Ethernet frame; the
+    /// kernel keeps its rewrites between repeats): its verdict, the kernel's
+    /// mean time per run, and the frame as the program left it.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<Run, String> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or("no rtp_relay_ingress program")?
+            .try_into()
+            .map_err(|e| chain(&e))?;
+        let mut out = vec![0u8; frame.len() + 64];
+        let run = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| chain(&e))?;
+        out.truncate(run.data_size_out as usize);
+        Ok(Run {
+            verdict: run.return_value,
+            per_run: run.duration,
+            frame: out,
+        })
+    }
+}
+
+/// What [`Detached::run`] returns.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The program's return value (`TC_ACT_*`).
+    pub verdict: u32,
+    /// The kernel's mean time per run.
+    pub per_run: std::time::Duration,
+    /// The frame after the program.
+    pub frame: Vec<u8>,
+}
+
+/// The Internet checksum (RFC 1071) of `chunks` concatenated, each of even
+/// length but the last.
+pub fn internet_checksum<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> u16 {
+    let mut sum = 0u32;
+    for chunk in chunks {
+        for pair in chunk.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        remove_pins(&self.dir);
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame carrying an RTP packet of `payload` bytes
+/// (for [`Detached::run`]).
+pub fn rtp_frame(
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    payload: usize,
+) -> Vec<u8> {
+    let rtp_len = 12 + payload;
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&from.ip().octets());
+    f.extend_from_slice(&to.ip().octets());
+    f.extend_from_slice(&from.port().to_be_bytes());
+    f.extend_from_slice(&to.port().to_be_bytes());
+    f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x80, 96]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ts.to_be_bytes());
+    f.extend_from_slice(&ssrc.to_be_bytes());
+    f.resize(14 + 20 + 8 + rtp_len, 0xa5);
+    // Both checksums set, as a NIC that verifies none would deliver it.
+    let ip = internet_checksum([&f[14..34]]);
+    f[24..26].copy_from_slice(&ip.to_be_bytes());
+    let udp = udp_checksum(&f);
+    f[40..42].copy_from_slice(&udp.to_be_bytes());
+    f
+}
+
+/// The UDP checksum of an Ethernet + IPv4 (no options) + UDP frame.
+pub fn udp_checksum(frame: &[u8]) -> u16 {
+    let udp = &frame[34..];
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&frame[26..34]);
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    let header = [&udp[..6], &[0, 0][..]].concat();
+    match internet_checksum([&pseudo[..], &header, &udp[8..]]) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The kernel's statistics against the userspace module's, packet by
+    //! packet: crafted sequences run through the loaded program with
+    //! `BPF_PROG_TEST_RUN` (no interface is attached), each packet's kernel
+    //! arrival time fed to [`RtpStream`] as its arrival instant.
+
+    use super::*;
+    use crate::packet::rtp::RtpHeader;
+    use crate::stats::rtp::RtpStream;
+    use std::time::{Duration, Instant};
+
+    const PORT: u16 = 61000;
+    const CLOCK: u32 = 90_000;
+
+    fn load() -> Option<Detached> {
+        if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
+            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
+            return None;
+        }
+        let name = format!("unit-test-{}", std::process::id());
+        Some(Detached::load(&name).unwrap_or_else(|why| {
+            panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test")
+        }))
+    }
+
+    fn frame(ssrc: u32, seq: u16, ts: u32, payload: usize) -> Vec<u8> {
+        rtp_frame(
+            "127.0.0.2:5004".parse().unwrap(),
+            std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT),
+            ssrc,
+            seq,
+            ts,
+            payload,
+        )
+    }
+
+    /// (ssrc, seq) in arrival order: wraparound, a loss burst, reordering
+    /// inside and beyond MAX_MISORDER, duplicates, a restarted sequence and a
+    /// new SSRC (a restarted encoder).
+    fn sequence() -> Vec<(u32, u16)> {
+        let mut s: Vec<(u32, u16)> = (65500..=65535).chain(0..40).map(|q| (1, q)).collect();
+        s.extend((70..90).map(|q| (1, q))); // 30 lost
+        s.extend([(1, 92), (1, 91), (1, 94), (1, 93), (1, 95)]); // reordered
+        s.extend([(1, 95), (1, 93), (1, 60)]); // duplicates; 60 is lost and late
+        s.extend((96..150).map(|q| (1, q)));
+        s.push((1, 149u16.wrapping_sub(400))); // far behind, beyond MAX_MISORDER
+        s.extend([(1, 20_000), (1, 20_001)]); // a jump, confirmed: restart
+        s.extend((20_002..20_050).map(|q| (1, q)));
+        s.extend((500..560).map(|q| (2, q))); // a new SSRC
+        s
+    }
+
+    /// Sent on as the relay's socket would send it (127.0.0.1:PORT →
+    /// 127.0.0.1:40000), payload untouched, both checksums right.
+    fn check_rewrite(sent: &[u8], out: &[u8]) {
+        assert_eq!(out.len(), sent.len());
+        assert_eq!(out[26..34], [127, 0, 0, 1, 127, 0, 0, 1], "addresses");
+        assert_eq!(out[34..36], PORT.to_be_bytes(), "source port");
+        assert_eq!(out[36..38], 40000u16.to_be_bytes(), "destination port");
+        assert_eq!(out[42..], sent[42..], "payload");
+        assert_eq!(internet_checksum([&out[14..34]]), 0, "IP header checksum");
+        assert_eq!(out[40..42], udp_checksum(out).to_be_bytes(), "UDP checksum");
+    }
+
+    #[test]
+    fn kernel_statistics_equal_the_userspace_module() {
+        let Some(mut k) = load() else { return };
+        let mut rule = Rule::default();
+        rule.active = 1;
+        rule.generation = 1;
+        rule.dest_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        rule.src_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        rule.loopback_ifindex = super::super::route::ifindex("lo").unwrap();
+        rule.max_packet_size = 1500;
+        rule.clock_rate = CLOCK;
+        rule.dest_port = 40000;
+        rule.policy = 2;
+        rule.window_end_ns = u64::MAX;
+        k.set_rule(PORT, rule).unwrap();
+        let mut user = RtpStream::new(CLOCK);
+        let base = Instant::now();
+        let mut first_ns = None;
+        for (i, (ssrc, seq)) in sequence().into_iter().enumerate() {
+            // Sender clock: 20 ms a packet; arrivals jittered by real sleeps.
+            let ts = (i as u32).wrapping_mul(1800);
+            let payload = 100 + i % 50;
+            let data = frame(ssrc, seq, ts, payload);
+            std::thread::sleep(Duration::from_micros((i as u64 * 7919) % 3000));
+            let run = k.run(&data, 1).unwrap();
+            assert_eq!(run.verdict, 0, "packet {i} forwarded up the local stack");
+            check_rewrite(&data, &run.frame);
+            let s = k.streams().get(PORT).unwrap();
+            let first = *first_ns.get_or_insert(s.last_ns);
+            let arrived = base + Duration::from_nanos(s.last_ns - first);
+            let h = RtpHeader::parse(&data[42..]).unwrap();
+            user.on_packet(&h, data.len() - 42, arrived);
+            assert_eq!(
+                s.counts().snapshot(CLOCK),
+                user.snapshot(),
+                "after packet {i} (ssrc {ssrc}, seq {seq})"
+            );
+        }
+        let s = k.streams().get(PORT).unwrap().counts().snapshot(CLOCK);
+        assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
+        assert!(s.jitter_seconds > 0.0, "{s:?}");
+    }
+}
