@@ -1,13 +1,13 @@
 //! The per-packet path of the data plane, without the system calls: check the
 //! header, apply the source policy, update the RFC 3550 statistics, publish the
-//! counters and choose the destination (`Port::on_datagram`), plus counting the
+//! counters and choose the destination (`Forwarder::on_datagram`), plus counting the
 //! send. Baseline in the same run: the RTP header check alone.
 //!
 //! `cargo bench --bench port`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rtp_relay::dataplane::counters::PortCounters;
-use rtp_relay::dataplane::port::{Port, Verdict};
+use rtp_relay::dataplane::forwarder::{Forwarder, Verdict};
 use rtp_relay::dataplane::rule::PortRule;
 use rtp_relay::group::{GroupId, Plane, Role};
 use rtp_relay::packet::rtp::RtpHeader;
@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-fn port(plane: Plane) -> Port {
+fn port(plane: Plane) -> Forwarder {
     let rule = PortRule {
         group: GroupId::try_from(14).unwrap(),
         port: 65416,
@@ -28,7 +28,7 @@ fn port(plane: Plane) -> Port {
         source: Some("127.0.0.1".parse().unwrap()),
         max_packet_size: 4096,
     };
-    Port::new(
+    Forwarder::new(
         rule,
         90_000,
         Arc::new(PortCounters::default()),

@@ -121,7 +121,7 @@ pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {
     let text = shared
-        .metrics
+        .exporter
         .render(&shared.published(), &Now::read())
         .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())

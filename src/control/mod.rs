@@ -1,17 +1,16 @@
 //! The control plane: one HTTP listener for the reservations API, `/metrics`,
-//! `/healthz` and `/readyz` (see `docs/`), over the [`coordinator`] that keeps
+//! `/healthz` and `/readyz` (the README's "The API"), over the [`coordinator`] that keeps
 //! the schedule, the journal and the data plane consistent.
 //!
 //! - [`coordinator`]: the one writer, under a lock;
 //! - [`published`]: what every reader uses instead, swapped in after each change;
 //! - `api`, [`view`], [`error`]: the routes, their JSON, their errors;
-//! - [`metrics`], [`exporter`]: the Prometheus exposition.
+//! - [`exporter`]: the Prometheus exposition.
 
 mod api;
 pub mod coordinator;
 pub mod error;
 pub mod exporter;
-pub mod metrics;
 pub mod published;
 pub mod view;
 
@@ -35,18 +34,22 @@ pub struct Shared {
     pub reader: Reader,
     /// Bearer token for mutating routes, if configured (replaced on reload).
     pub token: RwLock<Option<String>>,
-    /// The exporter.
-    pub metrics: metrics::Metrics,
+    /// The Prometheus exporter.
+    pub exporter: exporter::Exporter,
 }
 
 impl Shared {
     /// Shares `coordinator` with the handlers.
-    pub fn new(coordinator: Coordinator, token: Option<String>, metrics: metrics::Metrics) -> Self {
+    pub fn new(
+        coordinator: Coordinator,
+        token: Option<String>,
+        exporter: exporter::Exporter,
+    ) -> Self {
         Shared {
             reader: coordinator.reader(),
             coordinator: Mutex::new(coordinator),
             token: RwLock::new(token),
-            metrics,
+            exporter,
         }
     }
 
@@ -96,7 +99,7 @@ async fn count_requests(State(shared): State<Arc<Shared>>, req: Request, next: N
         .to_owned();
     let response = next.run(req).await;
     shared
-        .metrics
+        .exporter
         .count_request(&method, &route, response.status().as_u16());
     response
 }

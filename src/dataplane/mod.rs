@@ -1,8 +1,9 @@
-//! The data plane (SPEC §3): bound group sockets, forwarding, per-stream
-//! measurement.
+//! The data plane: bound group sockets, forwarding, per-stream measurement
+//! (the README's "Forwarding").
 //!
 //! - [`rule`]: the forwarding table's rows (plain data);
-//! - [`port`]: one port's forwarding decision and accounting (sans-IO);
+//! - [`forwarder`]: one bound socket's forwarding decision and accounting
+//!   (sans-IO);
 //! - [`counters`]: what readers see, written by one worker each;
 //! - `worker`: the I/O — batched `recvmmsg`/`sendmmsg` ([`crate::udp`]) on
 //!   epoll threads;
@@ -13,11 +14,12 @@
 //! closes. Binding is idempotent: it binds the ports not yet bound and reports
 //! the ones that failed, so a degraded group is completed by binding it again.
 //! With the fast path on, every bound media port's rule is mirrored into the
-//! kernel, and readers see the sum of both backends' counters.
+//! kernel, and readers see the sum of both backends' counters through
+//! [`BoundPorts`], a copy handed out after every change.
 
 pub mod counters;
 pub mod ebpf;
-pub mod port;
+pub mod forwarder;
 pub mod rule;
 mod worker;
 
@@ -27,7 +29,7 @@ use crate::reservation::schedule::PortFailure;
 use crate::stats::watch::Sample;
 use counters::{PortCounters, PortSnapshot};
 use ebpf::{FastPath, KernelPort};
-use port::Port;
+use forwarder::Forwarder;
 use rule::{GroupPlan, PortRule};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -278,7 +280,7 @@ impl DataPlane {
     ) -> BoundPort {
         let clock_rate = self.bound.clock_rate(rule.role);
         let counters = Arc::new(PortCounters::default());
-        let port = Port::new(rule, clock_rate, counters.clone(), self.bound.epoch);
+        let port = Forwarder::new(rule, clock_rate, counters.clone(), self.bound.epoch);
         let kernel = self.install(plan, &rule, false, now);
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();

@@ -1,11 +1,11 @@
 //! A data-plane worker: one thread, one epoll instance, the sockets assigned to
-//! it. For each readable socket it receives a batch, lets each [`Port`] decide,
+//! it. For each readable socket it receives a batch, lets each [`Forwarder`] decide,
 //! and sends the forwards back out of the same socket in one batch. Commands
 //! from the control plane (add, update, remove a port) arrive over a channel
 //! with a waker; nothing on the packet path locks or allocates.
 
 use super::ebpf::KernelPort;
-use super::port::{Port, Verdict};
+use super::forwarder::{Forwarder, Verdict};
 use super::rule::PortRule;
 use crate::udp::{BATCH, Batch};
 use mio::net::UdpSocket;
@@ -27,7 +27,7 @@ const FAIR_SHARE: usize = 8;
 /// What the control plane asks of a worker.
 pub enum Command {
     /// Start forwarding on this socket (also on the fast path, if given).
-    Add(std::net::UdpSocket, Box<Port>, Option<KernelPort>),
+    Add(std::net::UdpSocket, Box<Forwarder>, Option<KernelPort>),
     /// Replace a port's rule; `relatch` forgets its latched appliance.
     Update(PortRule, bool, Option<KernelPort>),
     /// Close these ports; the sender is answered once they are closed.
@@ -79,7 +79,7 @@ impl Drop for WorkerHandle {
 struct Worker {
     poll: Poll,
     commands: Receiver<Command>,
-    ports: Slab<(UdpSocket, Port, Option<KernelPort>)>,
+    ports: Slab<(UdpSocket, Forwarder, Option<KernelPort>)>,
     by_port: HashMap<u16, usize>,
     batch: Batch,
     /// Sockets left readable after their fair share (edge-triggered: no new event).

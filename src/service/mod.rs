@@ -13,7 +13,7 @@ pub mod stream_watch;
 use crate::clock::Now;
 use crate::config::Config;
 use crate::control::coordinator::Coordinator;
-use crate::control::{self, Shared, metrics::Metrics};
+use crate::control::{self, Shared, exporter::Exporter};
 use crate::dataplane::{self, DataPlane};
 use crate::logging::{self, LogHandle};
 use crate::store::Store;
@@ -97,7 +97,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     let shared = Arc::new(Shared::new(
         coordinator,
         config.control.token.clone(),
-        Metrics::new(path, &interfaces),
+        Exporter::new(path, &interfaces),
     ));
     let (trigger, stop) = shutdown::channel();
     let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));

@@ -1,6 +1,6 @@
-//! One bound port's forwarding decision and accounting (SPEC §3), sans-IO:
+//! One bound socket's forwarding decision and accounting, sans-IO:
 //! a datagram, its sender and the arrival time in; where to send it (or why
-//! not) out. The worker owns one [`Port`] per socket; nothing here locks,
+//! not) out. The worker owns one [`Forwarder`] per socket; nothing here locks,
 //! allocates or looks anything up.
 
 use super::counters::{DropReason, PortCounters};
@@ -35,7 +35,7 @@ pub enum Direction {
 
 /// A port's state: its rule, latched appliance, and statistics.
 #[derive(Debug)]
-pub struct Port {
+pub struct Forwarder {
     rule: PortRule,
     latched: Option<SocketAddr>,
     media: RtpStream,
@@ -44,7 +44,7 @@ pub struct Port {
     epoch: Instant,
 }
 
-impl Port {
+impl Forwarder {
     /// A port with nothing latched. `epoch` is the data plane's time origin for
     /// published arrival times; `clock_rate` the media clock for jitter.
     pub fn new(
@@ -53,7 +53,7 @@ impl Port {
         counters: Arc<PortCounters>,
         epoch: Instant,
     ) -> Self {
-        Port {
+        Forwarder {
             rule,
             latched: None,
             media: RtpStream::new(clock_rate),
@@ -231,7 +231,7 @@ mod tests {
     const APPLIANCE: &str = "192.0.2.10:5004";
     const WOWZA: &str = "198.51.100.5:49032";
 
-    fn port(plane: Plane, policy: SourcePolicy) -> Port {
+    fn port(plane: Plane, policy: SourcePolicy) -> Forwarder {
         let rule = PortRule {
             group: GroupId::try_from(14).unwrap(),
             port: 65416,
@@ -242,7 +242,7 @@ mod tests {
             source: Some("192.0.2.10".parse().unwrap()),
             max_packet_size: 200,
         };
-        Port::new(rule, 48_000, Arc::default(), Instant::now())
+        Forwarder::new(rule, 48_000, Arc::default(), Instant::now())
     }
 
     fn rtp(seq: u16) -> Vec<u8> {
@@ -259,7 +259,7 @@ mod tests {
         p
     }
 
-    fn send(p: &mut Port, from: &str, data: &[u8]) -> Verdict {
+    fn send(p: &mut Forwarder, from: &str, data: &[u8]) -> Verdict {
         p.on_datagram(from.parse().unwrap(), data, data.len(), Instant::now())
     }
 

@@ -1,5 +1,9 @@
-//! The Prometheus exporter of the control plane. Gauges are refreshed from the
-//! relay's state when `/metrics` is scraped, never on the data path.
+//! The Prometheus exporter: the control plane's own series (requests,
+//! reservations, bound sockets, group and data-path info, `process_*`) in a
+//! registry, refreshed from the published copy at scrape time, followed by
+//! the per-stream series of [`streams`]. Nothing is counted on the data path.
+
+pub mod streams;
 
 use super::published::Published;
 use crate::clock::Now;
@@ -7,7 +11,7 @@ use crate::reservation::schedule::State;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The registry and the series the control plane owns.
-pub struct Metrics {
+pub struct Exporter {
     registry: Registry,
     requests: IntCounterVec,
     reservations: IntGaugeVec,
@@ -15,7 +19,7 @@ pub struct Metrics {
     group_info: IntGaugeVec,
 }
 
-impl Metrics {
+impl Exporter {
     /// Registers every series (and the `process_*` collector); `path` and
     /// `interfaces` label `rtp_relay_data_path_info`.
     pub fn new(path: &str, interfaces: &str) -> Self {
@@ -68,7 +72,7 @@ impl Metrics {
             registry.register(c).expect("unique metric names");
         }
         data_path.with_label_values(&[path, interfaces]).set(1);
-        Metrics {
+        Exporter {
             registry,
             requests,
             reservations,
@@ -122,12 +126,12 @@ impl Metrics {
             .map_err(|e| format!("cannot encode the metrics: {e}"))?;
         let mut text =
             String::from_utf8(out).map_err(|e| format!("the metrics are not UTF-8: {e}"))?;
-        super::exporter::write_stream_families(published.bound(), now, &mut text);
+        streams::write_stream_families(published.bound(), now, &mut text);
         Ok(text)
     }
 }
 
-impl Default for Metrics {
+impl Default for Exporter {
     /// The userspace data path.
     fn default() -> Self {
         Self::new("userspace", "")
