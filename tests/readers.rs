@@ -12,19 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}); RTP_RELAY_SKIP_ROOT=1 skips this test")
-        });
-    assert!(
-        out.status.success(),
-        "{program} {}: {} (this test needs root; RTP_RELAY_SKIP_ROOT=1 skips it)",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    root_command(program, args, "RTP_RELAY_SKIP_ROOT")
 }
 
 /// A small ext4 on a loop device mounted at `at`; thawed, unmounted and

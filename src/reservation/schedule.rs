@@ -849,20 +849,22 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn handover_on_one_group_frees_before_binding() {
+    /// "a" (T0, 60 min, bound) and "b" (T0 + 105 min) on group 5: with the
+    /// default lead and trail, b's window opens as a's closes.
+    fn back_to_back_on_group_5() -> Schedule {
         let mut s = schedule(2048);
         let now = T0 - Duration::days(1);
         admit(&mut s, at("a", T0, 60), Some(5), now).unwrap();
-        admit(
-            &mut s,
-            at("b", T0 + Duration::minutes(105), 60),
-            Some(5),
-            now,
-        )
-        .unwrap();
+        let b = at("b", T0 + Duration::minutes(105), 60);
+        admit(&mut s, b, Some(5), now).unwrap();
         s.poll(T0);
         s.bound("a", vec![], T0);
+        s
+    }
+
+    #[test]
+    fn handover_on_one_group_frees_before_binding() {
+        let mut s = back_to_back_on_group_5();
         let handover = T0 + Duration::minutes(75);
         assert_eq!(
             s.poll(handover),
@@ -881,18 +883,7 @@ mod tests {
 
     #[test]
     fn a_longer_lead_after_reload_never_binds_one_group_twice() {
-        let mut s = schedule(2048);
-        let now = T0 - Duration::days(1);
-        admit(&mut s, at("a", T0, 60), Some(5), now).unwrap();
-        admit(
-            &mut s,
-            at("b", T0 + Duration::minutes(105), 60),
-            Some(5),
-            now,
-        )
-        .unwrap();
-        s.poll(T0);
-        s.bound("a", vec![], T0);
+        let mut s = back_to_back_on_group_5();
         let timing = Timing {
             lead: Duration::hours(1),
             trail: Duration::minutes(15),

@@ -41,6 +41,24 @@ pub fn port_taken(port: u16) -> bool {
     UdpSocket::bind(("127.0.0.1", port)).is_err()
 }
 
+/// Runs a command that needs root (`ip`, `losetup`, `mount`, …) and returns
+/// its output; panics with its error and the variable that skips such tests.
+pub fn root_command(program: &str, args: &[&str], skip_variable: &str) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); {skip_variable}=1 skips this test")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {}: {} (this test needs root; {skip_variable}=1 skips it)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Polls `f` every 50 ms until it is true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;

@@ -33,15 +33,7 @@ pub fn skip_netns() -> bool {
 
 /// Runs `ip args`; panics with its error (and how to skip) when it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run ip ({e}): install iproute2, or set RTP_RELAY_SKIP_NETNS=1 to skip")
-    });
-    assert!(
-        out.status.success(),
-        "ip {}: {} (the network-namespace tests need root; RTP_RELAY_SKIP_NETNS=1 skips them)",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    super::root_command("ip", args, "RTP_RELAY_SKIP_NETNS");
 }
 
 /// `[wowza]` keys sending group `g` to `address`, port `base(g)`.
