@@ -498,7 +498,11 @@ impl Config {
     /// What the kernel fast path takes from this configuration.
     pub fn fast_path_options(&self) -> crate::dataplane::ebpf::Options {
         crate::dataplane::ebpf::Options {
-            mode: self.data.fast_path,
+            mode: match self.data.fast_path {
+                FastPath::Auto => crate::dataplane::ebpf::Mode::Auto,
+                FastPath::Ebpf => crate::dataplane::ebpf::Mode::Ebpf,
+                FastPath::Off => crate::dataplane::ebpf::Mode::Off,
+            },
             interfaces: self.data.fast_path_interfaces.clone(),
             bind_address: self.data.bind_address,
             state_path: self.state.path.clone(),

@@ -51,21 +51,6 @@ pub enum Created {
     Existing,
 }
 
-/// What the data plane forwards for an entry: its effective destination and
-/// policy under `rules`.
-pub fn plan(rules: &Rules, e: &Entry) -> GroupPlan {
-    let r = &e.reservation;
-    GroupPlan {
-        group: e.group,
-        layout: r.layout,
-        destination: r.destination(rules, e.group),
-        policy: r.policy(rules),
-        source: r.source,
-        owner: crate::dataplane::ebpf::owner(&r.event_id),
-        closes_at: e.window.close,
-    }
-}
-
 /// Reservations, their journal and their sockets.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -160,7 +145,7 @@ impl Coordinator {
             .entries()
             .filter(|e| !matches!(e.binding, Binding::Waiting))
             .filter(|e| only.is_none_or(|id| id == e.reservation.event_id))
-            .map(|e| plan(&self.rules, e))
+            .map(|e| GroupPlan::of(e, &self.rules))
             .collect();
         for plan in plans {
             self.dataplane.update(&plan, relatch, now);
@@ -311,7 +296,7 @@ impl Coordinator {
                     return;
                 };
                 let retry = matches!(entry.binding, Binding::Degraded { .. });
-                let plan = plan(&self.rules, entry);
+                let plan = GroupPlan::of(entry, &self.rules);
                 let failures = self.dataplane.bind(&plan, now);
                 if failures.is_empty() {
                     info!(event_id, group = %group, sockets = self.dataplane.bound().bound_sockets(), "group bound");

@@ -5,7 +5,6 @@
 //! change. A create waiting on a slow `fsync` or a bind holds the lock, never
 //! a reader.
 
-use super::coordinator::plan;
 use crate::dataplane::BoundPorts;
 use crate::dataplane::rule::GroupPlan;
 use crate::group::GroupId;
@@ -49,7 +48,7 @@ impl Published {
     /// What the data plane forwards for an entry: its effective destination
     /// and policy under the rules in force.
     pub fn plan(&self, e: &Entry) -> GroupPlan {
-        plan(&self.rules, e)
+        GroupPlan::of(e, &self.rules)
     }
 
     /// The request rules in force.

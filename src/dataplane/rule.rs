@@ -3,7 +3,8 @@
 //! same thing.
 
 use crate::group::{GroupId, Layout, Plane, Role};
-use crate::reservation::{Destination, SourcePolicy};
+use crate::reservation::schedule::Entry;
+use crate::reservation::{Destination, Rules, SourcePolicy};
 use std::net::{IpAddr, SocketAddr};
 use time::OffsetDateTime;
 
@@ -20,11 +21,18 @@ pub struct GroupPlan {
     pub policy: SourcePolicy,
     /// The appliance's IP (strict).
     pub source: Option<IpAddr>,
-    /// Tags the reservation holding the group (see [`crate::dataplane::ebpf::owner`]).
+    /// Tags the reservation holding the group (see [`owner`]).
     pub owner: u32,
     /// When the window closes: past it the kernel forwards nothing, whether
     /// or not the relay still runs.
     pub closes_at: OffsetDateTime,
+}
+
+/// The owner tag of a reservation's rules: a port that changes hands gets a
+/// new stream generation (in the kernel fast path) even if its forwarding
+/// stays the same.
+pub fn owner(event_id: &str) -> u32 {
+    crc32fast::hash(event_id.as_bytes())
 }
 
 /// One bound port's forwarding rule.
@@ -79,6 +87,21 @@ impl PortRule {
 }
 
 impl GroupPlan {
+    /// What the data plane forwards for a reservation: its effective
+    /// destination and policy under `rules`.
+    pub fn of(e: &Entry, rules: &Rules) -> GroupPlan {
+        let r = &e.reservation;
+        GroupPlan {
+            group: e.group,
+            layout: r.layout,
+            destination: r.destination(rules, e.group),
+            policy: r.policy(rules),
+            source: r.source,
+            owner: owner(&r.event_id),
+            closes_at: e.window.close,
+        }
+    }
+
     /// The rules of every port the layout uses.
     pub fn rules(&self, max_packet_size: usize) -> impl Iterator<Item = PortRule> + '_ {
         self.layout.pairs().flat_map(move |(pair, role)| {

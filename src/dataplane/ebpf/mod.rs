@@ -19,7 +19,6 @@ pub mod route;
 pub mod table;
 pub mod test_run;
 
-use crate::config::FastPath as Mode;
 use crate::dataplane::rule::PortRule;
 use aya::maps::{Array, Map, MapData};
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
@@ -65,10 +64,15 @@ pub fn pin_dir(state_path: &Path) -> PathBuf {
     Path::new(PIN_ROOT).join(name)
 }
 
-/// The owner tag of a reservation's rules: a port that changes hands gets a
-/// new stream generation even if its forwarding stays the same.
-pub fn owner(event_id: &str) -> u32 {
-    crc32fast::hash(event_id.as_bytes())
+/// Whether the fast path runs (`[data] fast_path`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// eBPF when the kernel and privileges allow, else userspace.
+    Auto,
+    /// eBPF or refuse to start.
+    Ebpf,
+    /// Userspace only.
+    Off,
 }
 
 /// What the fast path takes from the configuration (`[data]` and `[state]`).
@@ -111,7 +115,10 @@ pub fn plan(options: &Options) -> String {
     if mode == Mode::Off {
         return "userspace (fast_path = \"off\")".into();
     }
-    let attach = unavailable().map_or_else(|| route::interfaces(options), Err);
+    let attach = unavailable().map_or_else(
+        || route::interfaces(&options.interfaces, options.bind_address),
+        Err,
+    );
     match (attach, mode) {
         (Ok(names), _) => format!("eBPF at TCX ingress of {}", names.join(", ")),
         (Err(why), Mode::Ebpf) => {
@@ -206,7 +213,7 @@ impl FastPath {
         if let Some(why) = unavailable() {
             return Err(why);
         }
-        let interfaces = route::interfaces(options)?;
+        let interfaces = route::interfaces(&options.interfaces, options.bind_address)?;
         let loopback_ifindex = route::ifindex("lo")?;
         let dir = pin_dir(&options.state_path);
         let Loaded {

@@ -3,7 +3,6 @@
 //! kernel's version and the process's capabilities, bpffs, and the clocks the
 //! program compares against.
 
-use super::Options;
 use super::table::Route;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
@@ -15,14 +14,14 @@ const CAP_BPF: u32 = 39;
 
 /// The interfaces to attach to: `fast_path_interfaces`, or those carrying
 /// `bind_address` (`lo` for loopback, every IPv4 interface for 0.0.0.0).
-pub fn interfaces(options: &Options) -> Result<Vec<String>, String> {
-    if !options.interfaces.is_empty() {
-        for name in &options.interfaces {
+pub fn interfaces(configured: &[String], bind_address: IpAddr) -> Result<Vec<String>, String> {
+    if !configured.is_empty() {
+        for name in configured {
             ifindex(name).map_err(|e| format!("data.fast_path_interfaces: {e}"))?;
         }
-        return Ok(options.interfaces.clone());
+        return Ok(configured.to_vec());
     }
-    let bind = match options.bind_address {
+    let bind = match bind_address {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => {
             return Err("the fast path forwards IPv4 only and bind_address is IPv6".into());

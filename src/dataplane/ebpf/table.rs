@@ -40,7 +40,7 @@ pub struct Rule {
     pub plane: u8,
     /// 0: strict, 1: latch, 2: any.
     pub policy: u8,
-    /// The reservation holding the port ([`super::owner`] of its event id).
+    /// The reservation holding the port ([`crate::dataplane::rule::owner`] of its event id).
     pub owner: u32,
     /// 1: a local destination may be reached from other interfaces (see
     /// [`Route::local_ok`]); else only packets arriving on lo go kernel-side.
