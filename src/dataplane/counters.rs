@@ -98,13 +98,10 @@ pub struct PortCounters {
 /// every packet; readers derive the figures with [`RtpCounts::snapshot`].
 #[derive(Debug, Default)]
 pub struct MediaCounters {
-    /// SSRC + 1 (0: none yet).
-    ssrc: Counter,
-    payload_type: Counter,
-    /// 1: the source passed probation.
-    valid: Counter,
-    extended_max: Counter,
-    base_seq: Counter,
+    /// present << 41 | valid << 40 | payload type << 32 | SSRC (0: no source).
+    source: Counter,
+    /// Extended highest sequence << 32 | base sequence.
+    sequence: Counter,
     received: Counter,
     prior_expected: Counter,
     prior_received: Counter,
@@ -121,14 +118,16 @@ pub struct MediaCounters {
 }
 
 impl MediaCounters {
-    /// Publishes the state (only the owning worker calls this).
+    /// Publishes the state (only the owning worker calls this, per packet:
+    /// the identity and sequence fields go packed, two stores instead of five).
     #[inline]
     pub fn store(&self, c: &RtpCounts) {
-        self.ssrc.set(c.ssrc.map_or(0, |v| u64::from(v) + 1));
-        self.payload_type.set(u64::from(c.payload_type));
-        self.valid.set(u64::from(c.valid));
-        self.extended_max.set(u64::from(c.extended_max));
-        self.base_seq.set(u64::from(c.base_seq));
+        let source = c.ssrc.map_or(0, |ssrc| {
+            1 << 41 | u64::from(c.valid) << 40 | u64::from(c.payload_type) << 32 | u64::from(ssrc)
+        });
+        self.source.set(source);
+        self.sequence
+            .set(u64::from(c.extended_max) << 32 | u64::from(c.base_seq));
         self.received.set(c.received);
         self.prior_expected.set(c.prior_expected);
         self.prior_received.set(c.prior_received);
@@ -142,12 +141,14 @@ impl MediaCounters {
 
     /// Reads the state back.
     pub fn load(&self) -> RtpCounts {
+        let source = self.source.get();
+        let sequence = self.sequence.get();
         RtpCounts {
-            ssrc: self.ssrc.get().checked_sub(1).map(|v| v as u32),
-            payload_type: self.payload_type.get() as u8,
-            valid: self.valid.get() != 0,
-            extended_max: self.extended_max.get() as u32,
-            base_seq: self.base_seq.get() as u32,
+            ssrc: (source >> 41 != 0).then_some(source as u32),
+            payload_type: (source >> 32) as u8,
+            valid: source >> 40 & 1 != 0,
+            extended_max: (sequence >> 32) as u32,
+            base_seq: sequence as u32,
             received: self.received.get(),
             prior_expected: self.prior_expected.get(),
             prior_received: self.prior_received.get(),
@@ -340,6 +341,46 @@ impl PortCounters {
                 wowza_jitter_ms: report
                     .map(|r| f64::from(r.2) * 1e3 / f64::from(clock_rate.max(1))),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn media_counters_give_back_what_was_stored(
+            ssrc in proptest::option::of(any::<u32>()),
+            payload_type in 0u8..128,
+            valid: bool,
+            extended_max: u32,
+            base_seq: u32,
+            totals in proptest::array::uniform9(any::<u64>()),
+        ) {
+            let [received, prior_expected, prior_received, packets, bytes, duplicates, reordered, ssrc_changes, jitter_q4] = totals;
+            let c = RtpCounts {
+                ssrc,
+                // Without a source, nothing says which payload type or validity.
+                payload_type: if ssrc.is_some() { payload_type } else { 0 },
+                valid: ssrc.is_some() && valid,
+                extended_max,
+                base_seq,
+                received,
+                prior_expected,
+                prior_received,
+                packets,
+                bytes,
+                duplicates,
+                reordered,
+                ssrc_changes,
+                jitter_q4,
+            };
+            let m = MediaCounters::default();
+            m.store(&c);
+            prop_assert_eq!(m.load(), c);
         }
     }
 }
