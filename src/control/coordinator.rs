@@ -85,7 +85,6 @@ impl Coordinator {
             rules: rules.clone(),
             bound: dataplane.bound().clone(),
             loaded: false,
-            next_wakeup: None,
         }));
         let mut coordinator = Coordinator {
             schedule,
@@ -133,7 +132,6 @@ impl Coordinator {
             rules: self.rules.clone(),
             bound: self.dataplane.bound().clone(),
             loaded: self.loaded,
-            next_wakeup: self.schedule.next_wakeup(),
         }));
     }
 

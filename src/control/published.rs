@@ -22,7 +22,6 @@ pub struct Published {
     pub(super) rules: Arc<Rules>,
     pub(super) bound: BoundPorts,
     pub(super) loaded: bool,
-    pub(super) next_wakeup: Option<OffsetDateTime>,
 }
 
 impl Published {
@@ -73,9 +72,10 @@ impl Published {
         })
     }
 
-    /// When the schedule next has something to do.
+    /// When the schedule next has something to do (a pass over the
+    /// reservations: the scheduler's, not the writer's, time).
     pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
-        self.next_wakeup
+        schedule::next_wakeup(self.entries())
     }
 }
 

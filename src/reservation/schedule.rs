@@ -155,6 +155,24 @@ pub fn occupant<'a>(
     })
 }
 
+/// When [`Schedule::poll`] next has something to do, for a schedule (or a
+/// reader's copy of it) holding `entries`: a window opening or closing, or a
+/// degraded group's retry.
+pub fn next_wakeup<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<OffsetDateTime> {
+    entries
+        .flat_map(|e| {
+            let w = e.window;
+            let retry = match &e.binding {
+                Binding::Degraded { retry_at, .. } => Some(*retry_at),
+                _ => None,
+            };
+            let open = matches!(e.binding, Binding::Waiting).then_some(w.open);
+            [Some(w.close), retry, open]
+        })
+        .flatten()
+        .min()
+}
+
 /// What the I/O shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -521,19 +539,7 @@ impl Schedule {
 
     /// When [`Schedule::poll`] next has something to do.
     pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
-        self.entries
-            .values()
-            .flat_map(|e| {
-                let w = e.window;
-                let retry = match &e.binding {
-                    Binding::Degraded { retry_at, .. } => Some(*retry_at),
-                    _ => None,
-                };
-                let open = matches!(e.binding, Binding::Waiting).then_some(w.open);
-                [Some(w.close), retry, open]
-            })
-            .flatten()
-            .min()
+        next_wakeup(self.entries())
     }
 
     /// Pairs of reservations on one group whose windows overlap.
