@@ -6,8 +6,9 @@
 //!   [`reservation`] (requests, rules, and the [`reservation::schedule`]),
 //!   [`packet`] (RTP/RTCP checks), [`stats`] (RFC 3550 stream statistics and
 //!   the stream watcher);
-//! - data plane: [`dataplane`] (forwarding rules, the per-port decision, counters,
-//!   epoll workers) over [`udp`] (sockets, batched `recvmmsg`/`sendmmsg`,
+//! - data plane: [`dataplane`] (forwarding rules, [`dataplane::forwarder`]: the
+//!   per-socket decision, counters, epoll workers, and the kernel fast path
+//!   [`dataplane::ebpf`]) over [`udp`] (sockets, batched `recvmmsg`/`sendmmsg`,
 //!   shared with the traffic tools);
 //! - control plane: [`control`] (HTTP API, `/metrics`, health), over its
 //!   [`control::coordinator`] (schedule + [`store`] + data plane under one
