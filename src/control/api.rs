@@ -1,19 +1,19 @@
 //! Route handlers. Mutations run on the blocking pool, under the
 //! coordinator's lock: they wait for `fsync`. Reads use the published copy.
 
+use super::body::{parse, read};
 use super::coordinator::{Coordinator, Created};
 use super::error::ApiError;
 use super::published::Published;
-use super::{MAX_BODY_BYTES, Shared, view};
+use super::{Shared, view};
 use crate::clock::Now;
 use crate::group::GroupId;
 use crate::reservation::{Change, Reservation};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response> {
     authorize(&shared, &headers)?;
-    let request: Reservation = parse(read(body).await?)?;
+    let request: Reservation = parse(&read(body).await?)?;
     let id = request.event_id.clone();
     blocking(shared, move |coordinator| {
         let now = Now::read();
@@ -78,7 +78,7 @@ pub async fn change(
     body: Body,
 ) -> Result<Response> {
     authorize(&shared, &headers)?;
-    let change: Change = parse(read(body).await?)?;
+    let change: Change = parse(&read(body).await?)?;
     if change.end.is_none() && change.source.is_none() {
         return Err(ApiError::invalid(
             "nothing to change: give \"end\" and/or \"source\"",
@@ -180,35 +180,6 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
     } else {
         Err(ApiError::unauthorized())
     }
-}
-
-async fn read(body: Body) -> Result<Bytes> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
-}
-
-/// Parses a JSON body; the message names the offending field.
-fn parse<T: DeserializeOwned>(body: Bytes) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let hint = match (inner.classify(), field.as_str()) {
-            (_, "start" | "end") => "; write times as RFC 3339, e.g. 2026-11-24T10:00:00Z",
-            (serde_json::error::Category::Data, _) => "",
-            _ => "; send one JSON object",
-        };
-        let field = if field == "." {
-            String::new()
-        } else {
-            format!("{field}: ")
-        };
-        ApiError::invalid(format!("invalid JSON body: {field}{inner}{hint}"))
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}; send one JSON object")))?;
-    Ok(value)
 }
 
 /// Runs a mutation on the blocking pool, under the coordinator's lock.

@@ -1,4 +1,4 @@
-//! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (SPEC §6).
+//! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (README, "The API").
 
 use super::coordinator;
 use axum::http::{StatusCode, header};
@@ -14,6 +14,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What was wrong and how to fix it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 400 `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)

@@ -4,10 +4,12 @@
 //!
 //! - [`coordinator`]: the one writer, under a lock;
 //! - [`published`]: what every reader uses instead, swapped in after each change;
-//! - `api`, [`view`], [`error`]: the routes, their JSON, their errors;
+//! - `api`, [`body`], [`view`], [`error`]: the routes, what they read, their
+//!   JSON, their errors;
 //! - [`exporter`]: the Prometheus exposition.
 
 mod api;
+pub mod body;
 pub mod coordinator;
 pub mod error;
 pub mod exporter;
@@ -23,8 +25,7 @@ use coordinator::Coordinator;
 use published::{Published, Reader};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use body::MAX_BODY_BYTES;
 
 /// What every handler shares.
 pub struct Shared {
