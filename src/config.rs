@@ -495,6 +495,18 @@ impl Config {
         }
     }
 
+    /// Why this configuration leaves the API open, if it does: `listen` beyond
+    /// loopback without a token lets anyone who reaches it create, change and
+    /// delete reservations (README "The API").
+    pub fn open_api_warning(&self) -> Option<String> {
+        let listen = self.control.listen;
+        (!listen.ip().to_canonical().is_loopback() && self.control.token.is_none()).then(|| {
+            format!(
+                "control.listen {listen} is reachable from other hosts, without a token_file: anyone who reaches it can create, change and delete reservations and choose where media goes; set [control] token_file, or listen on 127.0.0.1"
+            )
+        })
+    }
+
     /// What the kernel fast path takes from this configuration.
     pub fn fast_path_options(&self) -> crate::dataplane::ebpf::Options {
         crate::dataplane::ebpf::Options {

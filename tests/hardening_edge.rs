@@ -5,10 +5,12 @@
 //! would not outlive the process (README "Operating notes").
 
 mod common;
+use common::netns::{Net, skip_netns};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The relay's control address, `host:port`.
 fn control_addr(relay: &Relay) -> String {
@@ -59,4 +61,82 @@ fn arbitrary_methods_add_no_metric_series() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(others, 200.0, "{}", series.join("\n"));
+}
+
+/// The warning `run` and `check-config` give for an API open beyond loopback
+/// without a token.
+const OPEN_API: &str = "without a token_file";
+
+/// `check-config` on `listen`, with a token file or not.
+fn check_config(setup: &Setup, listen: &str, token: bool) -> String {
+    let path = config_listening_on(setup, listen, token);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `setup`'s configuration with the control plane on `listen`, and a
+/// token file when `token`.
+fn config_listening_on(setup: &Setup, listen: &str, token: bool) -> std::path::PathBuf {
+    let path = setup.write_config();
+    let mut text = std::fs::read_to_string(&path).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{listen}\""),
+    );
+    if token {
+        let file = setup.dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        text = text.replace(
+            "[control]\n",
+            &format!("[control]\ntoken_file = \"{}\"\n", file.display()),
+        );
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_warns_of_an_open_api_without_a_token() {
+    let setup = Setup::new();
+    for (listen, token, warned) in [
+        ("0.0.0.0:9870", false, true),
+        ("[::]:9870", false, true),
+        ("0.0.0.0:9870", true, false),
+        ("127.0.0.1:9870", false, false),
+        ("[::1]:9870", false, false),
+    ] {
+        let out = check_config(&setup, listen, token);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("# bearer token:"))
+            .unwrap_or_else(|| panic!("no bearer token line:\n{out}"));
+        assert_eq!(
+            line.contains(OPEN_API) && line.contains("WARNING"),
+            warned,
+            "{listen} token={token}: {line}"
+        );
+    }
+}
+
+#[test]
+fn run_warns_of_an_open_api_without_a_token() {
+    if skip_netns() {
+        return;
+    }
+    // In a namespace of its own: 0.0.0.0 there is that namespace's loopback.
+    let net = Net::new();
+    for (token, warned) in [(false, true), (true, false)] {
+        let path = config_listening_on(&net.setup, "0.0.0.0:0", token);
+        let relay = Relay::start_in(&path, Some(&net.relay_ns()))
+            .unwrap_or_else(|log| panic!("relay did not start:\n{log}"));
+        let log = relay.log();
+        let warning = log
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains(OPEN_API));
+        assert_eq!(warning, warned, "token={token}:\n{log}");
+    }
 }

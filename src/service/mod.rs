@@ -80,6 +80,9 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
                 config.control.listen
             )
         })?;
+    if let Some(warning) = config.open_api_warning() {
+        warn!("{warning}");
+    }
     // After the listener: a relay that cannot serve leaves the kernel alone.
     let (fast, why) = dataplane::ebpf::start(&config.fast_path_options())?;
     let (path, interfaces) = match &fast {

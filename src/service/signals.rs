@@ -57,6 +57,10 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
     for key in keep_restart_only(&running, &mut new) {
         warn!(key, "SIGHUP: this key only takes effect after a restart");
     }
+    // The token can go with a reload while `listen` stays.
+    if let Some(warning) = new.open_api_warning() {
+        warn!("SIGHUP: {warning}");
+    }
 
     *shared
         .token
