@@ -83,6 +83,9 @@ pub struct Data {
     pub fast_path: FastPath,
     /// Interfaces the fast path attaches to; empty = those carrying `bind_address`.
     pub fast_path_interfaces: Vec<String>,
+    /// `fast_path = "ebpf"` starts even when its pins would not outlive the
+    /// process (a bpffs private to the relay's mount namespace).
+    pub fast_path_private_pins: bool,
 }
 
 /// `[data] fast_path`.
@@ -230,6 +233,7 @@ impl Default for Data {
             allow_below_dynamic_range: false,
             fast_path: FastPath::Auto,
             fast_path_interfaces: Vec::new(),
+            fast_path_private_pins: false,
         }
     }
 }
@@ -518,6 +522,7 @@ impl Config {
             interfaces: self.data.fast_path_interfaces.clone(),
             bind_address: self.data.bind_address,
             state_path: self.state.path.clone(),
+            private_pins: self.data.fast_path_private_pins,
         }
     }
 

@@ -140,3 +140,114 @@ fn run_warns_of_an_open_api_without_a_token() {
         assert_eq!(warning, warned, "token={token}:\n{log}");
     }
 }
+
+/// What a relay whose fast-path pins go away with it says (log and `check-config`).
+const PRIVATE_PINS: &str = "would not outlive";
+
+fn skip_ebpf() -> bool {
+    let skip = std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("RTP_RELAY_SKIP_EBPF=1: fast-path test skipped");
+    }
+    skip || skip_netns()
+}
+
+/// `ip netns exec <the relay's namespace> rtp-relay <args> --config …`, as an
+/// operator would start it: a mount namespace of its own, `/sys` remounted
+/// without the host's bpffs. Runs until it prints `until` on stderr or exits
+/// (at most 20 s); returns its exit status if it exited, and its stderr.
+fn via_ip_netns_exec(net: &Net, args: &[&str], until: &str) -> (Option<i32>, String) {
+    let config = net.setup.write_config();
+    let ns = net.relay_ns();
+    let name = ns.file_name().unwrap().to_str().unwrap();
+    let log = net.setup.dir.path().join("stderr");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", name, BIN])
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut status = None;
+    while Instant::now() < end && !text().contains(until) {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s.code().unwrap_or(-1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut stdout = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+    let _ = child.wait();
+    (status, format!("{}{stdout}", text()))
+}
+
+fn fast_path_net(data: &str) -> Net {
+    let mut net = Net::new();
+    net.setup.data = data.into();
+    net
+}
+
+const LISTENING: &str = "control plane listening";
+
+/// Runs the relay of `net`, which must start on the fast path and warn that
+/// its pins would not outlive it.
+fn starts_with_private_pins_warned(net: &Net) {
+    let (status, log) = via_ip_netns_exec(net, &["run"], LISTENING);
+    assert_eq!(status, None, "the relay starts:\n{log}");
+    assert!(log.contains("path=\"ebpf\""), "on the fast path:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains(PRIVATE_PINS)),
+        "and says its pins would not outlive it:\n{log}"
+    );
+}
+
+/// `check-config`'s data-path line for `net`'s relay.
+fn data_path_line(net: &Net) -> String {
+    let (_, out) = via_ip_netns_exec(net, &["check-config"], "# data path:");
+    let line = out.lines().find(|l| l.starts_with("# data path:"));
+    line.unwrap_or_else(|| panic!("no data path line:\n{out}"))
+        .to_string()
+}
+
+#[test]
+fn auto_warns_when_its_pins_would_not_outlive_the_process() {
+    if skip_ebpf() {
+        return;
+    }
+    let net = fast_path_net("fast_path = \"auto\"\n");
+    starts_with_private_pins_warned(&net);
+    let line = data_path_line(&net);
+    assert!(line.contains(PRIVATE_PINS), "{line}");
+}
+
+#[test]
+fn ebpf_refuses_pins_that_would_not_outlive_the_process_unless_told() {
+    if skip_ebpf() {
+        return;
+    }
+    let net = fast_path_net("fast_path = \"ebpf\"\n");
+    let (status, log) = via_ip_netns_exec(&net, &["run"], LISTENING);
+    assert_eq!(status, Some(1), "the relay refuses to start:\n{log}");
+    let reason = log.trim_end().lines().last().unwrap_or("");
+    assert!(
+        reason.contains(PRIVATE_PINS) && reason.contains("fast_path_private_pins"),
+        "one line naming the reason and the key: {log}"
+    );
+    let line = data_path_line(&net);
+    assert!(
+        line.contains("would refuse") && line.contains(PRIVATE_PINS),
+        "{line}"
+    );
+
+    let net = fast_path_net("fast_path = \"ebpf\"\nfast_path_private_pins = true\n");
+    starts_with_private_pins_warned(&net);
+}

@@ -95,6 +95,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "data.send_buffer_bytes" => data.send_buffer_bytes;
         "data.max_packet_size" => data.max_packet_size;
         "data.fast_path" => data.fast_path;
+        "data.fast_path_private_pins" => data.fast_path_private_pins;
         "stream.audio_clock_rate" => stream.audio_clock_rate;
         "stream.video_clock_rate" => stream.video_clock_rate;
         "stream.stall_timeout" => stream.stall_timeout;
