@@ -251,3 +251,130 @@ fn ebpf_refuses_pins_that_would_not_outlive_the_process_unless_told() {
     let net = fast_path_net("fast_path = \"ebpf\"\nfast_path_private_pins = true\n");
     starts_with_private_pins_warned(&net);
 }
+
+/// The open-files limit of the relays below: fewer than the idle connections
+/// they are sent.
+const FEW_FILES: u64 = 256;
+
+/// Starts `setup`'s relay with an open-files limit of [`FEW_FILES`].
+fn start_with_few_files(setup: &Setup) -> Relay {
+    use std::os::unix::process::CommandExt;
+    Relay::start_with(&setup.write_config(), None, |command| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: FEW_FILES,
+                    rlim_max: FEW_FILES,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    })
+    .unwrap_or_else(|log| panic!("relay did not start:\n{log}"))
+}
+
+/// `GET /healthz` on a new connection: the status line, and how long it took.
+fn healthz(addr: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let status = raw(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    );
+    (status, started.elapsed())
+}
+
+#[test]
+fn idle_connections_starve_neither_the_api_nor_the_data_plane() {
+    let setup = Setup::new();
+    let relay = start_with_few_files(&setup);
+    let addr = control_addr(&relay);
+    // The harness's client keeps this connection for the create below, if the
+    // relay lets it: the create then reaches the relay whatever the flood does.
+    assert_eq!(relay.get("/healthz").status, 200);
+    // More idle connections than the relay may open files, all held.
+    let idle: Vec<TcpStream> = (0..FEW_FILES + 44)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A reservation binds every port (no EMFILE) while they are held…
+    let a = relay.post(
+        "/v1/reservations",
+        &reservation("held", Some(470), "audio-dual-video", &at(0), &at(600)),
+    );
+    assert_eq!(
+        (a.status, a.body["state"].as_str()),
+        (201, Some("active")),
+        "{}",
+        a.text
+    );
+    for port in base(470)..base(470) + 6 {
+        assert!(port_taken(port), "port {port} is not bound:\n{}", a.text);
+    }
+
+    // …and a fresh connection is answered at once.
+    let (status, took) = healthz(&addr);
+    assert_eq!(
+        status,
+        "HTTP/1.1 200 OK",
+        "after {took:?}:\n{}",
+        relay.log()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(idle);
+}
+
+/// How long until the server closes `s` (it may answer first), at most 20 s.
+fn closed_after(mut s: &TcpStream, started: Instant) -> Duration {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+#[test]
+fn silent_and_slow_clients_are_closed_after_a_few_seconds() {
+    let relay = Setup::new().start();
+    let addr = control_addr(&relay);
+    let connect = |sent: &str| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(sent.as_bytes()).unwrap();
+        s
+    };
+    let started = Instant::now();
+    let silent = connect("");
+    let partial_head = connect("GET /healthz HTTP/1.1\r\nHost: rel");
+    let partial_body = connect(
+        "POST /v1/reservations HTTP/1.1\r\nHost: relay\r\nContent-Length: 100\r\n\r\n{\"event_id\"",
+    );
+    // A kept-alive connection, idle after its answer.
+    let mut kept = connect("GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    while !answer.ends_with(b"ok\n") {
+        let n = kept.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    for (what, s, limit) in [
+        ("silent", &silent, 8),
+        ("partial head", &partial_head, 8),
+        ("kept alive", &kept, 8),
+        ("partial body", &partial_body, 13),
+    ] {
+        let took = closed_after(s, started);
+        assert!(
+            took < Duration::from_secs(limit),
+            "{what}: closed after {took:?}"
+        );
+    }
+    assert_eq!(healthz(&addr).0, "HTTP/1.1 200 OK");
+}

@@ -4,6 +4,7 @@
 use super::coordinator::{Coordinator, Created};
 use super::error::ApiError;
 use super::published::Published;
+use super::serve::BODY_TIMEOUT;
 use super::{MAX_BODY_BYTES, Shared, view};
 use crate::clock::Now;
 use crate::group::GroupId;
@@ -182,9 +183,11 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
     }
 }
 
+/// The body, within [`BODY_TIMEOUT`] (a slow client holds a connection no longer).
 async fn read(body: Body) -> Result<Bytes> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
+        .map_err(|_| ApiError::timeout(BODY_TIMEOUT))?
         .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
 }
 

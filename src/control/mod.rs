@@ -5,13 +5,15 @@
 //! - [`coordinator`]: the one writer, under a lock;
 //! - [`published`]: what every reader uses instead, swapped in after each change;
 //! - `api`, [`view`], [`error`]: the routes, their JSON, their errors;
-//! - [`exporter`]: the Prometheus exposition.
+//! - [`exporter`]: the Prometheus exposition;
+//! - [`serve`]: the connections: timeouts, a cap, file descriptors set aside.
 
 mod api;
 pub mod coordinator;
 pub mod error;
 pub mod exporter;
 pub mod published;
+pub mod serve;
 pub mod view;
 
 use axum::Router;
