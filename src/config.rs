@@ -83,6 +83,9 @@ pub struct Data {
     pub fast_path: FastPath,
     /// Interfaces the fast path attaches to; empty = those carrying `bind_address`.
     pub fast_path_interfaces: Vec<String>,
+    /// `fast_path = "ebpf"` starts even when its pins would not outlive the
+    /// process (a bpffs private to the relay's mount namespace).
+    pub fast_path_private_pins: bool,
 }
 
 /// `[data] fast_path`.
@@ -230,6 +233,7 @@ impl Default for Data {
             allow_below_dynamic_range: false,
             fast_path: FastPath::Auto,
             fast_path_interfaces: Vec::new(),
+            fast_path_private_pins: false,
         }
     }
 }
@@ -495,6 +499,18 @@ impl Config {
         }
     }
 
+    /// Why this configuration leaves the API open, if it does: `listen` beyond
+    /// loopback without a token lets anyone who reaches it create, change and
+    /// delete reservations (README "The API").
+    pub fn open_api_warning(&self) -> Option<String> {
+        let listen = self.control.listen;
+        (!listen.ip().to_canonical().is_loopback() && self.control.token.is_none()).then(|| {
+            format!(
+                "control.listen {listen} is reachable from other hosts, without a token_file: anyone who reaches it can create, change and delete reservations and choose where media goes; set [control] token_file, or listen on 127.0.0.1"
+            )
+        })
+    }
+
     /// What the kernel fast path takes from this configuration.
     pub fn fast_path_options(&self) -> crate::dataplane::ebpf::Options {
         crate::dataplane::ebpf::Options {
@@ -506,6 +522,7 @@ impl Config {
             interfaces: self.data.fast_path_interfaces.clone(),
             bind_address: self.data.bind_address,
             state_path: self.state.path.clone(),
+            private_pins: self.data.fast_path_private_pins,
         }
     }
 

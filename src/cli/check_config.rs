@@ -24,14 +24,11 @@ pub fn check_config(path: &Path) -> ExitCode {
     println!("# workers in effect: {}", config.effective_workers());
     println!("# groups 0–{last}: ports {}–65535", last.base());
     println!("# default destination: group 0 -> {first_dest}, group {last} -> {last_dest}");
-    println!(
-        "# bearer token: {}",
-        if config.control.token.is_some() {
-            "required for mutating routes"
-        } else {
-            "not configured"
-        }
-    );
+    match (&config.control.token, config.open_api_warning()) {
+        (Some(_), _) => println!("# bearer token: required for mutating routes"),
+        (None, None) => println!("# bearer token: not configured"),
+        (None, Some(warning)) => println!("# bearer token: not configured — WARNING: {warning}"),
+    }
     println!(
         "# data path: {}",
         crate::dataplane::ebpf::plan(&config.fast_path_options())

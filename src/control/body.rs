@@ -3,16 +3,19 @@
 //! through here, so it is fuzzed (tests/fuzz.rs).
 
 use super::error::ApiError;
+use super::serve::BODY_TIMEOUT;
 use axum::body::{Body, Bytes};
 use serde::de::DeserializeOwned;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Reads a body, refusing one over [`MAX_BODY_BYTES`].
+/// Reads a body, refusing one over [`MAX_BODY_BYTES`] or not sent within
+/// [`BODY_TIMEOUT`] (a slow client holds a connection no longer).
 pub async fn read(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
+        .map_err(|_| ApiError::timeout(BODY_TIMEOUT))?
         .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
 }
 

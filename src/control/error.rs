@@ -52,6 +52,18 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time.
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            format!(
+                "the request body did not arrive within {} s; send it with the request",
+                limit.as_secs()
+            ),
+        )
+    }
+
     /// 501: the route exists but is not implemented yet.
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)

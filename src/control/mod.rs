@@ -6,7 +6,8 @@
 //! - [`published`]: what every reader uses instead, swapped in after each change;
 //! - `api`, [`body`], [`view`], [`error`]: the routes, what they read, their
 //!   JSON, their errors;
-//! - [`exporter`]: the Prometheus exposition.
+//! - [`exporter`]: the Prometheus exposition;
+//! - [`serve`]: the connections: timeouts, a cap, file descriptors set aside.
 
 mod api;
 pub mod body;
@@ -14,10 +15,12 @@ pub mod coordinator;
 pub mod error;
 pub mod exporter;
 pub mod published;
+pub mod serve;
 pub mod view;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -90,9 +93,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Counts every request by method, route template and status.
+/// Counts every request by method, route template and status. Every label
+/// comes from a closed set, so that no client (token or not) can add series:
+/// see [`method_label`]; a route is a template of the router or `unmatched`;
+/// a status is one this server sent.
 async fn count_requests(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -101,6 +107,37 @@ async fn count_requests(State(shared): State<Arc<Shared>>, req: Request, next: N
     let response = next.run(req).await;
     shared
         .exporter
-        .count_request(&method, &route, response.status().as_u16());
+        .count_request(method, &route, response.status().as_u16());
     response
+}
+
+/// The `method` label of a request: the HTTP standard methods by name, any
+/// other (an extension method is any token a client likes) `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for m in ["CONNECT", "TRACE", "PROPFIND", "X1234", "get"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other"
+            );
+        }
+    }
 }

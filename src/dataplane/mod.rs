@@ -37,8 +37,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker::{Command, WorkerHandle};
 
-/// File descriptors kept free for everything that is not a group socket.
+/// File descriptors kept free for what is neither a group socket, a worker's
+/// nor the control plane's connections: stdio, the journal and its lock, the
+/// runtime, the listener, the fast path's maps, and what comes and goes
+/// (compaction, scrapes, route probes).
 const SPARE_FILES: u64 = 64;
+/// Each worker holds an epoll instance and its waker.
+const FILES_PER_WORKER: u64 = 2;
 
 /// Settings from `[data]` and `[stream]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +186,8 @@ pub struct DataPlane {
     next_worker: usize,
     bound: BoundPorts,
     open_files_limit: u64,
+    /// Of those, the ones group sockets never take.
+    reserved_files: u64,
     fast: Option<FastPath>,
 }
 
@@ -204,9 +211,10 @@ impl DataPlane {
         now: &Now,
     ) -> std::io::Result<Self> {
         let slot = options.max_packet_size + 1;
-        let workers = (0..options.workers.max(1))
+        let workers: Vec<_> = (0..options.workers.max(1))
             .map(|i| WorkerHandle::spawn(i, slot))
             .collect::<std::io::Result<_>>()?;
+        let reserved_files = SPARE_FILES + FILES_PER_WORKER * workers.len() as u64;
         let bound = BoundPorts {
             groups: BTreeMap::new(),
             epoch: now.mono,
@@ -220,8 +228,21 @@ impl DataPlane {
             next_worker: 0,
             bound,
             open_files_limit,
+            reserved_files,
             fast,
         })
+    }
+
+    /// Sets `n` more file descriptors aside (the control plane's connections):
+    /// group sockets never take them, so the API, however busy, never makes a
+    /// bind fail with EMFILE, nor the other way round.
+    pub fn reserve_files(&mut self, n: u64) {
+        self.reserved_files += n;
+    }
+
+    /// How many group sockets the open-files limit leaves room for.
+    pub fn socket_budget(&self) -> u64 {
+        self.open_files_limit.saturating_sub(self.reserved_files)
     }
 
     /// The bound ports; clone it for a reader's copy.
@@ -240,12 +261,12 @@ impl DataPlane {
             }
             let in_use = (self.bound.bound_sockets() + ports.len()
                 - self.bound.ports(plan.group).len()) as u64;
-            if in_use + SPARE_FILES >= self.open_files_limit {
+            if in_use >= self.socket_budget() {
                 failures.push(PortFailure {
                     port: rule.port,
                     error: format!(
-                        "the open-files limit (RLIMIT_NOFILE = {}) is reached with {in_use} bound sockets; raise it (ulimit -n, or LimitNOFILE= in the service unit): each group needs up to 6 sockets",
-                        self.open_files_limit
+                        "the open-files limit (RLIMIT_NOFILE = {}, {} of them kept for the workers, the API's connections and other files) is reached with {in_use} bound sockets; raise it (ulimit -n, or LimitNOFILE= in the service unit): each group needs up to 6 sockets",
+                        self.open_files_limit, self.reserved_files
                     ),
                 });
                 continue;
@@ -491,12 +512,18 @@ mod tests {
     #[test]
     fn refuses_to_bind_past_the_open_files_limit() {
         let p = plan(532, Layout::AudioDisplayVideo);
-        let mut dp = DataPlane::start(options(), SPARE_FILES + 2, None, &Now::read()).unwrap();
+        // Two workers' files, the spare, the control plane's 1, and 2 sockets.
+        let limit = SPARE_FILES + 2 * FILES_PER_WORKER + 1 + 2;
+        let mut dp = DataPlane::start(options(), limit, None, &Now::read()).unwrap();
+        dp.reserve_files(1);
+        assert_eq!(dp.socket_budget(), 2);
         let failures = dp.bind(&p, &Now::read());
         assert_eq!(dp.bound().bound_sockets(), 2);
         assert_eq!(failures.len(), 4);
         assert!(
-            failures[0].error.contains("RLIMIT_NOFILE = 66"),
+            failures[0]
+                .error
+                .contains("RLIMIT_NOFILE = 71, 69 of them kept"),
             "{}",
             failures[0].error
         );

@@ -63,14 +63,6 @@ pub fn run(config_path: &Path) -> ExitCode {
 
 async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
     let open_files = crate::udp::raise_open_files_limit();
-    let needed = config.data.max_groups as u64 * 6 + 64;
-    if open_files < needed {
-        warn!(
-            open_files,
-            needed,
-            "the open-files limit allows fewer sockets than max_groups may need; raise LimitNOFILE"
-        );
-    }
     let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
@@ -80,6 +72,9 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
                 config.control.listen
             )
         })?;
+    if let Some(warning) = config.open_api_warning() {
+        warn!("{warning}");
+    }
     // After the listener: a relay that cannot serve leaves the kernel alone.
     let (fast, why) = dataplane::ebpf::start(&config.fast_path_options())?;
     let (path, interfaces) = match &fast {
@@ -87,8 +82,23 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         None => ("userspace", String::new()),
     };
     info!(path, reason = %why, "data path chosen");
-    let dataplane = DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
-        .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    let mut dataplane =
+        DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
+            .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    // The API's connections and the group sockets each get file descriptors
+    // of their own: neither can starve the other (README "Operating notes").
+    let group_sockets = config.data.max_groups as u64 * 6;
+    let connections = control::serve::connection_cap(dataplane.socket_budget(), group_sockets);
+    // One more: a connection accepted at the cap while the oldest closes.
+    dataplane.reserve_files(connections + 1);
+    if dataplane.socket_budget() < group_sockets {
+        warn!(
+            open_files,
+            sockets = dataplane.socket_budget(),
+            needed = group_sockets,
+            "the open-files limit leaves fewer sockets than max_groups may need; raise LimitNOFILE"
+        );
+    }
     let mut coordinator = Coordinator::new(&config, local_addresses(), store, stored, dataplane);
     coordinator.start(&Now::read());
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -115,10 +125,13 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     ));
 
     let mut stop = stop;
-    axum::serve(listener, control::router(shared.clone()))
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
-        .map_err(|e| format!("control plane failed: {e}"))?;
+    control::serve::serve(
+        listener,
+        control::router(shared.clone()),
+        connections,
+        async move { stop.wait().await },
+    )
+    .await;
     let _ = scheduler.await;
     let stopping = shared.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.coordinator().shutdown()).await;

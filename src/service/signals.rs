@@ -57,6 +57,10 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
     for key in keep_restart_only(&running, &mut new) {
         warn!(key, "SIGHUP: this key only takes effect after a restart");
     }
+    // The token can go with a reload while `listen` stays.
+    if let Some(warning) = new.open_api_warning() {
+        warn!("SIGHUP: {warning}");
+    }
 
     *shared
         .token
@@ -91,6 +95,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "data.send_buffer_bytes" => data.send_buffer_bytes;
         "data.max_packet_size" => data.max_packet_size;
         "data.fast_path" => data.fast_path;
+        "data.fast_path_private_pins" => data.fast_path_private_pins;
         "stream.audio_clock_rate" => stream.audio_clock_rate;
         "stream.video_clock_rate" => stream.video_clock_rate;
         "stream.stall_timeout" => stream.stall_timeout;

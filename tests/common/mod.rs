@@ -287,12 +287,23 @@ impl Relay {
 
     /// As [`Relay::start`], inside network namespace `netns`.
     pub fn start_in(config: &Path, netns: Option<&Path>) -> Result<Relay, String> {
+        Self::start_with(config, netns, |_| {})
+    }
+
+    /// As [`Relay::start_in`], with `prepare` applied to the command first
+    /// (a resource limit in `pre_exec`, …).
+    pub fn start_with(
+        config: &Path,
+        netns: Option<&Path>,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<Relay, String> {
         let mut command = Command::new(BIN);
         command
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        prepare(&mut command);
         // Opened before the fork: the child only calls setns (async-signal-safe).
         let ns_file = netns
             .map(|ns| std::fs::File::open(ns).unwrap_or_else(|e| panic!("{}: {e}", ns.display())));

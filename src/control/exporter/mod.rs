@@ -2,6 +2,14 @@
 //! reservations, bound sockets, group and data-path info, `process_*`) in a
 //! registry, refreshed from the published copy at scrape time, followed by
 //! the per-stream series of [`streams`]. Nothing is counted on the data path.
+//!
+//! No client can grow the exposition by sending requests: request labels are
+//! a closed set (see `count_request`); `rtp_relay_group_info`'s come from
+//! reservations, created by authenticated clients (the bearer token, README
+//! "The API"), validated (`event_id`: a short URL-safe name), and number one
+//! series per bound group, at most `max_groups`; the data path's come from
+//! the configuration; the per-stream series are labelled with numbers and
+//! fixed names.
 
 pub mod streams;
 
@@ -81,7 +89,9 @@ impl Exporter {
         }
     }
 
-    /// Counts one control-plane request.
+    /// Counts one control-plane request. Every label must come from a closed
+    /// set (a standard method or `other`, a route template or `unmatched`, a
+    /// status this server sent): each new value is a series kept forever.
     pub fn count_request(&self, method: &str, route: &str, status: u16) {
         self.requests
             .with_label_values(&[method, route, &status.to_string()])

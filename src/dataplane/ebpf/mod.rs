@@ -86,18 +86,30 @@ pub struct Options {
     pub bind_address: IpAddr,
     /// `[state] path`: names this instance's pin directory.
     pub state_path: PathBuf,
+    /// `fast_path_private_pins`: `ebpf` runs even when the pins would not
+    /// outlive the process ([`route::private_pins`]).
+    pub private_pins: bool,
 }
 
 /// Decides whether the fast path runs: `Ok(Some(_))` loaded and attached,
 /// `Ok(None)` userspace only (with the reason, for `auto`), `Err` when `ebpf`
-/// was required and cannot be had.
+/// was required and cannot be had — or would not survive a crash, unless
+/// `private_pins` accepts that. Pins that would not outlive the process are
+/// logged as a warning whenever the fast path runs.
 pub fn start(options: &Options) -> Result<(Option<FastPath>, String), String> {
     let mode = options.mode;
     if mode == Mode::Off {
         return Ok((None, "fast_path = \"off\"".into()));
     }
+    let private = private_pins();
+    if let (Some(why), Mode::Ebpf, false) = (&private, mode, options.private_pins) {
+        return Err(refusal(why));
+    }
     match FastPath::load(options) {
         Ok(fp) => {
+            if let Some(why) = &private {
+                tracing::warn!("{why}");
+            }
             let why = format!("eBPF attached to {}", fp.interfaces.join(","));
             Ok((Some(fp), why))
         }
@@ -120,12 +132,37 @@ pub fn plan(options: &Options) -> String {
         Err,
     );
     match (attach, mode) {
-        (Ok(names), _) => format!("eBPF at TCX ingress of {}", names.join(", ")),
+        (Ok(names), _) => {
+            let at = format!("eBPF at TCX ingress of {}", names.join(", "));
+            match (private_pins(), mode, options.private_pins) {
+                (None, ..) => at,
+                (Some(why), Mode::Ebpf, false) => {
+                    format!(
+                        "none: fast_path = \"ebpf\" would refuse to start: {}",
+                        refusal(&why)
+                    )
+                }
+                (Some(why), ..) => format!("{at} — WARNING: {why}"),
+            }
+        }
         (Err(why), Mode::Ebpf) => {
             format!("none: fast_path = \"ebpf\" would refuse to start: {why}")
         }
         (Err(why), _) => format!("userspace ({why})"),
     }
+}
+
+/// Why the pins would not outlive the process, once the fast path could run
+/// at all (a missing capability or kernel is the reason to name first).
+fn private_pins() -> Option<String> {
+    unavailable().is_none().then(route::private_pins).flatten()
+}
+
+/// `ebpf`'s one-line refusal of pins that would not outlive the process.
+fn refusal(why: &str) -> String {
+    format!(
+        "data.fast_path = \"ebpf\" but {why}; or set data.fast_path_private_pins = true to run so anyway"
+    )
 }
 
 /// Why the kernel fast path cannot run here, checked before loading so that

@@ -145,12 +145,18 @@ pub fn missing_capability() -> Option<String> {
     None
 }
 
+/// Where the relay pins (under [`super::PIN_ROOT`]).
+const BPFFS: &str = "/sys/fs/bpf";
+/// The same, as PID 1 (the host's init) sees it.
+const INIT_BPFFS: &str = "/proc/1/root/sys/fs/bpf";
+/// The inode of the kernel's initial mount namespace (`PROC_MNT_INIT_INO`,
+/// fixed since Linux 6.15; dynamic inodes are all above it).
+const INITIAL_MOUNT_NAMESPACE: u64 = 0xEFFF_FFF8;
+
 /// Mounts bpffs at /sys/fs/bpf unless it is there.
 pub fn mount_bpffs() -> Result<(), String> {
-    let target = "/sys/fs/bpf";
-    let mounted = nix::sys::statfs::statfs(target)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
-    if mounted {
+    let target = BPFFS;
+    if matches!(bpffs_at(target), Ok(Some(_))) {
         return Ok(());
     }
     std::fs::create_dir_all(target).map_err(|e| format!("cannot create {target}: {e}"))?;
@@ -162,4 +168,56 @@ pub fn mount_bpffs() -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("bpffs is not mounted at {target} and mounting it failed: {e}"))
+}
+
+/// The device of the bpffs at `path` (each bpffs mount is an instance of its
+/// own; a bind mount shares it); `Ok(None)`: something else is there; `Err`:
+/// `path` cannot be read (PID 1's root, without the right to trace it).
+fn bpffs_at(path: &str) -> Result<Option<u64>, ()> {
+    use std::os::unix::fs::MetadataExt;
+    let fs = nix::sys::statfs::statfs(path).map_err(|_| ())?;
+    if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+        return Ok(None);
+    }
+    std::fs::metadata(path)
+        .map(|m| Some(m.dev()))
+        .map_err(|_| ())
+}
+
+/// Why pins under /sys/fs/bpf would go away with the process, if they would:
+/// the bpffs there is (or, mounted by the relay, would be) private to the
+/// relay's mount namespace — as under `ip netns exec`, or in a container
+/// without the host's bpffs — so when the relay dies, its links and maps go
+/// with the namespace (README "Kernel fast path"). Judged by PID 1's mount
+/// namespace and bpffs where they can be read; where they cannot, a bpffs the
+/// relay would have to mount itself is taken as private (a host's init mounts
+/// one), and one already mounted as shared.
+pub fn private_pins() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let namespace = |pid: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    let ours = namespace("self");
+    if ours.is_some() && (ours == namespace("1") || ours == Some(INITIAL_MOUNT_NAMESPACE)) {
+        return None;
+    }
+    let why = match (bpffs_at(BPFFS), bpffs_at(INIT_BPFFS)) {
+        // The host's bpffs, bind-mounted into this namespace.
+        (Ok(Some(here)), Ok(Some(init))) if here == init => return None,
+        (Ok(Some(_)), Ok(_)) => format!(
+            "the bpffs at {BPFFS} is not the host's (PID 1's mount namespace has another, or none)"
+        ),
+        (_, Ok(_)) => format!(
+            "{BPFFS} is not a bpffs in this mount namespace, which is not PID 1's: the relay would mount one of its own"
+        ),
+        (Ok(Some(_)), Err(())) => return None,
+        (_, Err(())) => format!(
+            "{BPFFS} is not a bpffs in this mount namespace: the relay would mount one, private to its namespace if that is not the host's (as under `ip netns exec`)"
+        ),
+    };
+    Some(format!(
+        "{why}, so the fast path's pins would not outlive the relay: after a crash the kernel stops forwarding and the restarted relay has nothing to adopt; mount bpffs at {BPFFS} on the host and share it with the relay (a container: bind-mount it; a network namespace: start the relay with `nsenter --net=/run/netns/NAME` rather than `ip netns exec`)"
+    ))
 }
