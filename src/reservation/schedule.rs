@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+/// Longest `[schedule] lead` or `trail` the configuration accepts.
+pub const MAX_LEAD_TRAIL: Duration = Duration::days(7);
+
 /// How long before its start a group is bound and after its end it is freed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -51,10 +54,13 @@ impl Window {
     }
 }
 
+/// Saturating: a validated reservation's times leave room for the longest
+/// lead and trail ([`super::LATEST`]), so this only matters to one that
+/// bypassed validation, which must not panic the relay either.
 fn window(timing: Timing, r: &Reservation) -> Window {
     Window {
-        open: r.start - timing.lead,
-        close: r.end + timing.trail,
+        open: r.start.saturating_sub(timing.lead),
+        close: r.end.saturating_add(timing.trail),
     }
 }
 
@@ -522,7 +528,7 @@ impl Schedule {
     }
 
     fn set_degraded(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
-        let retry_at = now + self.limits.retry;
+        let retry_at = now.saturating_add(self.limits.retry);
         if let Some(e) = self.entries.get_mut(event_id).map(Arc::make_mut) {
             e.binding = Binding::Degraded { failures, retry_at };
             self.version += 1;
@@ -919,6 +925,40 @@ mod tests {
                 group: g(5)
             }
         );
+    }
+
+    #[test]
+    fn windows_of_the_extreme_times_are_exact_under_the_longest_lead_and_trail() {
+        let timing = Timing {
+            lead: MAX_LEAD_TRAIL,
+            trail: MAX_LEAD_TRAIL,
+        };
+        let mut r = at("edge", T0, 60);
+        (r.start, r.end) = (super::super::EARLIEST, super::super::LATEST);
+        // The latest accepted instant, at the largest offset RFC 3339 allows.
+        r.end = (r.end - Duration::seconds(1)).to_offset(time::macros::offset!(+23:59));
+        let w = window(timing, &r);
+        assert_eq!(w.open, r.start.checked_sub(MAX_LEAD_TRAIL).unwrap());
+        assert_eq!(w.close, r.end.checked_add(MAX_LEAD_TRAIL).unwrap());
+        // Beyond the range, the window saturates instead of panicking.
+        r.end = datetime!(9999-12-31 23:50 UTC);
+        assert_eq!(
+            window(timing, &r).close,
+            r.end.replace_time(time::Time::MAX)
+        );
+        // So does a retry due at the end of time.
+        let mut s = Schedule::new(timing, schedule(1).limits);
+        s.insert(r, g(1));
+        let end_of_time = time::PrimitiveDateTime::MAX.assume_utc();
+        let failures = vec![PortFailure {
+            port: 1,
+            error: "x".into(),
+        }];
+        s.bound("edge", failures, end_of_time);
+        assert!(matches!(
+            s.get("edge").unwrap().binding,
+            Binding::Degraded { retry_at, .. } if retry_at == end_of_time
+        ));
     }
 
     proptest! {

@@ -40,6 +40,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     let log = logging::init(&config.log);
+    exit_on_panic();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("control")
@@ -143,6 +144,40 @@ async fn schedule(shared: Arc<Shared>, mut stop: Shutdown) {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.coordinator().tick(&Now::read())).await;
     }
+}
+
+/// Makes a panic on any thread (a tokio task's included: the runtime would
+/// catch it and carry on, and a panic that took down a task the process waits
+/// on would end it with status 0) log what and where, then end the process at
+/// once with status 101, so that a service manager restarts the relay.
+///
+/// `_exit`, not unwinding or `exit`: as after `kill -9`, nothing more runs,
+/// whatever the panic left half done. Every acknowledged change is already on
+/// disk, a half-written record is dropped at the next start (README
+/// "Operating notes"), and the kernel fast path keeps forwarding meanwhile.
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let thread = std::thread::current();
+        let trace = std::backtrace::Backtrace::capture();
+        let backtrace = match trace.status() {
+            std::backtrace::BacktraceStatus::Captured => trace.to_string(),
+            _ => "none (RUST_BACKTRACE=1 logs one)".into(),
+        };
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %info.location().map_or_else(String::new, ToString::to_string),
+            backtrace = %backtrace,
+            "panic: {message}; this is a bug: the relay exits with status 101 (reservations are on disk)"
+        );
+        // SAFETY: _exit only ends the process; it touches no Rust state.
+        unsafe { libc::_exit(101) }
+    }));
 }
 
 /// The host's interface addresses, for the forwarding-loop check.
