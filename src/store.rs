@@ -1,11 +1,15 @@
 //! Durable reservation state (SPEC §7): an append-only journal.
 //!
 //! Each line is `<crc32 hex> <json record>`; a put or delete is appended and
-//! `fdatasync`ed before the API answers. On start the journal is replayed and
-//! rewritten compactly (temp file, fsync, rename, fsync directory), and again
-//! whenever it grows to several times the live set. Any damaged line stops
-//! start-up with an error naming the file and line: nothing is dropped or
-//! overwritten silently. A lock file keeps a second relay off the same state.
+//! `fdatasync`ed before the API answers. An append that fails (a full disk, a
+//! failed `fdatasync`) is cut off again, so the journal always ends on a
+//! record boundary. On start the journal is replayed and rewritten compactly
+//! (temp file, fsync, rename, fsync directory), and again whenever it grows to
+//! several times the live set. A last line without its line end is a record
+//! torn by a crash, never acknowledged: it is dropped with a warning. Any other
+//! damaged line stops start-up with an error naming the file and line: nothing
+//! else is dropped or overwritten silently. A lock file keeps a second relay
+//! off the same state.
 
 use crate::group::GroupId;
 use crate::reservation::Reservation;
@@ -14,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use tracing::warn;
 
 /// A reservation as stored: its content and the group it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +43,28 @@ pub struct Store {
     path: PathBuf,
     file: File,
     records: usize,
+    /// The file's length up to its last whole record.
+    len: u64,
+    /// An append failed and cutting it off failed too: the file may end in
+    /// part of a record, to be cut off before anything is appended.
+    torn: bool,
     _lock: nix::fcntl::Flock<File>,
 }
 
 /// Why the state could not be opened.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The file's content is damaged: the operator must repair it (exit status 2).
+    Damaged(String),
+    /// The file cannot be used: a directory, permissions, I/O, the lock.
+    Unusable(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StoreError::Damaged(m) | StoreError::Unusable(m) => f.write_str(m),
+        }
     }
 }
 
@@ -57,10 +74,11 @@ impl Store {
     /// Opens (or creates) the journal at `path` and returns the stored reservations.
     pub fn open(path: &Path) -> Result<(Store, Vec<Stored>), StoreError> {
         let shown = path.display();
-        let fail =
-            |what: &str, e: io::Error| StoreError(format!("state file {shown}: {what}: {e}"));
+        let fail = |what: &str, e: io::Error| {
+            StoreError::Unusable(format!("state file {shown}: {what}: {e}"))
+        };
         if path.is_dir() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Unusable(format!(
                 "state file {shown} is a directory; set [state] path to a file inside it, e.g. {shown}/reservations"
             )));
         }
@@ -74,11 +92,13 @@ impl Store {
             Err(e) => return Err(fail("cannot read it", e)),
         };
         let stored: Vec<Stored> = live.into_values().collect();
-        let file = rewrite(path, stored.iter()).map_err(|e| fail("cannot rewrite it", e))?;
+        let (file, len) = rewrite(path, stored.iter()).map_err(|e| fail("cannot rewrite it", e))?;
         let store = Store {
             path: path.to_path_buf(),
             file,
             records: stored.len(),
+            len,
+            torn: false,
             _lock: lock,
         };
         Ok((store, stored))
@@ -112,43 +132,79 @@ impl Store {
         live: impl ExactSizeIterator<Item = &'a Stored>,
     ) -> io::Result<()> {
         let n = live.len();
-        self.file = rewrite(&self.path, live)?;
+        (self.file, self.len) = rewrite(&self.path, live)?;
         self.records = n;
+        self.torn = false;
         Ok(())
     }
 
+    /// Appends one record, durably, or leaves the journal as it was.
     fn append(&mut self, record: &Record) -> io::Result<()> {
-        self.file.write_all(&line(record))?;
-        self.file.sync_data()?;
+        let line = line(record)?;
+        if self.torn {
+            self.cut_back()?;
+        }
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A failed write may have left part of the line; after a failed
+            // fdatasync its fate is unknown. Either way the caller answers an
+            // error: cut the line off, so that it never comes back and the
+            // next record starts on a line of its own.
+            self.torn = true;
+            let _ = self.cut_back();
+            return Err(e);
+        }
+        self.len += line.len() as u64;
         self.records += 1;
+        Ok(())
+    }
+
+    /// Truncates the file back to its last whole record, durably.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_all()?;
+        self.torn = false;
         Ok(())
     }
 }
 
 /// Writes `live` to a temp file, syncs it, renames it over `path`, syncs the
-/// directory, and returns `path` opened for appending.
-fn rewrite<'a>(path: &Path, live: impl Iterator<Item = &'a Stored>) -> io::Result<File> {
+/// directory, and returns `path` opened for appending, and its length. A
+/// failure leaves `path` as it was and removes the temp file.
+fn rewrite<'a>(path: &Path, live: impl Iterator<Item = &'a Stored>) -> io::Result<(File, u64)> {
     let tmp = path.with_extension("tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
-    for s in live {
-        out.write_all(&line(&Record::Put(s.clone())))?;
-    }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    let written = (|| -> io::Result<u64> {
+        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        let mut len = 0;
+        for s in live {
+            let line = line(&Record::Put(s.clone()))?;
+            out.write_all(&line)?;
+            len += line.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(len)
+    })();
+    let len = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     std::fs::rename(&tmp, path)?;
     sync_dir(path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok((OpenOptions::new().append(true).open(path)?, len))
 }
 
-fn line(record: &Record) -> Vec<u8> {
-    let json = serde_json::to_string(record).expect("records always serialize");
-    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes()
+fn line(record: &Record) -> io::Result<Vec<u8>> {
+    let json = serde_json::to_string(record).map_err(io::Error::other)?;
+    Ok(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes())
 }
 
 fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreError> {
     let shown = path.display();
     let damaged = |n: usize, why: String| {
-        StoreError(format!(
+        StoreError::Damaged(format!(
             "state file {shown} is damaged at line {n}: {why}. The relay will not start on damaged state; restore the file from a backup, or move it aside to start with no reservations"
         ))
     };
@@ -158,18 +214,20 @@ fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreErro
     let mut n = 0;
     loop {
         buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| StoreError(format!("state file {shown}: cannot read it: {e}")))?;
+        let read = reader.read_until(b'\n', &mut buf).map_err(|e| {
+            StoreError::Unusable(format!("state file {shown}: cannot read it: {e}"))
+        })?;
         if read == 0 {
             break;
         }
         n += 1;
         let Some(text) = buf.strip_suffix(b"\n") else {
-            return Err(damaged(
-                n,
-                "the last record is truncated (no line end)".into(),
-            ));
+            // Only the last line can lack its end (read_until stops at one):
+            // an append cut short by a crash, so never acknowledged. The
+            // rewrite that follows the replay drops it from the file.
+            warn!(state = %shown, line = n, bytes = buf.len(),
+                "the last record is torn (no line end: a write cut short by a crash or a full disk); it was never acknowledged and is dropped");
+            break;
         };
         let text = std::str::from_utf8(text).map_err(|_| damaged(n, "not UTF-8".into()))?;
         let (crc, json) = text
@@ -200,13 +258,13 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, StoreError> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| {
-            StoreError(format!(
+            StoreError::Unusable(format!(
                 "state lock {}: cannot open it: {e}",
                 lock_path.display()
             ))
         })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        StoreError(format!(
+        StoreError::Unusable(format!(
             "state file {} is in use by another rtp-relay (lock {} is held: {e}); stop it, or give this one its own [state] path",
             path.display(),
             lock_path.display()
@@ -257,28 +315,38 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 
+    /// A journal with "a" and "b"; its bytes.
+    fn two_records(path: &Path) -> Vec<u8> {
+        let (mut s, _) = Store::open(path).unwrap();
+        s.put(&stored("a", 1)).unwrap();
+        s.put(&stored("b", 2)).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
     #[test]
     fn damaged_state_stops_start_up_and_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reservations");
-        {
-            let (mut s, _) = Store::open(&path).unwrap();
-            s.put(&stored("a", 1)).unwrap();
-            s.put(&stored("b", 2)).unwrap();
-        }
-        let good = std::fs::read(&path).unwrap();
+        let good = two_records(&path);
         for (what, bytes) in [
-            ("truncated", good[..good.len() - 10].to_vec()),
-            ("flipped", {
+            ("flipped in the last record", {
                 let mut b = good.clone();
                 let i = b.len() - 20;
                 b[i] ^= 0x01;
                 b
             }),
+            ("flipped in the first record", {
+                let mut b = good.clone();
+                b[20] ^= 0x01;
+                b
+            }),
             ("garbage", b"hello\n".to_vec()),
+            ("an empty line", [&b"\n"[..], &good].concat()),
         ] {
             std::fs::write(&path, &bytes).unwrap();
-            let err = Store::open(&path).unwrap_err().0;
+            let err = Store::open(&path).unwrap_err();
+            assert!(matches!(err, StoreError::Damaged(_)), "{what}: {err}");
+            let err = err.to_string();
             assert!(err.contains(&path.display().to_string()), "{what}: {err}");
             assert!(err.contains("damaged at line"), "{what}: {err}");
             assert_eq!(
@@ -290,11 +358,35 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_record_is_dropped_and_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reservations");
+        let good = two_records(&path);
+        let first = good.iter().position(|&b| b == b'\n').unwrap() + 1;
+        // Whole but for its line end, or a few bytes: never acknowledged.
+        for cut in [1, 10, good.len() - first - 1] {
+            std::fs::write(&path, &good[..good.len() - cut]).unwrap();
+            let (mut s, loaded) = Store::open(&path).unwrap();
+            assert_eq!(loaded, [stored("a", 1)], "cut {cut}");
+            assert_eq!(std::fs::read(&path).unwrap(), &good[..first]);
+            // The next record starts on a line of its own.
+            s.put(&stored("c", 3)).unwrap();
+            drop(s);
+            let (_, loaded) = Store::open(&path).unwrap();
+            assert_eq!(loaded.len(), 2, "cut {cut}");
+        }
+    }
+
+    #[test]
     fn a_second_relay_cannot_open_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reservations");
         let _first = Store::open(&path).unwrap();
-        let err = Store::open(&path).unwrap_err().0;
-        assert!(err.contains("in use by another rtp-relay"), "{err}");
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Unusable(_)));
+        assert!(
+            err.to_string().contains("in use by another rtp-relay"),
+            "{err}"
+        );
     }
 }

@@ -1,12 +1,14 @@
-//! The state and its times under hostile input, against the real binary:
-//! times whose window cannot be computed are a 400 (never a panic), a reload
-//! never ends the relay, a panic never ends it with status 0. Groups 1700–1719
-//! are this file's.
+//! The state and its times under hostile input and an unlucky disk, against
+//! the real binary: times whose window cannot be computed are a 400 (never a
+//! panic), a reload never ends the relay, a panic never ends it with status 0,
+//! and a full disk never costs an acknowledged reservation. The full-disk test mounts a small
+//! tmpfs (root; `RTP_RELAY_SKIP_ROOT=1` skips it). Groups 1700–1719 are this file's.
 
 mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -135,4 +137,102 @@ fn a_panic_on_any_thread_ends_the_process_with_status_101() {
             "{place}: {err}"
         );
     }
+}
+
+/// A tmpfs of `size` mounted at `at`, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let at_text = at.to_string_lossy();
+        let options = format!("size={size}");
+        root_command(
+            "mount",
+            &["-t", "tmpfs", "-o", &options, "tmpfs", &at_text],
+            "RTP_RELAY_SKIP_ROOT",
+        );
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes into `path` until the disk is full; the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let (mut written, chunk) = (0u64, [0u8; 512]);
+    // Bounded: the disk is a few pages.
+    for _ in 0..100_000 {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => return written,
+            Ok(n) => written += n as u64,
+        }
+    }
+    panic!("the disk never filled ({written} bytes written)");
+}
+
+#[test]
+fn a_full_disk_never_loses_an_acknowledged_reservation() {
+    if std::env::var("RTP_RELAY_SKIP_ROOT").is_ok_and(|v| v == "1") {
+        eprintln!("RTP_RELAY_SKIP_ROOT=1: full-disk test skipped");
+        return;
+    }
+    let setup = Setup::new();
+    let state_dir = setup.state_path().parent().unwrap().to_path_buf();
+    let _disk = SmallDisk::mount(&state_dir, "64k");
+    let relay = setup.start();
+    let body = |id: &str, g: Option<u16>| reservation(id, g, "audio-only", &at(86400), &at(90000));
+    relay.create(&body("before", Some(1706)), "scheduled");
+    let filler = state_dir.join("filler");
+    assert!(fill(&filler) > 0);
+
+    // The journal's last page has room for a few records: create (each on a
+    // group of its own, allocated) until one does not fit (a record is about
+    // 200 bytes, a page 4096).
+    let mut acknowledged = vec!["before".to_string()];
+    let mut failed = None;
+    for i in 0..64 {
+        let id = format!("full-{i}");
+        let a = relay.post("/v1/reservations", &body(&id, None));
+        match a.status {
+            201 => acknowledged.push(id),
+            500 => {
+                assert_eq!(a.body["error"], "storage", "{}", a.text);
+                failed = Some(id);
+                break;
+            }
+            s => panic!("{s}: {}", a.text),
+        }
+    }
+    let failed = failed.expect("a create failed on the full disk");
+    let journal = std::fs::read(setup.state_path()).unwrap();
+    assert_eq!(
+        journal.last(),
+        Some(&b'\n'),
+        "the failed append left part of a record"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    relay.create(&body("after", Some(1709)), "scheduled");
+    relay.crash();
+
+    let relay = setup.start();
+    let listed: Vec<String> = relay.get("/v1/reservations").body["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    acknowledged.push("after".into());
+    acknowledged.sort();
+    assert_eq!(
+        listed, acknowledged,
+        "{failed} failed; the rest were acknowledged"
+    );
 }

@@ -16,7 +16,7 @@ use crate::control::coordinator::Coordinator;
 use crate::control::{self, Shared, exporter::Exporter};
 use crate::dataplane::{self, DataPlane};
 use crate::logging::{self, LogHandle};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use shutdown::Shutdown;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -55,14 +55,40 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     match runtime.block_on(serve(config, config_path.to_path_buf(), log)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rtp-relay: {e}");
-            ExitCode::FAILURE
+        Err(Fatal { message, status }) => {
+            eprintln!("rtp-relay: {message}");
+            ExitCode::from(status)
         }
     }
 }
 
-async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
+/// Why the service could not run: the message, and the exit status (2 for
+/// input the operator must fix, as a bad configuration; 1 otherwise).
+struct Fatal {
+    message: String,
+    status: u8,
+}
+
+impl From<String> for Fatal {
+    fn from(message: String) -> Self {
+        Fatal { message, status: 1 }
+    }
+}
+
+impl From<StoreError> for Fatal {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::Damaged(_) => 2,
+            StoreError::Unusable(_) => 1,
+        };
+        Fatal {
+            message: e.to_string(),
+            status,
+        }
+    }
+}
+
+async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), Fatal> {
     let open_files = crate::udp::raise_open_files_limit();
     let needed = config.data.max_groups as u64 * 6 + 64;
     if open_files < needed {
@@ -72,7 +98,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             "the open-files limit allows fewer sockets than max_groups may need; raise LimitNOFILE"
         );
     }
-    let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
+    let (store, stored) = Store::open(&config.state.path)?;
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
         .map_err(|e| {
