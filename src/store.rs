@@ -7,12 +7,13 @@
 //! (temp file, fsync, rename, fsync directory), and again whenever it grows to
 //! several times the live set. A last line without its line end is a record
 //! torn by a crash, never acknowledged: it is dropped with a warning. Any other
-//! damaged line stops start-up with an error naming the file and line: nothing
-//! else is dropped or overwritten silently. A lock file keeps a second relay
-//! off the same state.
+//! damaged line, or a record the caller's check refuses (the API's checks,
+//! README "Operating notes"), stops start-up with an error naming the file and
+//! line: nothing else is dropped or overwritten silently. A lock file keeps a
+//! second relay off the same state.
 
 use crate::group::GroupId;
-use crate::reservation::Reservation;
+use crate::reservation::{Reservation, check_event_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -28,6 +29,24 @@ pub struct Stored {
     pub group: GroupId,
     /// The reservation's content.
     pub reservation: Reservation,
+}
+
+/// A live reservation as replayed, with the line of the record that put it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The line (from 1) of its last put.
+    pub line: usize,
+    /// The reservation.
+    pub stored: Stored,
+}
+
+/// A loaded record the relay refuses to run with, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The line (from 1).
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,8 +90,14 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl Store {
-    /// Opens (or creates) the journal at `path` and returns the stored reservations.
-    pub fn open(path: &Path) -> Result<(Store, Vec<Stored>), StoreError> {
+    /// Opens (or creates) the journal at `path` and returns the stored
+    /// reservations. `check` vets them first, in file order (as the API would
+    /// have: the records are input like any other); a refusal stops here,
+    /// naming the line, and leaves the file as it was.
+    pub fn open(
+        path: &Path,
+        check: impl FnOnce(&[Loaded]) -> Result<(), Refused>,
+    ) -> Result<(Store, Vec<Stored>), StoreError> {
         let shown = path.display();
         let fail = |what: &str, e: io::Error| {
             StoreError::Unusable(format!("state file {shown}: {what}: {e}"))
@@ -91,7 +116,15 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(fail("cannot read it", e)),
         };
-        let stored: Vec<Stored> = live.into_values().collect();
+        let mut loaded: Vec<Loaded> = live.into_values().collect();
+        loaded.sort_by_key(|l| l.line);
+        check(&loaded).map_err(|Refused { line, why }| {
+            StoreError::Damaged(format!(
+                "state file {shown}: the record on line {line} is refused: {why}. The relay will not start with it; delete that line (every line carries its own checksum; an earlier line of the same event_id, if any, applies again) or restore the file from a backup"
+            ))
+        })?;
+        let mut stored: Vec<Stored> = loaded.into_iter().map(|l| l.stored).collect();
+        stored.sort_by(|a, b| a.reservation.event_id.cmp(&b.reservation.event_id));
         let (file, len) = rewrite(path, stored.iter()).map_err(|e| fail("cannot rewrite it", e))?;
         let store = Store {
             path: path.to_path_buf(),
@@ -201,7 +234,7 @@ fn line(record: &Record) -> io::Result<Vec<u8>> {
     Ok(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes())
 }
 
-fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreError> {
+fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Loaded>, StoreError> {
     let shown = path.display();
     let damaged = |n: usize, why: String| {
         StoreError::Damaged(format!(
@@ -239,10 +272,12 @@ fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreErro
             return Err(damaged(n, "checksum mismatch".into()));
         }
         match serde_json::from_str(json).map_err(|e| damaged(n, e.to_string()))? {
-            Record::Put(s) => {
-                live.insert(s.reservation.event_id.clone(), s);
+            Record::Put(stored) => {
+                let id = stored.reservation.event_id.clone();
+                live.insert(id, Loaded { line: n, stored });
             }
             Record::Delete { event_id } => {
+                check_event_id(&event_id).map_err(|e| damaged(n, e))?;
                 live.remove(&event_id);
             }
         }
@@ -285,6 +320,10 @@ mod tests {
     use super::*;
     use crate::reservation::tests::request;
 
+    fn open(path: &Path) -> Result<(Store, Vec<Stored>), StoreError> {
+        Store::open(path, |_| Ok(()))
+    }
+
     fn stored(id: &str, g: u32) -> Stored {
         Stored {
             group: GroupId::try_from(g).unwrap(),
@@ -297,14 +336,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/reservations");
         {
-            let (mut s, loaded) = Store::open(&path).unwrap();
+            let (mut s, loaded) = open(&path).unwrap();
             assert!(loaded.is_empty());
             s.put(&stored("a", 1)).unwrap();
             s.put(&stored("b", 2)).unwrap();
             s.delete("a").unwrap();
             s.put(&stored("c", 3)).unwrap();
         }
-        let (_, loaded) = Store::open(&path).unwrap();
+        let (_, loaded) = open(&path).unwrap();
         let ids: Vec<_> = loaded
             .iter()
             .map(|s| s.reservation.event_id.as_str())
@@ -317,7 +356,7 @@ mod tests {
 
     /// A journal with "a" and "b"; its bytes.
     fn two_records(path: &Path) -> Vec<u8> {
-        let (mut s, _) = Store::open(path).unwrap();
+        let (mut s, _) = open(path).unwrap();
         s.put(&stored("a", 1)).unwrap();
         s.put(&stored("b", 2)).unwrap();
         std::fs::read(path).unwrap()
@@ -344,7 +383,7 @@ mod tests {
             ("an empty line", [&b"\n"[..], &good].concat()),
         ] {
             std::fs::write(&path, &bytes).unwrap();
-            let err = Store::open(&path).unwrap_err();
+            let err = open(&path).unwrap_err();
             assert!(matches!(err, StoreError::Damaged(_)), "{what}: {err}");
             let err = err.to_string();
             assert!(err.contains(&path.display().to_string()), "{what}: {err}");
@@ -366,23 +405,59 @@ mod tests {
         // Whole but for its line end, or a few bytes: never acknowledged.
         for cut in [1, 10, good.len() - first - 1] {
             std::fs::write(&path, &good[..good.len() - cut]).unwrap();
-            let (mut s, loaded) = Store::open(&path).unwrap();
+            let (mut s, loaded) = open(&path).unwrap();
             assert_eq!(loaded, [stored("a", 1)], "cut {cut}");
             assert_eq!(std::fs::read(&path).unwrap(), &good[..first]);
             // The next record starts on a line of its own.
             s.put(&stored("c", 3)).unwrap();
             drop(s);
-            let (_, loaded) = Store::open(&path).unwrap();
+            let (_, loaded) = open(&path).unwrap();
             assert_eq!(loaded.len(), 2, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_refused_record_stops_start_up_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reservations");
+        {
+            let (mut s, _) = open(&path).unwrap();
+            s.put(&stored("a", 1)).unwrap();
+            s.put(&stored("b", 2)).unwrap();
+            s.put(&stored("a", 3)).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut seen = Vec::new();
+        let err = Store::open(&path, |loaded| {
+            seen = loaded.to_vec();
+            Err(Refused {
+                line: loaded[1].line,
+                why: "no good".into(),
+            })
+        })
+        .unwrap_err();
+        // In file order, each with the line of its last put.
+        let lines: Vec<(usize, &str)> = seen
+            .iter()
+            .map(|l| (l.line, l.stored.reservation.event_id.as_str()))
+            .collect();
+        assert_eq!(lines, [(2, "b"), (3, "a")]);
+        assert!(matches!(err, StoreError::Damaged(_)));
+        let err = err.to_string();
+        assert!(
+            err.contains("the record on line 3 is refused: no good")
+                && err.contains("delete that line"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file untouched");
     }
 
     #[test]
     fn a_second_relay_cannot_open_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reservations");
-        let _first = Store::open(&path).unwrap();
-        let err = Store::open(&path).unwrap_err();
+        let _first = open(&path).unwrap();
+        let err = open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Unusable(_)));
         assert!(
             err.to_string().contains("in use by another rtp-relay"),

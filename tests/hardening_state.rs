@@ -1,16 +1,85 @@
 //! The state and its times under hostile input and an unlucky disk, against
 //! the real binary: times whose window cannot be computed are a 400 (never a
 //! panic), a reload never ends the relay, a panic never ends it with status 0,
-//! and a full disk never costs an acknowledged reservation. The full-disk test mounts a small
-//! tmpfs (root; `RTP_RELAY_SKIP_ROOT=1` skips it). Groups 1700–1719 are this file's.
+//! a full disk never costs an acknowledged reservation, and journal records
+//! (and, on a reload, the reservations held) get the API's checks. The
+//! full-disk test mounts a small tmpfs (root; `RTP_RELAY_SKIP_ROOT=1` skips
+//! it). Groups 1700–1719 are this file's.
 
 mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One journal line as the relay writes it: `<crc32 hex> <json>`.
+fn journal_line(json: &str) -> String {
+    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
+}
+
+/// A put record of `reservation` (a JSON object) held on `group`.
+fn put(group: u16, reservation: &str) -> String {
+    journal_line(&format!(
+        r#"{{"op":"put","group":{group},"reservation":{reservation}}}"#
+    ))
+}
+
+/// A reservation object as stored (no group requested).
+fn stored(id: &str, start: &str, end: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","layout":"audio-only","start":"{start}","end":"{end}","source":"127.0.0.1"}}"#
+    )
+}
+
+fn write_journal(setup: &Setup, lines: &[String]) {
+    let path = setup.state_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, lines.concat()).unwrap();
+}
+
+/// Runs the relay on `setup` expecting it to refuse to start: its exit status
+/// and stderr. A relay still running after 20 s is stopped and reported.
+fn start_refused(setup: &Setup) -> (Option<i32>, String) {
+    let log = setup.dir.path().join("refused.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.write_config())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log).unwrap();
+            panic!("the relay started where it should have refused to:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
+
+/// Asserts a refusal to start with exit status 2, a message naming `line` and
+/// containing `words`, and no panic; the journal left as it was.
+fn assert_refused(setup: &Setup, line: usize, words: &[&str]) {
+    let before = std::fs::read(setup.state_path()).unwrap();
+    let (status, err) = start_refused(setup);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(&format!("line {line}")), "line {line}: {err}");
+    for w in words {
+        assert!(err.contains(w), "{w:?}: {err}");
+    }
+    assert!(err.contains("delete that line"), "how to repair: {err}");
+    assert_eq!(std::fs::read(setup.state_path()).unwrap(), before);
+}
 
 #[test]
 fn a_time_whose_window_cannot_be_computed_is_a_400_naming_the_field() {
@@ -98,6 +167,23 @@ fn a_reload_with_the_longest_lead_and_trail_keeps_every_reservation() {
     assert_eq!(last.body["window"]["free_at"], "9999-01-07T23:59:59Z");
     assert_eq!(last.body["window"]["bind_at"], "9998-12-24T23:00:00Z");
     assert_eq!(edge.status, 400, "{}", edge.text);
+}
+
+#[test]
+fn a_journal_time_whose_window_cannot_be_computed_is_refused_at_start() {
+    let mut setup = Setup::new();
+    setup.schedule = "lead = \"30m\"\ntrail = \"7days\"\n".into();
+    write_journal(
+        &setup,
+        &[
+            put(1704, &stored("ok", &at(86400), &at(90000))),
+            put(
+                1705,
+                &stored("edge", "9998-12-31T23:00:00Z", "9999-12-31T23:40:00Z"),
+            ),
+        ],
+    );
+    assert_refused(&setup, 2, &["edge", "end 9999-12-31T23:40:00Z"]);
 }
 
 /// Set in the child process of the panic test: where to panic.
@@ -234,5 +320,118 @@ fn a_full_disk_never_loses_an_acknowledged_reservation() {
     assert_eq!(
         listed, acknowledged,
         "{failed} failed; the rest were acknowledged"
+    );
+}
+
+#[test]
+fn journal_records_get_the_api_checks_when_loaded() {
+    let (day, later) = (at(86400), at(90000));
+    let ok = put(1710, &stored("ok", &day, &later));
+    let cases: Vec<(&str, Vec<String>, usize, Vec<&str>)> = vec![
+        (
+            "bad event_id",
+            vec![ok.clone(), put(1711, &stored("has space", &day, &later))],
+            2,
+            vec!["event_id \"has space\" is invalid"],
+        ),
+        (
+            "two events on one group at once",
+            vec![
+                ok.clone(),
+                put(1712, &stored("a", &day, &later)),
+                put(1712, &stored("b", &at(88000), &at(92000))),
+            ],
+            3,
+            vec!["group 1712", "\"b\"", "\"a\" (line 2)"],
+        ),
+        (
+            "a group outside the allowed range",
+            vec![put(3000, &stored("low", &day, &later))],
+            1,
+            vec!["group", "allow_below_dynamic_range"],
+        ),
+        (
+            "held on another group than requested",
+            vec![put(
+                1713,
+                &format!(
+                    r#"{{"event_id":"moved","group":1714,"layout":"audio-only","start":"{day}","end":"{later}","source":"127.0.0.1"}}"#
+                ),
+            )],
+            1,
+            vec!["group 1713", "requested group 1714"],
+        ),
+        (
+            "end before start",
+            vec![ok.clone(), put(1715, &stored("back", &later, &day))],
+            2,
+            vec!["must be after start"],
+        ),
+        (
+            "strict without a source",
+            vec![put(
+                1716,
+                &format!(
+                    r#"{{"event_id":"nosource","layout":"audio-only","start":"{day}","end":"{later}"}}"#
+                ),
+            )],
+            1,
+            vec!["source is required"],
+        ),
+    ];
+    for (what, lines, line, words) in cases {
+        let setup = Setup::new();
+        write_journal(&setup, &lines);
+        eprintln!("case: {what}");
+        assert_refused(&setup, line, &words);
+    }
+
+    // Windows that overlap only through lead and trail (the configuration
+    // changed since) are not refused: the later one waits, as after a reload.
+    let setup = Setup::new();
+    write_journal(
+        &setup,
+        &[
+            put(1717, &stored("first", &day, &later)),
+            put(1717, &stored("second", &at(90000 + 600), &at(94000))),
+        ],
+    );
+    let relay = setup.start();
+    assert_eq!(relay.get("/v1/reservations/second").status, 200);
+    assert!(relay.log().contains("windows overlap on one group"));
+}
+
+#[test]
+fn a_reload_that_held_reservations_would_not_pass_is_refused() {
+    let mut setup = Setup::new();
+    setup.extra = "[source]\npolicy = \"latch\"\n".into();
+    let relay = setup.start();
+    let body = format!(
+        r#"{{"event_id": "nosource", "group": 1718, "layout": "audio-only", "start": "{}", "end": "{}"}}"#,
+        at(86400),
+        at(90000)
+    );
+    let created = relay.create(&body, "scheduled");
+    // Strict needs a source this reservation lacks; the trail changes too.
+    setup.extra = "[source]\npolicy = \"strict\"\n".into();
+    setup.schedule = "lead = \"30m\"\ntrail = \"20m\"\n".into();
+    setup.write_config();
+    relay.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || relay
+            .log()
+            .contains("configuration not reloaded")),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    assert!(
+        log.contains("\"nosource\"") && log.contains("source is required"),
+        "{log}"
+    );
+    let now = relay.get("/v1/reservations/nosource");
+    assert_eq!(
+        now.body["window"], created.body["window"],
+        "the running timing stays"
     );
 }

@@ -251,6 +251,24 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Checks a reservation held on `group` (one loaded from the journal, or
+    /// kept across a reload): [`Reservation::validate`], the group itself, and
+    /// that it is the requested one, as the API would have admitted it.
+    pub fn validate_on(&self, group: GroupId, rules: &Rules) -> Result<(), String> {
+        self.validate(rules)?;
+        group
+            .check_allowed(rules.allow_below_dynamic_range)
+            .map_err(|e| format!("group: {e}"))?;
+        match self.group {
+            Some(requested) if requested != group => Err(format!(
+                "it is held on group {group} but names requested group {requested}; the relay only holds a reservation on the group it requests"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `event_id` appears in URLs and metric labels: keep it short and URL-safe.
 pub fn check_event_id(id: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
@@ -377,6 +395,27 @@ pub(crate) mod tests {
         assert!(q.validate(&r).is_ok());
         q.start = datetime!(1969-12-31 23:59:59 UTC);
         assert!(q.validate(&r).unwrap_err().starts_with("start"));
+    }
+
+    #[test]
+    fn a_held_reservation_is_checked_with_its_group() {
+        let r = rules();
+        let g = |n| GroupId::try_from(n).unwrap();
+        assert!(
+            request("e", None)
+                .validate_on(g(3000), &r)
+                .unwrap_err()
+                .starts_with("group:")
+        );
+        assert!(request("e", Some(14)).validate_on(g(14), &r).is_ok());
+        let err = request("e", Some(14)).validate_on(g(15), &r).unwrap_err();
+        assert!(
+            err.contains("held on group 15 but names requested group 14"),
+            "{err}"
+        );
+        let mut bad = request("e", None);
+        bad.end = bad.start;
+        assert!(bad.validate_on(g(1), &r).is_err());
     }
 
     #[test]

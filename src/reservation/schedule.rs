@@ -179,6 +179,31 @@ pub fn next_wakeup<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<Offse
         .min()
 }
 
+/// The first reservation, in the order given, whose event (`[start, end)`,
+/// without lead or trail) overlaps an earlier one's on the same group:
+/// `(earlier, later)` indexes. No timing makes such a pair fit, so the API
+/// never admits both; windows that overlap only through lead and trail (the
+/// timing changed since) are not reported. Every `end` must be after its `start`.
+pub fn double_booked<'a>(
+    held: impl IntoIterator<Item = (GroupId, &'a Reservation)>,
+) -> Option<(usize, usize)> {
+    // Per group, by start: (end, index). Disjoint as long as nothing was found.
+    let mut events: BTreeMap<(GroupId, OffsetDateTime), (OffsetDateTime, usize)> = BTreeMap::new();
+    let first = time::PrimitiveDateTime::MIN.assume_utc();
+    for (i, (group, r)) in held.into_iter().enumerate() {
+        // Of disjoint events starting before r ends, the last to start is the
+        // last to end: only it can reach into r.
+        let before = events.range((group, first)..(group, r.end)).next_back();
+        if let Some((_, &(end, j))) = before
+            && end > r.start
+        {
+            return Some((j, i));
+        }
+        events.insert((group, r.start), (r.end, i));
+    }
+    None
+}
+
 /// What the I/O shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -961,7 +986,50 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn double_booking_is_an_overlap_of_events_on_one_group() {
+        let (a, b, c) = (
+            at("a", T0, 60),
+            at("b", T0 + Duration::minutes(30), 20),
+            at("c", T0 + Duration::minutes(60), 60),
+        );
+        // Back to back (windows overlap through lead and trail): not double booked.
+        assert_eq!(double_booked([(g(1), &a), (g(1), &c)]), None);
+        assert_eq!(double_booked([(g(1), &a), (g(2), &b)]), None);
+        assert_eq!(
+            double_booked([(g(1), &a), (g(1), &c), (g(1), &b)]),
+            Some((0, 2))
+        );
+        // The first record, in the order given, that overlaps an earlier one
+        // (here both earlier ones: either may be named).
+        let long = at("long", T0 - Duration::hours(1), 300);
+        let found = double_booked([(g(1), &a), (g(1), &c), (g(1), &long)]);
+        assert!(matches!(found, Some((0 | 1, 2))), "{found:?}");
+        assert_eq!(double_booked([(g(1), &long), (g(1), &c)]), Some((0, 1)));
+    }
+
     proptest! {
+        /// The first double-booked record is the one a pairwise search finds.
+        #[test]
+        fn double_booked_finds_the_first_overlap(
+            events in proptest::collection::vec((0u32..3, 0i64..600, 1i64..120), 0..40),
+        ) {
+            let held: Vec<(GroupId, Reservation)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, &(group, offset, len))| (g(group), at(&format!("e{i}"), T0 + Duration::minutes(offset), len)))
+                .collect();
+            let overlaps = |(ga, a): &(GroupId, Reservation), (gb, b): &(GroupId, Reservation)| {
+                ga == gb && a.start < b.end && b.start < a.end
+            };
+            let first = (0..held.len()).find(|&i| (0..i).any(|j| overlaps(&held[j], &held[i])));
+            let found = double_booked(held.iter().map(|(group, r)| (*group, r)));
+            prop_assert_eq!(found.map(|(_, i)| i), first);
+            if let Some((j, i)) = found {
+                prop_assert!(j < i && overlaps(&held[j], &held[i]));
+            }
+        }
+
         /// Whatever is created, allocation never hands out a group whose window
         /// overlaps a live reservation's, and never more than max_concurrent at once.
         #[test]

@@ -12,7 +12,7 @@ pub mod stream_watch;
 
 use crate::clock::Now;
 use crate::config::Config;
-use crate::control::coordinator::Coordinator;
+use crate::control::coordinator::{self, Coordinator};
 use crate::control::{self, Shared, exporter::Exporter};
 use crate::dataplane::{self, DataPlane};
 use crate::logging::{self, LogHandle};
@@ -98,7 +98,11 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             "the open-files limit allows fewer sockets than max_groups may need; raise LimitNOFILE"
         );
     }
-    let (store, stored) = Store::open(&config.state.path)?;
+    let local = local_addresses();
+    let rules = config.rules(local.clone());
+    let (store, stored) = Store::open(&config.state.path, |loaded| {
+        coordinator::vet_loaded(&rules, loaded)
+    })?;
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
         .map_err(|e| {
@@ -116,7 +120,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     info!(path, reason = %why, "data path chosen");
     let dataplane = DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
         .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
-    let mut coordinator = Coordinator::new(&config, local_addresses(), store, stored, dataplane);
+    let mut coordinator = Coordinator::new(&config, local, store, stored, dataplane);
     coordinator.start(&Now::read());
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     info!(%addr, path, "control plane listening");
