@@ -118,19 +118,6 @@ fn sigterm_stops_cleanly_and_a_restart_binds_again() {
     assert!(port_taken(base(group)) && port_taken(base(group) + 1));
 }
 
-/// A relay run on `setup` that exits at once: its status and stderr.
-fn start_refused(setup: &Setup) -> (Option<i32>, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.write_config())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Two acknowledged reservations, a day ahead; the journal's two lines.
 fn two_reservations(setup: &Setup) -> Vec<Vec<u8>> {
     let relay = setup.start();
@@ -157,7 +144,7 @@ fn damaged_state_stops_start_up_naming_the_file_and_line() {
     let bytes = lines.concat();
     std::fs::write(&path, &bytes).unwrap();
 
-    let (status, err) = start_refused(&setup);
+    let (status, err) = setup.start_refused();
     assert_eq!(status, Some(2), "{err}");
     assert!(
         err.contains(&path.display().to_string())

@@ -11,8 +11,8 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// One journal line as the relay writes it: `<crc32 hex> <json>`.
 fn journal_line(json: &str) -> String {
@@ -39,38 +39,11 @@ fn write_journal(setup: &Setup, lines: &[String]) {
     std::fs::write(&path, lines.concat()).unwrap();
 }
 
-/// Runs the relay on `setup` expecting it to refuse to start: its exit status
-/// and stderr. A relay still running after 20 s is stopped and reported.
-fn start_refused(setup: &Setup) -> (Option<i32>, String) {
-    let log = setup.dir.path().join("refused.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.write_config())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = std::fs::read_to_string(&log).unwrap();
-            panic!("the relay started where it should have refused to:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(&log).unwrap())
-}
-
 /// Asserts a refusal to start with exit status 2, a message naming `line` and
 /// containing `words`, and no panic; the journal left as it was.
 fn assert_refused(setup: &Setup, line: usize, words: &[&str]) {
     let before = std::fs::read(setup.state_path()).unwrap();
-    let (status, err) = start_refused(setup);
+    let (status, err) = setup.start_refused();
     assert_eq!(status, Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains(&format!("line {line}")), "line {line}: {err}");
@@ -79,6 +52,17 @@ fn assert_refused(setup: &Setup, line: usize, words: &[&str]) {
     }
     assert!(err.contains("delete that line"), "how to repair: {err}");
     assert_eq!(std::fs::read(setup.state_path()).unwrap(), before);
+}
+
+/// Writes `setup`'s configuration, sends SIGHUP, waits until `logged` is logged.
+fn reload(setup: &Setup, relay: &Relay, logged: &str) {
+    setup.write_config();
+    relay.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || relay.log().contains(logged)),
+        "{}",
+        relay.log()
+    );
 }
 
 #[test]
@@ -147,15 +131,7 @@ fn a_reload_with_the_longest_lead_and_trail_keeps_every_reservation() {
         "scheduled",
     );
     setup.schedule = "lead = \"7days\"\ntrail = \"7days\"\n".into();
-    setup.write_config();
-    relay.signal(Signal::SIGHUP);
-    assert!(
-        wait_until(Duration::from_secs(10), || relay
-            .log()
-            .contains("SIGHUP: configuration reloaded")),
-        "{}",
-        relay.log()
-    );
+    reload(&setup, &relay, "SIGHUP: configuration reloaded");
     assert_eq!(
         relay.wait(Duration::from_millis(300)),
         None,
@@ -415,15 +391,7 @@ fn a_reload_that_held_reservations_would_not_pass_is_refused() {
     // Strict needs a source this reservation lacks; the trail changes too.
     setup.extra = "[source]\npolicy = \"strict\"\n".into();
     setup.schedule = "lead = \"30m\"\ntrail = \"20m\"\n".into();
-    setup.write_config();
-    relay.signal(Signal::SIGHUP);
-    assert!(
-        wait_until(Duration::from_secs(10), || relay
-            .log()
-            .contains("configuration not reloaded")),
-        "{}",
-        relay.log()
-    );
+    reload(&setup, &relay, "configuration not reloaded");
     let log = relay.log();
     assert!(
         log.contains("\"nosource\"") && log.contains("source is required"),
