@@ -66,6 +66,12 @@ mod tests {
             now.boot_deadline(now.wall - time::Duration::hours(1)),
             5_000_000_000
         );
+        // The ends of time saturate; they never panic.
+        let end_of_time = time::PrimitiveDateTime::MAX.assume_utc();
+        assert_eq!(now.boot_deadline(end_of_time), u64::MAX);
+        let start_of_time =
+            time::PrimitiveDateTime::MIN.assume_offset(time::macros::offset!(+23:59:59));
+        assert_eq!(now.boot_deadline(start_of_time), 5_000_000_000);
         assert_eq!(now.boot_age(4_500_000_000), 0.5);
         assert_eq!(now.boot_age(6_000_000_000), 0.0, "a later time is no age");
     }

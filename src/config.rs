@@ -1,7 +1,7 @@
 //! `relay.toml` (SPEC §9): sections and keys are fixed; every error names the key.
 
 use crate::group::GroupId;
-use crate::reservation::schedule::{Limits, Timing};
+use crate::reservation::schedule::{Limits, MAX_LEAD_TRAIL, Timing};
 use crate::reservation::{DefaultDestination, LoopGuard, Rules, SourcePolicy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -398,10 +398,22 @@ impl Config {
                 ),
             );
         }
-        if self.schedule.lead.0 > std::time::Duration::from_secs(7 * 86400)
-            || self.schedule.trail.0 > std::time::Duration::from_secs(7 * 86400)
-        {
-            return err("schedule.lead/trail", "must be at most 7 days".into());
+        // Reservation times leave room for this much on each side (README
+        // "Port groups"), so no lead or trail accepted here, at start or on
+        // reload, can put a window out of range.
+        for (key, d) in [
+            ("schedule.lead", self.schedule.lead),
+            ("schedule.trail", self.schedule.trail),
+        ] {
+            if d.to_time() > MAX_LEAD_TRAIL {
+                return err(
+                    key,
+                    format!(
+                        "{} is longer than the 7 days allowed",
+                        humantime::format_duration(d.0)
+                    ),
+                );
+            }
         }
         for (key, rate) in [
             ("stream.audio_clock_rate", self.stream.audio_clock_rate),
@@ -581,6 +593,11 @@ mod tests {
         );
         assert!(e(&format!("{base}[source]\npolicy = \"open\"\n")).contains("source.policy"));
         assert!(e(&format!("{base}[data]\nmax_groups = 4000\n")).contains("data.max_groups"));
+        assert!(
+            e(&format!("{base}[schedule]\ntrail = \"7days 1s\"\n"))
+                .contains("schedule.trail: 7days 1s is longer than the 7 days allowed")
+        );
+        assert!(Config::parse(&format!("{base}[schedule]\nlead = \"7days\"\n")).is_ok());
         assert!(e(&format!("{base}[log]\nlevel = \"loud\"\n")).contains("log.level"));
         assert!(
             e(&format!("{base}[data]\nbind_address = \"nowhere\"\n")).contains("data.bind_address")

@@ -1,19 +1,25 @@
 //! Durable reservation state (SPEC §7): an append-only journal.
 //!
 //! Each line is `<crc32 hex> <json record>`; a put or delete is appended and
-//! `fdatasync`ed before the API answers. On start the journal is replayed and
-//! rewritten compactly (temp file, fsync, rename, fsync directory), and again
-//! whenever it grows to several times the live set. Any damaged line stops
-//! start-up with an error naming the file and line: nothing is dropped or
-//! overwritten silently. A lock file keeps a second relay off the same state.
+//! `fdatasync`ed before the API answers. An append that fails (a full disk, a
+//! failed `fdatasync`) is cut off again, so the journal always ends on a
+//! record boundary. On start the journal is replayed and rewritten compactly
+//! (temp file, fsync, rename, fsync directory), and again whenever it grows to
+//! several times the live set. A last line without its line end is a record
+//! torn by a crash, never acknowledged: it is dropped with a warning. Any other
+//! damaged line, or a record the caller's check refuses (the API's checks,
+//! README "Operating notes"), stops start-up with an error naming the file and
+//! line: nothing else is dropped or overwritten silently. A lock file keeps a
+//! second relay off the same state.
 
 use crate::group::GroupId;
-use crate::reservation::Reservation;
+use crate::reservation::{Reservation, check_event_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use tracing::warn;
 
 /// A reservation as stored: its content and the group it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +29,24 @@ pub struct Stored {
     pub group: GroupId,
     /// The reservation's content.
     pub reservation: Reservation,
+}
+
+/// A live reservation as replayed, with the line of the record that put it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The line (from 1) of its last put.
+    pub line: usize,
+    /// The reservation.
+    pub stored: Stored,
+}
+
+/// A loaded record the relay refuses to run with, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The line (from 1).
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,29 +62,48 @@ pub struct Store {
     path: PathBuf,
     file: File,
     records: usize,
+    /// The file's length up to its last whole record.
+    len: u64,
+    /// An append failed and cutting it off failed too: the file may end in
+    /// part of a record, to be cut off before anything is appended.
+    torn: bool,
     _lock: nix::fcntl::Flock<File>,
 }
 
 /// Why the state could not be opened.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The file's content is damaged: the operator must repair it (exit status 2).
+    Damaged(String),
+    /// The file cannot be used: a directory, permissions, I/O, the lock.
+    Unusable(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StoreError::Damaged(m) | StoreError::Unusable(m) => f.write_str(m),
+        }
     }
 }
 
 impl std::error::Error for StoreError {}
 
 impl Store {
-    /// Opens (or creates) the journal at `path` and returns the stored reservations.
-    pub fn open(path: &Path) -> Result<(Store, Vec<Stored>), StoreError> {
+    /// Opens (or creates) the journal at `path` and returns the stored
+    /// reservations. `check` vets them first, in file order (as the API would
+    /// have: the records are input like any other); a refusal stops here,
+    /// naming the line, and leaves the file as it was.
+    pub fn open(
+        path: &Path,
+        check: impl FnOnce(&[Loaded]) -> Result<(), Refused>,
+    ) -> Result<(Store, Vec<Stored>), StoreError> {
         let shown = path.display();
-        let fail =
-            |what: &str, e: io::Error| StoreError(format!("state file {shown}: {what}: {e}"));
+        let fail = |what: &str, e: io::Error| {
+            StoreError::Unusable(format!("state file {shown}: {what}: {e}"))
+        };
         if path.is_dir() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Unusable(format!(
                 "state file {shown} is a directory; set [state] path to a file inside it, e.g. {shown}/reservations"
             )));
         }
@@ -73,12 +116,22 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(fail("cannot read it", e)),
         };
-        let stored: Vec<Stored> = live.into_values().collect();
-        let file = rewrite(path, stored.iter()).map_err(|e| fail("cannot rewrite it", e))?;
+        let mut loaded: Vec<Loaded> = live.into_values().collect();
+        loaded.sort_by_key(|l| l.line);
+        check(&loaded).map_err(|Refused { line, why }| {
+            StoreError::Damaged(format!(
+                "state file {shown}: the record on line {line} is refused: {why}. The relay will not start with it; delete that line (every line carries its own checksum; an earlier line of the same event_id, if any, applies again) or restore the file from a backup"
+            ))
+        })?;
+        let mut stored: Vec<Stored> = loaded.into_iter().map(|l| l.stored).collect();
+        stored.sort_by(|a, b| a.reservation.event_id.cmp(&b.reservation.event_id));
+        let (file, len) = rewrite(path, stored.iter()).map_err(|e| fail("cannot rewrite it", e))?;
         let store = Store {
             path: path.to_path_buf(),
             file,
             records: stored.len(),
+            len,
+            torn: false,
             _lock: lock,
         };
         Ok((store, stored))
@@ -112,43 +165,79 @@ impl Store {
         live: impl ExactSizeIterator<Item = &'a Stored>,
     ) -> io::Result<()> {
         let n = live.len();
-        self.file = rewrite(&self.path, live)?;
+        (self.file, self.len) = rewrite(&self.path, live)?;
         self.records = n;
+        self.torn = false;
         Ok(())
     }
 
+    /// Appends one record, durably, or leaves the journal as it was.
     fn append(&mut self, record: &Record) -> io::Result<()> {
-        self.file.write_all(&line(record))?;
-        self.file.sync_data()?;
+        let line = line(record)?;
+        if self.torn {
+            self.cut_back()?;
+        }
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A failed write may have left part of the line; after a failed
+            // fdatasync its fate is unknown. Either way the caller answers an
+            // error: cut the line off, so that it never comes back and the
+            // next record starts on a line of its own.
+            self.torn = true;
+            let _ = self.cut_back();
+            return Err(e);
+        }
+        self.len += line.len() as u64;
         self.records += 1;
+        Ok(())
+    }
+
+    /// Truncates the file back to its last whole record, durably.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_all()?;
+        self.torn = false;
         Ok(())
     }
 }
 
 /// Writes `live` to a temp file, syncs it, renames it over `path`, syncs the
-/// directory, and returns `path` opened for appending.
-fn rewrite<'a>(path: &Path, live: impl Iterator<Item = &'a Stored>) -> io::Result<File> {
+/// directory, and returns `path` opened for appending, and its length. A
+/// failure leaves `path` as it was and removes the temp file.
+fn rewrite<'a>(path: &Path, live: impl Iterator<Item = &'a Stored>) -> io::Result<(File, u64)> {
     let tmp = path.with_extension("tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
-    for s in live {
-        out.write_all(&line(&Record::Put(s.clone())))?;
-    }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    let written = (|| -> io::Result<u64> {
+        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        let mut len = 0;
+        for s in live {
+            let line = line(&Record::Put(s.clone()))?;
+            out.write_all(&line)?;
+            len += line.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(len)
+    })();
+    let len = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     std::fs::rename(&tmp, path)?;
     sync_dir(path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok((OpenOptions::new().append(true).open(path)?, len))
 }
 
-fn line(record: &Record) -> Vec<u8> {
-    let json = serde_json::to_string(record).expect("records always serialize");
-    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes()
+fn line(record: &Record) -> io::Result<Vec<u8>> {
+    let json = serde_json::to_string(record).map_err(io::Error::other)?;
+    Ok(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes())
 }
 
-fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreError> {
+fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Loaded>, StoreError> {
     let shown = path.display();
     let damaged = |n: usize, why: String| {
-        StoreError(format!(
+        StoreError::Damaged(format!(
             "state file {shown} is damaged at line {n}: {why}. The relay will not start on damaged state; restore the file from a backup, or move it aside to start with no reservations"
         ))
     };
@@ -158,18 +247,20 @@ fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreErro
     let mut n = 0;
     loop {
         buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| StoreError(format!("state file {shown}: cannot read it: {e}")))?;
+        let read = reader.read_until(b'\n', &mut buf).map_err(|e| {
+            StoreError::Unusable(format!("state file {shown}: cannot read it: {e}"))
+        })?;
         if read == 0 {
             break;
         }
         n += 1;
         let Some(text) = buf.strip_suffix(b"\n") else {
-            return Err(damaged(
-                n,
-                "the last record is truncated (no line end)".into(),
-            ));
+            // Only the last line can lack its end (read_until stops at one):
+            // an append cut short by a crash, so never acknowledged. The
+            // rewrite that follows the replay drops it from the file.
+            warn!(state = %shown, line = n, bytes = buf.len(),
+                "the last record is torn (no line end: a write cut short by a crash or a full disk); it was never acknowledged and is dropped");
+            break;
         };
         let text = std::str::from_utf8(text).map_err(|_| damaged(n, "not UTF-8".into()))?;
         let (crc, json) = text
@@ -181,10 +272,12 @@ fn replay(path: &Path, file: File) -> Result<BTreeMap<String, Stored>, StoreErro
             return Err(damaged(n, "checksum mismatch".into()));
         }
         match serde_json::from_str(json).map_err(|e| damaged(n, e.to_string()))? {
-            Record::Put(s) => {
-                live.insert(s.reservation.event_id.clone(), s);
+            Record::Put(stored) => {
+                let id = stored.reservation.event_id.clone();
+                live.insert(id, Loaded { line: n, stored });
             }
             Record::Delete { event_id } => {
+                check_event_id(&event_id).map_err(|e| damaged(n, e))?;
                 live.remove(&event_id);
             }
         }
@@ -200,13 +293,13 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, StoreError> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| {
-            StoreError(format!(
+            StoreError::Unusable(format!(
                 "state lock {}: cannot open it: {e}",
                 lock_path.display()
             ))
         })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        StoreError(format!(
+        StoreError::Unusable(format!(
             "state file {} is in use by another rtp-relay (lock {} is held: {e}); stop it, or give this one its own [state] path",
             path.display(),
             lock_path.display()
@@ -227,6 +320,10 @@ mod tests {
     use super::*;
     use crate::reservation::tests::request;
 
+    fn open(path: &Path) -> Result<(Store, Vec<Stored>), StoreError> {
+        Store::open(path, |_| Ok(()))
+    }
+
     fn stored(id: &str, g: u32) -> Stored {
         Stored {
             group: GroupId::try_from(g).unwrap(),
@@ -239,14 +336,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/reservations");
         {
-            let (mut s, loaded) = Store::open(&path).unwrap();
+            let (mut s, loaded) = open(&path).unwrap();
             assert!(loaded.is_empty());
             s.put(&stored("a", 1)).unwrap();
             s.put(&stored("b", 2)).unwrap();
             s.delete("a").unwrap();
             s.put(&stored("c", 3)).unwrap();
         }
-        let (_, loaded) = Store::open(&path).unwrap();
+        let (_, loaded) = open(&path).unwrap();
         let ids: Vec<_> = loaded
             .iter()
             .map(|s| s.reservation.event_id.as_str())
@@ -257,28 +354,38 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 
+    /// A journal with "a" and "b"; its bytes.
+    fn two_records(path: &Path) -> Vec<u8> {
+        let (mut s, _) = open(path).unwrap();
+        s.put(&stored("a", 1)).unwrap();
+        s.put(&stored("b", 2)).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
     #[test]
     fn damaged_state_stops_start_up_and_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reservations");
-        {
-            let (mut s, _) = Store::open(&path).unwrap();
-            s.put(&stored("a", 1)).unwrap();
-            s.put(&stored("b", 2)).unwrap();
-        }
-        let good = std::fs::read(&path).unwrap();
+        let good = two_records(&path);
         for (what, bytes) in [
-            ("truncated", good[..good.len() - 10].to_vec()),
-            ("flipped", {
+            ("flipped in the last record", {
                 let mut b = good.clone();
                 let i = b.len() - 20;
                 b[i] ^= 0x01;
                 b
             }),
+            ("flipped in the first record", {
+                let mut b = good.clone();
+                b[20] ^= 0x01;
+                b
+            }),
             ("garbage", b"hello\n".to_vec()),
+            ("an empty line", [&b"\n"[..], &good].concat()),
         ] {
             std::fs::write(&path, &bytes).unwrap();
-            let err = Store::open(&path).unwrap_err().0;
+            let err = open(&path).unwrap_err();
+            assert!(matches!(err, StoreError::Damaged(_)), "{what}: {err}");
+            let err = err.to_string();
             assert!(err.contains(&path.display().to_string()), "{what}: {err}");
             assert!(err.contains("damaged at line"), "{what}: {err}");
             assert_eq!(
@@ -290,11 +397,71 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_record_is_dropped_and_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reservations");
+        let good = two_records(&path);
+        let first = good.iter().position(|&b| b == b'\n').unwrap() + 1;
+        // Whole but for its line end, or a few bytes: never acknowledged.
+        for cut in [1, 10, good.len() - first - 1] {
+            std::fs::write(&path, &good[..good.len() - cut]).unwrap();
+            let (mut s, loaded) = open(&path).unwrap();
+            assert_eq!(loaded, [stored("a", 1)], "cut {cut}");
+            assert_eq!(std::fs::read(&path).unwrap(), &good[..first]);
+            // The next record starts on a line of its own.
+            s.put(&stored("c", 3)).unwrap();
+            drop(s);
+            let (_, loaded) = open(&path).unwrap();
+            assert_eq!(loaded.len(), 2, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_refused_record_stops_start_up_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reservations");
+        {
+            let (mut s, _) = open(&path).unwrap();
+            s.put(&stored("a", 1)).unwrap();
+            s.put(&stored("b", 2)).unwrap();
+            s.put(&stored("a", 3)).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut seen = Vec::new();
+        let err = Store::open(&path, |loaded| {
+            seen = loaded.to_vec();
+            Err(Refused {
+                line: loaded[1].line,
+                why: "no good".into(),
+            })
+        })
+        .unwrap_err();
+        // In file order, each with the line of its last put.
+        let lines: Vec<(usize, &str)> = seen
+            .iter()
+            .map(|l| (l.line, l.stored.reservation.event_id.as_str()))
+            .collect();
+        assert_eq!(lines, [(2, "b"), (3, "a")]);
+        assert!(matches!(err, StoreError::Damaged(_)));
+        let err = err.to_string();
+        assert!(
+            err.contains("the record on line 3 is refused: no good")
+                && err.contains("delete that line"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file untouched");
+    }
+
+    #[test]
     fn a_second_relay_cannot_open_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reservations");
-        let _first = Store::open(&path).unwrap();
-        let err = Store::open(&path).unwrap_err().0;
-        assert!(err.contains("in use by another rtp-relay"), "{err}");
+        let _first = open(&path).unwrap();
+        let err = open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Unusable(_)));
+        assert!(
+            err.to_string().contains("in use by another rtp-relay"),
+            "{err}"
+        );
     }
 }

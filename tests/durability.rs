@@ -1,5 +1,6 @@
 //! SPEC §7 against the real binary: acknowledged changes survive `kill -9`, open
-//! windows are bound again after a restart, damaged state stops start-up.
+//! windows are bound again after a restart, damaged state stops start-up, a
+//! torn last record (a crash mid-write, never acknowledged) is dropped.
 //! Groups 400–450 are this file's.
 
 mod common;
@@ -117,28 +118,38 @@ fn sigterm_stops_cleanly_and_a_restart_binds_again() {
     assert!(port_taken(base(group)) && port_taken(base(group) + 1));
 }
 
-#[test]
-fn damaged_state_stops_start_up_naming_the_file() {
-    let setup = Setup::new();
-    {
-        let relay = setup.start();
-        let body = reservation("a", None, "audio-only", &at(86400), &at(90000));
+/// Two acknowledged reservations, a day ahead; the journal's two lines.
+fn two_reservations(setup: &Setup) -> Vec<Vec<u8>> {
+    let relay = setup.start();
+    for id in ["a", "b"] {
+        let body = reservation(id, None, "audio-only", &at(86400), &at(90000));
         assert_eq!(relay.post("/v1/reservations", &body).status, 201);
     }
+    let bytes = std::fs::read(setup.state_path()).unwrap();
+    let lines: Vec<Vec<u8>> = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(lines.len(), 2);
+    lines
+}
+
+#[test]
+fn damaged_state_stops_start_up_naming_the_file_and_line() {
+    let setup = Setup::new();
+    let mut lines = two_reservations(&setup);
+    // A flipped bit in the first record: damage, not a torn write.
+    lines[0][20] ^= 0x01;
     let path = setup.state_path();
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes.truncate(bytes.len() - 7);
+    let bytes = lines.concat();
     std::fs::write(&path, &bytes).unwrap();
 
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(setup.write_config())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (status, err) = setup.start_refused();
+    assert_eq!(status, Some(2), "{err}");
     assert!(
-        err.contains(&path.display().to_string()) && err.contains("damaged"),
+        err.contains(&path.display().to_string())
+            && err.contains("damaged at line 1")
+            && err.contains("restore the file from a backup"),
         "{err}"
     );
     assert_eq!(
@@ -146,6 +157,33 @@ fn damaged_state_stops_start_up_naming_the_file() {
         bytes,
         "the damaged file is left as it was"
     );
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_with_a_warning() {
+    let setup = Setup::new();
+    let mut lines = two_reservations(&setup);
+    // A crash in the middle of writing "b": it was never acknowledged.
+    let torn = lines[1].len() / 2;
+    lines[1].truncate(torn);
+    let path = setup.state_path();
+    std::fs::write(&path, lines.concat()).unwrap();
+
+    let relay = setup.start();
+    assert_eq!(relay.get("/v1/reservations/a").status, 200);
+    assert_eq!(relay.get("/v1/reservations/b").status, 404);
+    let log = relay.log();
+    assert!(
+        log.contains("WARN") && log.contains("torn") && log.contains("line=2"),
+        "{log}"
+    );
+    // Gone from the file too: the next record starts on a line of its own.
+    assert_eq!(std::fs::read(&path).unwrap(), lines[0]);
+    let body = reservation("c", None, "audio-only", &at(86400), &at(90000));
+    assert_eq!(relay.post("/v1/reservations", &body).status, 201);
+    relay.crash();
+    let relay = setup.start();
+    assert_eq!(relay.get("/v1/reservations/c").status, 200);
 }
 
 #[test]

@@ -9,9 +9,11 @@ use crate::clock::Now;
 use crate::config::Config;
 use crate::dataplane::DataPlane;
 use crate::dataplane::rule::GroupPlan;
+use crate::reservation::rfc3339;
+use crate::reservation::schedule::double_booked;
 use crate::reservation::schedule::{Action, Binding, Entry, Refusal, Schedule};
 use crate::reservation::{Change, Reservation, Rules};
-use crate::store::{Store, Stored};
+use crate::store::{Loaded, Refused, Store, Stored};
 use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -49,6 +51,53 @@ pub enum Created {
     New,
     /// The same reservation already existed (200).
     Existing,
+}
+
+/// Vets the reservations loaded from the journal (in file order) as the API
+/// would have admitted them: each under `rules`
+/// ([`Reservation::validate_on`]), and no two on one group whose events
+/// overlap. Windows that overlap only through lead and trail are left to the
+/// schedule, which holds the later one off until the earlier frees the group
+/// (as after a reload). Neither `max_groups` nor a past end refuses a record:
+/// a configuration may have lowered one, and the other just expires.
+pub fn vet_loaded(rules: &Rules, loaded: &[Loaded]) -> Result<(), Refused> {
+    for l in loaded {
+        let Stored { group, reservation } = &l.stored;
+        reservation
+            .validate_on(*group, rules)
+            .map_err(|why| Refused {
+                line: l.line,
+                why: format!("reservation {:?}: {why}", reservation.event_id),
+            })?;
+    }
+    let held = loaded
+        .iter()
+        .map(|l| (l.stored.group, &l.stored.reservation));
+    match double_booked(held) {
+        None => Ok(()),
+        Some((earlier, later)) => {
+            let (a, b) = (&loaded[earlier], &loaded[later]);
+            let event = |l: &Loaded| {
+                let r = &l.stored.reservation;
+                format!(
+                    "{:?} (line {}) for {}–{}",
+                    r.event_id,
+                    l.line,
+                    rfc3339(r.start),
+                    rfc3339(r.end)
+                )
+            };
+            Err(Refused {
+                line: b.line,
+                why: format!(
+                    "reservation {} overlaps {} on the same group {}, which the API never admits",
+                    event(b),
+                    event(a),
+                    b.stored.group
+                ),
+            })
+        }
+    }
 }
 
 /// Reservations, their journal and their sockets.
@@ -267,13 +316,30 @@ impl Coordinator {
     }
 
     /// Applies a reloaded configuration's rules, timing and limits, and
-    /// advances the schedule under them.
-    pub fn reconfigure(&mut self, config: &Config, local_addresses: Vec<IpAddr>, now: &Now) {
-        self.rules = Arc::new(config.rules(local_addresses));
+    /// advances the schedule under them. Refused, changing nothing, when a
+    /// reservation held now would not pass the new rules: the relay would not
+    /// start with it either ([`vet_loaded`]).
+    pub fn reconfigure(
+        &mut self,
+        config: &Config,
+        local_addresses: Vec<IpAddr>,
+        now: &Now,
+    ) -> Result<(), String> {
+        let rules = config.rules(local_addresses);
+        for e in self.schedule.entries() {
+            e.reservation.validate_on(e.group, &rules).map_err(|why| {
+                format!(
+                    "reservation {:?} on group {} would be refused under it: {why}",
+                    e.reservation.event_id, e.group
+                )
+            })?;
+        }
+        self.rules = Arc::new(rules);
         self.apply_schedule_config(config);
         self.push_plans(None, false, now);
         self.advance(now);
         self.publish();
+        Ok(())
     }
 
     /// Frees every socket (shutdown); the reservations stay on disk.

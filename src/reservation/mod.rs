@@ -12,6 +12,15 @@ use time::OffsetDateTime;
 /// Longest accepted `event_id`.
 pub const MAX_EVENT_ID_LEN: usize = 128;
 
+/// Earliest accepted `start` or `end`.
+pub const EARLIEST: OffsetDateTime = time::macros::datetime!(1970-01-01 0:00 UTC);
+
+/// Every accepted `start` and `end` is before this: a year short of the last
+/// time the relay can represent, so a window ([`schedule::MAX_LEAD_TRAIL`]
+/// wider on each side, under any configuration) can always be computed, and
+/// no reload of `[schedule]` can push one out of range (README "Port groups").
+pub const LATEST: OffsetDateTime = time::macros::datetime!(9999-01-01 0:00 UTC);
+
 /// Which senders a reservation's ports accept (SPEC §3).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,6 +215,8 @@ impl Reservation {
     /// Checks a request or changed reservation; the error names the field and the fix.
     pub fn validate(&self, rules: &Rules) -> Result<(), String> {
         check_event_id(&self.event_id)?;
+        check_time("start", self.start)?;
+        check_time("end", self.end)?;
         if let Some(g) = self.group {
             g.check_allowed(rules.allow_below_dynamic_range)
                 .map_err(|e| format!("group: {e}"))?;
@@ -240,6 +251,24 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Checks a reservation held on `group` (one loaded from the journal, or
+    /// kept across a reload): [`Reservation::validate`], the group itself, and
+    /// that it is the requested one, as the API would have admitted it.
+    pub fn validate_on(&self, group: GroupId, rules: &Rules) -> Result<(), String> {
+        self.validate(rules)?;
+        group
+            .check_allowed(rules.allow_below_dynamic_range)
+            .map_err(|e| format!("group: {e}"))?;
+        match self.group {
+            Some(requested) if requested != group => Err(format!(
+                "it is held on group {group} but names requested group {requested}; the relay only holds a reservation on the group it requests"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `event_id` appears in URLs and metric labels: keep it short and URL-safe.
 pub fn check_event_id(id: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
@@ -249,6 +278,19 @@ pub fn check_event_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `start` and `end` must lie in [`EARLIEST`, [`LATEST`]).
+fn check_time(field: &str, t: OffsetDateTime) -> Result<(), String> {
+    if (EARLIEST..LATEST).contains(&t) {
+        return Ok(());
+    }
+    Err(format!(
+        "{field} {} is out of range: start and end must be from {} up to (not including) {}",
+        rfc3339(t),
+        rfc3339(EARLIEST),
+        rfc3339(LATEST)
+    ))
 }
 
 /// RFC 3339 text of a time, for messages and responses.
@@ -333,6 +375,47 @@ pub(crate) mod tests {
         assert!(q.validate(&r).is_ok());
         q.event_id = "has space".into();
         assert!(q.validate(&r).unwrap_err().contains("event_id"));
+    }
+
+    #[test]
+    fn refuses_times_out_of_range_naming_the_field() {
+        let r = rules();
+        let mut q = request("e", None);
+        q.end = datetime!(9999-12-31 23:50 UTC);
+        let err = q.validate(&r).unwrap_err();
+        assert!(
+            err.starts_with("end 9999-12-31T23:50:00Z is out of range"),
+            "{err}"
+        );
+        assert!(err.contains("1970-01-01T00:00:00Z") && err.contains("9999-01-01T00:00:00Z"));
+        // Compared as instants: 23:59 at -00:01 is already 9999-01-01 in UTC.
+        q.end = datetime!(9998-12-31 23:59:59 -0:01);
+        assert!(q.validate(&r).unwrap_err().starts_with("end"));
+        q.end = datetime!(9998-12-31 23:59:59 UTC);
+        assert!(q.validate(&r).is_ok());
+        q.start = datetime!(1969-12-31 23:59:59 UTC);
+        assert!(q.validate(&r).unwrap_err().starts_with("start"));
+    }
+
+    #[test]
+    fn a_held_reservation_is_checked_with_its_group() {
+        let r = rules();
+        let g = |n| GroupId::try_from(n).unwrap();
+        assert!(
+            request("e", None)
+                .validate_on(g(3000), &r)
+                .unwrap_err()
+                .starts_with("group:")
+        );
+        assert!(request("e", Some(14)).validate_on(g(14), &r).is_ok());
+        let err = request("e", Some(14)).validate_on(g(15), &r).unwrap_err();
+        assert!(
+            err.contains("held on group 15 but names requested group 14"),
+            "{err}"
+        );
+        let mut bad = request("e", None);
+        bad.end = bad.start;
+        assert!(bad.validate_on(g(1), &r).is_err());
     }
 
     #[test]

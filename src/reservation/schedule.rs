@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+/// Longest `[schedule] lead` or `trail` the configuration accepts.
+pub const MAX_LEAD_TRAIL: Duration = Duration::days(7);
+
 /// How long before its start a group is bound and after its end it is freed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -51,10 +54,13 @@ impl Window {
     }
 }
 
+/// Saturating: a validated reservation's times leave room for the longest
+/// lead and trail ([`super::LATEST`]), so this only matters to one that
+/// bypassed validation, which must not panic the relay either.
 fn window(timing: Timing, r: &Reservation) -> Window {
     Window {
-        open: r.start - timing.lead,
-        close: r.end + timing.trail,
+        open: r.start.saturating_sub(timing.lead),
+        close: r.end.saturating_add(timing.trail),
     }
 }
 
@@ -171,6 +177,31 @@ pub fn next_wakeup<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<Offse
         })
         .flatten()
         .min()
+}
+
+/// The first reservation, in the order given, whose event (`[start, end)`,
+/// without lead or trail) overlaps an earlier one's on the same group:
+/// `(earlier, later)` indexes. No timing makes such a pair fit, so the API
+/// never admits both; windows that overlap only through lead and trail (the
+/// timing changed since) are not reported. Every `end` must be after its `start`.
+pub fn double_booked<'a>(
+    held: impl IntoIterator<Item = (GroupId, &'a Reservation)>,
+) -> Option<(usize, usize)> {
+    // Per group, by start: (end, index). Disjoint as long as nothing was found.
+    let mut events: BTreeMap<(GroupId, OffsetDateTime), (OffsetDateTime, usize)> = BTreeMap::new();
+    let first = time::PrimitiveDateTime::MIN.assume_utc();
+    for (i, (group, r)) in held.into_iter().enumerate() {
+        // Of disjoint events starting before r ends, the last to start is the
+        // last to end: only it can reach into r.
+        let before = events.range((group, first)..(group, r.end)).next_back();
+        if let Some((_, &(end, j))) = before
+            && end > r.start
+        {
+            return Some((j, i));
+        }
+        events.insert((group, r.start), (r.end, i));
+    }
+    None
 }
 
 /// What the I/O shell must do.
@@ -522,7 +553,7 @@ impl Schedule {
     }
 
     fn set_degraded(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
-        let retry_at = now + self.limits.retry;
+        let retry_at = now.saturating_add(self.limits.retry);
         if let Some(e) = self.entries.get_mut(event_id).map(Arc::make_mut) {
             e.binding = Binding::Degraded { failures, retry_at };
             self.version += 1;
@@ -921,7 +952,84 @@ mod tests {
         );
     }
 
+    #[test]
+    fn windows_of_the_extreme_times_are_exact_under_the_longest_lead_and_trail() {
+        let timing = Timing {
+            lead: MAX_LEAD_TRAIL,
+            trail: MAX_LEAD_TRAIL,
+        };
+        let mut r = at("edge", T0, 60);
+        (r.start, r.end) = (super::super::EARLIEST, super::super::LATEST);
+        // The latest accepted instant, at the largest offset RFC 3339 allows.
+        r.end = (r.end - Duration::seconds(1)).to_offset(time::macros::offset!(+23:59));
+        let w = window(timing, &r);
+        assert_eq!(w.open, r.start.checked_sub(MAX_LEAD_TRAIL).unwrap());
+        assert_eq!(w.close, r.end.checked_add(MAX_LEAD_TRAIL).unwrap());
+        // Beyond the range, the window saturates instead of panicking.
+        r.end = datetime!(9999-12-31 23:50 UTC);
+        assert_eq!(
+            window(timing, &r).close,
+            r.end.replace_time(time::Time::MAX)
+        );
+        // So does a retry due at the end of time.
+        let mut s = Schedule::new(timing, schedule(1).limits);
+        s.insert(r, g(1));
+        let end_of_time = time::PrimitiveDateTime::MAX.assume_utc();
+        let failures = vec![PortFailure {
+            port: 1,
+            error: "x".into(),
+        }];
+        s.bound("edge", failures, end_of_time);
+        assert!(matches!(
+            s.get("edge").unwrap().binding,
+            Binding::Degraded { retry_at, .. } if retry_at == end_of_time
+        ));
+    }
+
+    #[test]
+    fn double_booking_is_an_overlap_of_events_on_one_group() {
+        let (a, b, c) = (
+            at("a", T0, 60),
+            at("b", T0 + Duration::minutes(30), 20),
+            at("c", T0 + Duration::minutes(60), 60),
+        );
+        // Back to back (windows overlap through lead and trail): not double booked.
+        assert_eq!(double_booked([(g(1), &a), (g(1), &c)]), None);
+        assert_eq!(double_booked([(g(1), &a), (g(2), &b)]), None);
+        assert_eq!(
+            double_booked([(g(1), &a), (g(1), &c), (g(1), &b)]),
+            Some((0, 2))
+        );
+        // The first record, in the order given, that overlaps an earlier one
+        // (here both earlier ones: either may be named).
+        let long = at("long", T0 - Duration::hours(1), 300);
+        let found = double_booked([(g(1), &a), (g(1), &c), (g(1), &long)]);
+        assert!(matches!(found, Some((0 | 1, 2))), "{found:?}");
+        assert_eq!(double_booked([(g(1), &long), (g(1), &c)]), Some((0, 1)));
+    }
+
     proptest! {
+        /// The first double-booked record is the one a pairwise search finds.
+        #[test]
+        fn double_booked_finds_the_first_overlap(
+            events in proptest::collection::vec((0u32..3, 0i64..600, 1i64..120), 0..40),
+        ) {
+            let held: Vec<(GroupId, Reservation)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, &(group, offset, len))| (g(group), at(&format!("e{i}"), T0 + Duration::minutes(offset), len)))
+                .collect();
+            let overlaps = |(ga, a): &(GroupId, Reservation), (gb, b): &(GroupId, Reservation)| {
+                ga == gb && a.start < b.end && b.start < a.end
+            };
+            let first = (0..held.len()).find(|&i| (0..i).any(|j| overlaps(&held[j], &held[i])));
+            let found = double_booked(held.iter().map(|(group, r)| (*group, r)));
+            prop_assert_eq!(found.map(|(_, i)| i), first);
+            if let Some((j, i)) = found {
+                prop_assert!(j < i && overlaps(&held[j], &held[i]));
+            }
+        }
+
         /// Whatever is created, allocation never hands out a group whose window
         /// overlaps a live reservation's, and never more than max_concurrent at once.
         #[test]

@@ -12,11 +12,11 @@ pub mod stream_watch;
 
 use crate::clock::Now;
 use crate::config::Config;
-use crate::control::coordinator::Coordinator;
+use crate::control::coordinator::{self, Coordinator};
 use crate::control::{self, Shared, exporter::Exporter};
 use crate::dataplane::{self, DataPlane};
 use crate::logging::{self, LogHandle};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use shutdown::Shutdown;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     let log = logging::init(&config.log);
+    exit_on_panic();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("control")
@@ -54,16 +55,46 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     match runtime.block_on(serve(config, config_path.to_path_buf(), log)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rtp-relay: {e}");
-            ExitCode::FAILURE
+        Err(Fatal { message, status }) => {
+            eprintln!("rtp-relay: {message}");
+            ExitCode::from(status)
         }
     }
 }
 
-async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), String> {
+/// Why the service could not run: the message, and the exit status (2 for
+/// input the operator must fix, as a bad configuration; 1 otherwise).
+struct Fatal {
+    message: String,
+    status: u8,
+}
+
+impl From<String> for Fatal {
+    fn from(message: String) -> Self {
+        Fatal { message, status: 1 }
+    }
+}
+
+impl From<StoreError> for Fatal {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::Damaged(_) => 2,
+            StoreError::Unusable(_) => 1,
+        };
+        Fatal {
+            message: e.to_string(),
+            status,
+        }
+    }
+}
+
+async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(), Fatal> {
     let open_files = crate::udp::raise_open_files_limit();
-    let (store, stored) = Store::open(&config.state.path).map_err(|e| e.to_string())?;
+    let local = local_addresses();
+    let rules = config.rules(local.clone());
+    let (store, stored) = Store::open(&config.state.path, |loaded| {
+        coordinator::vet_loaded(&rules, loaded)
+    })?;
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
         .map_err(|e| {
@@ -99,7 +130,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             "the open-files limit leaves fewer sockets than max_groups may need; raise LimitNOFILE"
         );
     }
-    let mut coordinator = Coordinator::new(&config, local_addresses(), store, stored, dataplane);
+    let mut coordinator = Coordinator::new(&config, local, store, stored, dataplane);
     coordinator.start(&Now::read());
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     info!(%addr, path, "control plane listening");
@@ -156,6 +187,40 @@ async fn schedule(shared: Arc<Shared>, mut stop: Shutdown) {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.coordinator().tick(&Now::read())).await;
     }
+}
+
+/// Makes a panic on any thread (a tokio task's included: the runtime would
+/// catch it and carry on, and a panic that took down a task the process waits
+/// on would end it with status 0) log what and where, then end the process at
+/// once with status 101, so that a service manager restarts the relay.
+///
+/// `_exit`, not unwinding or `exit`: as after `kill -9`, nothing more runs,
+/// whatever the panic left half done. Every acknowledged change is already on
+/// disk, a half-written record is dropped at the next start (README
+/// "Operating notes"), and the kernel fast path keeps forwarding meanwhile.
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let thread = std::thread::current();
+        let trace = std::backtrace::Backtrace::capture();
+        let backtrace = match trace.status() {
+            std::backtrace::BacktraceStatus::Captured => trace.to_string(),
+            _ => "none (RUST_BACKTRACE=1 logs one)".into(),
+        };
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %info.location().map_or_else(String::new, ToString::to_string),
+            backtrace = %backtrace,
+            "panic: {message}; this is a bug: the relay exits with status 101 (reservations are on disk)"
+        );
+        // SAFETY: _exit only ends the process; it touches no Rust state.
+        unsafe { libc::_exit(101) }
+    }));
 }
 
 /// The host's interface addresses, for the forwarding-loop check.

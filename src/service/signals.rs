@@ -54,7 +54,16 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
             return running;
         }
     };
-    for key in keep_restart_only(&running, &mut new) {
+    let restart_only = keep_restart_only(&running, &mut new);
+    // First: a configuration the held reservations do not pass changes nothing.
+    let applied = shared
+        .coordinator()
+        .reconfigure(&new, super::local_addresses(), &Now::read());
+    if let Err(e) = applied {
+        error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+        return running;
+    }
+    for key in restart_only {
         warn!(key, "SIGHUP: this key only takes effect after a restart");
     }
     // The token can go with a reload while `listen` stays.
@@ -67,9 +76,6 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = new.control.token.clone();
     log.set_level(&new.log.level);
-    shared
-        .coordinator()
-        .reconfigure(&new, super::local_addresses(), &Now::read());
     info!("SIGHUP: configuration reloaded");
     new
 }

@@ -228,6 +228,33 @@ impl Setup {
             .unwrap_or_else(|log| panic!("relay did not start:\n{log}"))
     }
 
+    /// Runs the relay expecting it to refuse to start: its exit status and
+    /// stderr. A relay still running after 20 s is stopped and fails the test.
+    pub fn start_refused(&self) -> (Option<i32>, String) {
+        let log = self.dir.path().join("refused.log");
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.write_config())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap();
+                panic!("the relay started where it should have refused to:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, std::fs::read_to_string(&log).unwrap())
+    }
+
     /// As [`Setup::start`], inside the network namespace at `ns`.
     pub fn start_in(&self, ns: &Path) -> Relay {
         Relay::start_in(&self.write_config(), Some(ns))
