@@ -348,6 +348,16 @@ mod tests {
             Verdict::Drop(DropReason::Malformed),
             "RTCP on a media port"
         );
+        // RFC 5761 §4's range, whatever the rest of the header says.
+        for second in [192, 197, 206, 221, 223] {
+            let mut p2 = rtp(1);
+            p2[1] = second;
+            assert_eq!(
+                send(&mut p, APPLIANCE, &p2),
+                Verdict::Drop(DropReason::Malformed),
+                "second byte {second} on a media port"
+            );
+        }
         let big = [rtp(1), vec![0; 200]].concat();
         assert_eq!(
             send(&mut p, APPLIANCE, &big),

@@ -266,8 +266,9 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 {
 	if (len < 12 || (h[0] >> 6) != 2)
 		return 0;
+	// RFC 5761 §4: a second byte of 192–223 is RTCP; 72–76 are reserved.
 	__u8 pt = h[1] & 0x7f;
-	if (pt >= 72 && pt <= 76)
+	if ((h[1] >= 192 && h[1] <= 223) || (pt >= 72 && pt <= 76))
 		return 0;
 	__u32 header = 12 + 4 * (h[0] & 0x0f);
 	if (h[0] & 0x10) {

@@ -174,13 +174,18 @@ mod tests {
 
     const PORT: u16 = 61000;
     const CLOCK: u32 = 90_000;
+    /// The program's verdicts: sent up the local stack, left to the stack as is.
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_UNSPEC: u32 = u32::MAX;
 
-    fn load() -> Option<Detached> {
+    /// The program with maps of its own: each test names its pin directory
+    /// (tests run in parallel in one process).
+    fn load(test: &str) -> Option<Detached> {
         if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
-            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
+            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel test skipped");
             return None;
         }
-        let name = format!("unit-test-{}", std::process::id());
+        let name = format!("unit-test-{}-{test}", std::process::id());
         Some(Detached::load(&name).unwrap_or_else(|why| {
             panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test")
         }))
@@ -225,9 +230,8 @@ mod tests {
         assert_eq!(out[40..42], udp_checksum(out).to_be_bytes(), "UDP checksum");
     }
 
-    #[test]
-    fn kernel_statistics_equal_the_userspace_module() {
-        let Some(mut k) = load() else { return };
+    /// A rule forwarding `PORT` from anyone to 127.0.0.1:40000, open forever.
+    fn any_rule() -> Rule {
         let mut rule = Rule::default();
         rule.active = 1;
         rule.generation = 1;
@@ -239,7 +243,15 @@ mod tests {
         rule.dest_port = 40000;
         rule.policy = 2;
         rule.window_end_ns = u64::MAX;
-        k.set_rule(PORT, rule).unwrap();
+        rule
+    }
+
+    #[test]
+    fn kernel_statistics_equal_the_userspace_module() {
+        let Some(mut k) = load("statistics") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
         let mut user = RtpStream::new(CLOCK);
         let base = Instant::now();
         let mut first_ns = None;
@@ -266,5 +278,29 @@ mod tests {
         let s = k.streams().get(PORT).unwrap().counts().snapshot(CLOCK);
         assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
         assert!(s.jitter_seconds > 0.0, "{s:?}");
+    }
+
+    /// The kernel forwards exactly the second bytes `RtpHeader::parse`
+    /// accepts: RTCP-typed ones (RFC 5761 §4: 192–223) and reserved payload
+    /// types are left to userspace, which drops them as malformed.
+    #[test]
+    fn the_kernel_leaves_rtcp_typed_second_bytes_to_userspace() {
+        let Some(mut k) = load("rtcp-typed") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
+        let mut forwarded = 0;
+        for second in 0..=255u8 {
+            let mut data = frame(1, u16::from(second), 0, 100);
+            data[43] = second;
+            let run = k.run(&data, 1).unwrap();
+            let rtp = RtpHeader::parse(&data[42..]).is_ok();
+            let expected = if rtp { TC_ACT_OK } else { TC_ACT_UNSPEC };
+            assert_eq!(run.verdict, expected, "second byte {second}");
+            forwarded += u64::from(rtp);
+            let s = k.streams().get(PORT).unwrap();
+            assert_eq!(s.to_wowza_packets, forwarded, "second byte {second}");
+        }
+        assert_eq!(forwarded, 256 - 32 - 5, "192–223 and payload types 72–76");
     }
 }
