@@ -1,0 +1,167 @@
+//! The data plane against an attacker and an unlucky operator (issue 12):
+//! a dual-stack relay (`bind_address = "::"`) sees IPv4 appliances and Wowza
+//! as IPv4-mapped addresses and must treat them as the IPv4 addresses they
+//! are; destinations the relay cannot reach, or that loop back into it, are
+//! refused. The real binary on loopback; groups 940–959 are this file's.
+
+mod common;
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+/// A socket on 127.0.0.1 that gives up a read after 2 s.
+fn v4_socket(port: u16) -> UdpSocket {
+    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// A create body for `group` (audio-only, from now for 10 minutes) with
+/// `extra` JSON members (each with a leading comma).
+fn body(id: &str, group: u16, extra: &str) -> String {
+    format!(
+        r#"{{"event_id": "{id}", "group": {group}, "layout": "audio-only", "start": "{}", "end": "{}"{extra}}}"#,
+        at(0),
+        at(600)
+    )
+}
+
+#[test]
+fn dual_stack_strict_accepts_an_ipv4_appliance_and_returns_wowzas_reports() {
+    let mut setup = Setup::new();
+    setup.bind_address = "::".into();
+    let relay = setup.start();
+    let g = 940;
+    relay.create(
+        &body(
+            "dual",
+            g,
+            r#", "source": "127.0.0.1", "source_policy": "strict""#,
+        ),
+        "active",
+    );
+    let (media, control) = (base(g), base(g) + 1);
+    let wowza_media = v4_socket(media - 16384);
+    let wowza_control = v4_socket(control - 16384);
+    let appliance = v4_socket(0);
+    let relay_at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Media and a sender report reach Wowza, from the relay's ports…
+    let sent = send_rtp(&appliance, relay_at(media), 0xd5, 0..5, |_| 100);
+    let got = drain(&wowza_media);
+    assert_eq!(got.len(), sent.len(), "{}", relay.log());
+    for ((data, from), p) in got.iter().zip(&sent) {
+        assert_eq!((data, from.port()), (p, media));
+    }
+    appliance
+        .send_to(&sender_report(0xd5), relay_at(control))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let (n, from) = wowza_control.recv_from(&mut buf).unwrap();
+    assert_eq!((n, from.port()), (28, control));
+
+    // …and Wowza's receiver report comes back to the appliance.
+    let rr = receiver_report(0xd5, 2);
+    wowza_control.send_to(&rr, from).unwrap();
+    let (n, back) = appliance.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], back.port()), (&rr[..], control));
+
+    let v = relay.get("/v1/reservations/dual").body;
+    let rtp = &v["streams"][0]["rtp"];
+    let rtcp = &v["streams"][0]["rtcp"];
+    assert_eq!(rtp["packets_to_wowza"], 5, "{v}");
+    assert_eq!(rtp["dropped"]["unknown_source"], 0, "{v}");
+    assert_eq!(rtcp["packets_to_appliance"], 1, "{v}");
+    // The appliance as the IPv4 address it is, not ::ffff:127.0.0.1.
+    let appliance_at = appliance.local_addr().unwrap().to_string();
+    assert_eq!(rtp["appliance"], appliance_at.as_str(), "{v}");
+}
+
+#[test]
+fn dual_stack_refuses_an_ipv4_mapped_destination_into_its_own_ports() {
+    let mut setup = Setup::new();
+    setup.bind_address = "::".into();
+    let relay = setup.start();
+    for (i, address) in ["::ffff:127.0.0.1", "::ffff:127.0.0.2", "::ffff:0.0.0.0"]
+        .iter()
+        .enumerate()
+    {
+        let extra = format!(
+            r#", "source_policy": "latch", "destination": {{"address": "{address}", "base_port": {}}}"#,
+            base(941)
+        );
+        let a = relay.post("/v1/reservations", &body(&format!("loop{i}"), 942, &extra));
+        assert_eq!(a.status, 400, "{address}: {}", a.text);
+        assert!(a.text.contains("loop back into the relay"), "{}", a.text);
+    }
+    // The same port range on another host is fine.
+    let extra = format!(
+        r#", "source_policy": "latch", "destination": {{"address": "::ffff:192.0.2.7", "base_port": {}}}"#,
+        base(941)
+    );
+    relay.create(&body("elsewhere", 942, &extra), "active");
+}
+
+#[test]
+fn a_destination_of_a_family_the_bind_address_cannot_reach_is_refused() {
+    // An IPv4 bind cannot send to IPv6…
+    let relay = Setup::new().start();
+    let extra =
+        r#", "source_policy": "latch", "destination": {"address": "::1", "base_port": 30000}"#;
+    let a = relay.post("/v1/reservations", &body("v6dest", 943, extra));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text.contains("IPv6") && a.text.contains("bind_address"),
+        "{}",
+        a.text
+    );
+    // …but an IPv4-mapped one is IPv4.
+    let extra = r#", "source_policy": "latch", "destination": {"address": "::ffff:192.0.2.7", "base_port": 30000}"#;
+    relay.create(&body("mapped", 943, extra), "active");
+    drop(relay);
+
+    // An IPv6 bind other than "::" cannot send to IPv4.
+    let mut setup = Setup::new();
+    setup.bind_address = "::1".into();
+    setup.wowza = "address = \"::1\"\nport_offset = -16384\n".into();
+    let relay = setup.start();
+    let extra = r#", "source_policy": "latch", "destination": {"address": "192.0.2.7", "base_port": 30000}"#;
+    let a = relay.post("/v1/reservations", &body("v4dest", 944, extra));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("IPv4"), "{}", a.text);
+}
+
+#[test]
+fn check_config_refuses_a_default_destination_the_relay_cannot_reach_or_that_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |bind: &str, wowza: &str, offset: i32| {
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[data]\nbind_address = \"{bind}\"\nfast_path = \"off\"\n[wowza]\naddress = \"{wowza}\"\nport_offset = {offset}\n[state]\npath = \"{}/state\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        (out.status.code(), err)
+    };
+    let (status, err) = check("0.0.0.0", "2001:db8::5", -16384);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(
+        err.contains("wowza.address") && err.contains("bind_address"),
+        "{err}"
+    );
+    let (status, err) = check("::", "::ffff:127.0.0.1", 0);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(err.contains("loop back into the relay"), "{err}");
+    assert_eq!(check("::", "127.0.0.1", -16384).0, Some(0));
+    assert_eq!(check("0.0.0.0", "::ffff:192.0.2.7", 0).0, Some(0));
+}
