@@ -2,10 +2,15 @@
 //! a dual-stack relay (`bind_address = "::"`) sees IPv4 appliances and Wowza
 //! as IPv4-mapped addresses and must treat them as the IPv4 addresses they
 //! are; destinations the relay cannot reach, or that loop back into it, are
-//! refused. The real binary on loopback; groups 940–959 are this file's.
+//! refused (the real binary on loopback; groups 940–959 are this file's).
+//! On the kernel fast path (network namespaces of the tests' own, as in
+//! tests/fastpath.rs), the program forwards only packets addressed to the
+//! relay and drops strangers' floods before they reach a socket.
 
 mod common;
+use common::netns::*;
 use common::*;
+use nix::sys::signal::Signal;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -164,4 +169,69 @@ fn check_config_refuses_a_default_destination_the_relay_cannot_reach_or_that_loo
     assert!(err.contains("loop back into the relay"), "{err}");
     assert_eq!(check("::", "127.0.0.1", -16384).0, Some(0));
     assert_eq!(check("0.0.0.0", "::ffff:192.0.2.7", 0).0, Some(0));
+}
+
+/// The namespaces with the relay on the fast path, bound on `bind`, packets
+/// over 1000 bytes oversize.
+fn fast_net(bind: &str) -> Net {
+    let mut net = Net::new();
+    net.setup.bind_address = bind.into();
+    net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
+    net
+}
+
+#[test]
+fn the_kernel_forwards_only_packets_addressed_to_the_relay() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = fast_net("0.0.0.0");
+    // The relay's host routes: a packet to Wowza's address goes through it.
+    net.route_through_relay();
+    let relay = net.start();
+    let lane = net.lane(&relay, "routed", 945);
+    let port = lane.media.port();
+    let appliance = lane.appliance.local_addr().unwrap();
+    let relay_w: std::net::IpAddr = RELAY_W.parse().unwrap();
+
+    freeze(&relay);
+    // To Wowza's own address, on the relay's media port: not the relay's.
+    let foreign = SocketAddr::new(WOWZA.parse().unwrap(), port);
+    lane.appliance.send_to(&rtp(0xf0, 0, 100), foreign).unwrap();
+    let routed = lane.drain();
+    // To the relay's address: the kernel forwards it.
+    let sent = lane.send(0xf0, 1..3, |_| 100);
+    let relayed = lane.drain();
+    relay.signal(Signal::SIGCONT);
+    assert_eq!(routed.len(), 1, "the host routes the foreign packet");
+    assert_eq!(
+        routed[0].1, appliance,
+        "unchanged, as any router would: not relayed from the relay's port"
+    );
+    assert_eq!(relayed.len(), sent.len(), "the relay's own packets arrive");
+    for ((data, from), p) in relayed.iter().zip(&sent) {
+        assert_eq!((data, *from), (p, SocketAddr::new(relay_w, port)));
+    }
+    let s = media_stats(&relay, "routed");
+    assert_eq!(s["packets_to_wowza"], 2, "{s}");
+
+    // An address the relay's host gains later is its own too: the kernel
+    // learns it (netlink) and forwards what is sent to it.
+    ip(&[
+        "-n",
+        net.relay_name(),
+        "addr",
+        "add",
+        "198.18.1.9/24",
+        "dev",
+        "vra",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    freeze(&relay);
+    let later = SocketAddr::from(([198, 18, 1, 9], port));
+    lane.appliance.send_to(&rtp(0xf0, 3, 100), later).unwrap();
+    let got = lane.drain();
+    relay.signal(Signal::SIGCONT);
+    assert_eq!(got.len(), 1, "forwarded by the kernel: {}", relay.log());
+    assert_eq!(got[0].1, SocketAddr::new(relay_w, port));
 }

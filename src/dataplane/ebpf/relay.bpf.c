@@ -3,7 +3,8 @@
 // rtp-relay's kernel fast path (SPEC §3 "Kernel fast path"): a TC ingress
 // program that forwards the RTP packets of established streams inside the
 // kernel and measures them exactly as the userspace statistics module does
-// (src/stats/rtp.rs). Anything it does not forward is left untouched for the
+// (src/stats/rtp.rs). It takes only packets addressed to the relay, as its
+// socket would. Anything it does not forward is left untouched for the
 // userspace data plane, which applies SPEC §3 as always: unknown senders,
 // malformed and oversize packets, packets from Wowza before an appliance is
 // latched, RTCP, fragments, IP options, IPv6.
@@ -103,6 +104,16 @@ struct stream {
 	__u64 send_errors;
 };
 
+#define MAX_LOCALS 64
+
+// The host's IPv4 addresses (network order) but 127.0.0.0/8: for rules bound
+// on 0.0.0.0, a packet is the relay's only when addressed to one of them, as
+// its socket would take it. Written by userspace, which keeps it current.
+struct locals {
+	__u32 count;           // > MAX_LOCALS: the list is incomplete
+	__u32 addr[MAX_LOCALS];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
@@ -110,6 +121,14 @@ struct {
 	__type(value, struct rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct locals);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} locals SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -291,6 +310,32 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 	return 1;
 }
 
+// Would the relay's socket take a packet to `daddr`? Bound to one address,
+// only packets to it; bound to 0.0.0.0, packets to any local address — a
+// packet routed through the host to another one is not the relay's (the
+// stack forwards or drops it). 127.0.0.0/8 is local on lo only: elsewhere
+// the stack drops it as a martian. Unknown (an incomplete list): userspace.
+static __always_inline int addressed_to_relay(const struct rule *r, const struct __sk_buff *skb,
+					      __u32 daddr)
+{
+	if (r->bind_addr)
+		return r->bind_addr == daddr;
+	if ((daddr & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000))
+		return skb->ifindex == r->loopback_ifindex;
+	__u32 key = 0;
+	const struct locals *l = bpf_map_lookup_elem(&locals, &key);
+	if (!l)
+		return 0;
+	__u32 n = l->count;
+	for (int i = 0; i < MAX_LOCALS; i++) {
+		if (i >= n)
+			break;
+		if (l->addr[i] == daddr)
+			return 1;
+	}
+	return 0;
+}
+
 // The ones'-complement difference, as bpf_csum_diff would give it (without
 // a helper call), of replacing the words a0, a1 by b0, b1.
 static __always_inline __u32 csum_diff(__u32 a0, __u32 a1, __u32 b0, __u32 b1)
@@ -359,7 +404,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	struct rule *r = bpf_map_lookup_elem(&rules, &port);
 	if (!r || !r->active || r->plane != PLANE_RTP)
 		return TC_ACT_UNSPEC;
-	if (r->bind_addr && r->bind_addr != ip->daddr)
+	if (!addressed_to_relay(r, skb, ip->daddr))
 		return TC_ACT_UNSPEC;
 	// One clock for the window and the arrival times (a clock read is a
 	// noticeable share of the program's cost).

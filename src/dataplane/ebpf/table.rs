@@ -101,13 +101,57 @@ pub struct Stream {
     pub send_errors: u64,
 }
 
+/// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
+pub const MAX_LOCALS: usize = 64;
+
+/// `locals[0]`: the host's IPv4 addresses but 127.0.0.0/8 (the program takes
+/// 127.0.0.0/8 as local on lo), against which it matches the destination of
+/// packets to ports bound on 0.0.0.0 (written by userspace only).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Locals {
+    count: u32,
+    addr: [u32; MAX_LOCALS],
+}
+
+impl Locals {
+    /// The list of `addresses` (duplicates and 127.0.0.0/8 left out). Past
+    /// [`MAX_LOCALS`] it is marked incomplete: the program then leaves packets
+    /// to the addresses it lacks to userspace.
+    pub fn new(addresses: &[Ipv4Addr]) -> Locals {
+        let mut kept: Vec<Ipv4Addr> = addresses
+            .iter()
+            .copied()
+            .filter(|a| !a.is_loopback())
+            .collect();
+        kept.sort();
+        kept.dedup();
+        let mut l = Locals {
+            count: u32::try_from(kept.len()).unwrap_or(u32::MAX),
+            addr: [0; MAX_LOCALS],
+        };
+        for (slot, a) in l.addr.iter_mut().zip(&kept) {
+            *slot = u32::from_ne_bytes(a.octets());
+        }
+        l
+    }
+
+    /// Does the list lack addresses (more than [`MAX_LOCALS`])?
+    pub fn incomplete(&self) -> bool {
+        self.count as usize > MAX_LOCALS
+    }
+}
+
 const _: () = assert!(size_of::<Rule>() == 64);
+const _: () = assert!(size_of::<Locals>() == 4 + 4 * MAX_LOCALS);
 const _: () = assert!(size_of::<Stream>() == 200);
 
 // SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
 unsafe impl aya::Pod for Rule {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Stream {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Locals {}
 
 /// Where the relay's own socket would send a rule's packets: from which
 /// address, out of which interface (none: the destination is local).
@@ -317,6 +361,28 @@ mod tests {
         let e = eligible(&mapped, "::ffff:192.0.2.1".parse().unwrap()).unwrap();
         assert_eq!(e.source_addr, u32::from_ne_bytes([192, 0, 2, 10]));
         assert_eq!(e.bind_addr, u32::from_ne_bytes([192, 0, 2, 1]));
+    }
+
+    #[test]
+    fn locals_leave_out_loopback_and_say_when_they_are_incomplete() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let l = Locals::new(&[
+            a("192.0.2.1"),
+            a("127.0.0.1"),
+            a("10.0.0.1"),
+            a("192.0.2.1"),
+        ]);
+        assert_eq!(l.count, 2);
+        assert_eq!(
+            l.addr[..2],
+            [[10, 0, 0, 1], [192, 0, 2, 1]].map(u32::from_ne_bytes)
+        );
+        assert!(!l.incomplete());
+        let many: Vec<Ipv4Addr> = (0..=MAX_LOCALS as u32)
+            .map(|i| (0x0a00_0000 + i).into())
+            .collect();
+        assert!(Locals::new(&many).incomplete());
+        assert!(!Locals::new(&many[..MAX_LOCALS]).incomplete());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `BPF_PROG_TEST_RUN`: what the statistics parity test and the fast-path
 //! benchmark use, with the frame builder and checksums they check rewrites by.
 
-use super::table::Rule;
+use super::table::{Locals, Rule};
 use super::{Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_pinned, remove_pins, unavailable};
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
@@ -15,6 +15,7 @@ pub struct Detached {
     ebpf: aya::Ebpf,
     rules: Array<MapData, Rule>,
     streams: Streams,
+    locals: Array<MapData, Locals>,
     dir: PathBuf,
 }
 
@@ -29,13 +30,23 @@ impl Detached {
             ebpf,
             rules,
             streams,
+            locals,
         } = load_pinned(&dir)?;
         Ok(Detached {
             ebpf,
             rules,
             streams,
+            locals,
             dir,
         })
+    }
+
+    /// Sets the local addresses the program matches destinations against
+    /// (for rules bound on 0.0.0.0; none until set).
+    pub fn set_locals(&mut self, addresses: &[std::net::Ipv4Addr]) -> Result<(), String> {
+        self.locals
+            .set(0, Locals::new(addresses), 0)
+            .map_err(|e| chain(&e))
     }
 
     /// Sets `port`'s rule.
@@ -302,5 +313,44 @@ mod tests {
             assert_eq!(s.to_wowza_packets, forwarded, "second byte {second}");
         }
         assert_eq!(forwarded, 256 - 32 - 5, "192–223 and payload types 72–76");
+    }
+
+    /// A rule bound on 0.0.0.0 takes packets to the host's addresses only (as
+    /// its socket would); one bound to an address, packets to it only.
+    #[test]
+    fn the_kernel_forwards_only_packets_addressed_to_the_relay() {
+        let Some(mut k) = load("addressed") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
+        let to = |k: &Detached, ip: [u8; 4], seq: u16| {
+            let from = "192.0.2.50:5004".parse().unwrap();
+            let frame = rtp_frame(
+                from,
+                std::net::SocketAddrV4::new(ip.into(), PORT),
+                1,
+                seq,
+                0,
+                100,
+            );
+            k.run(&frame, 1).unwrap().verdict
+        };
+        // Not a local address (none is known yet): left to the stack.
+        assert_eq!(to(&k, [192, 0, 2, 1], 0), TC_ACT_UNSPEC);
+        k.set_locals(&["10.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()])
+            .unwrap();
+        assert_eq!(to(&k, [192, 0, 2, 1], 1), TC_ACT_OK);
+        assert_eq!(to(&k, [10, 0, 0, 1], 2), TC_ACT_OK);
+        assert_eq!(to(&k, [192, 0, 2, 99], 3), TC_ACT_UNSPEC, "routed through");
+        // 127.0.0.0/8 is local on lo (test runs arrive there).
+        assert_eq!(to(&k, [127, 0, 0, 9], 4), TC_ACT_OK);
+        // Bound to one address: that one only.
+        let mut bound = any_rule();
+        bound.bind_addr = u32::from_ne_bytes([10, 0, 0, 1]);
+        k.set_rule(PORT, bound).unwrap();
+        assert_eq!(to(&k, [10, 0, 0, 1], 5), TC_ACT_OK);
+        assert_eq!(to(&k, [192, 0, 2, 1], 6), TC_ACT_UNSPEC);
+        let s = k.streams().get(PORT).unwrap();
+        assert_eq!(s.to_wowza_packets, 4);
     }
 }
