@@ -235,3 +235,78 @@ fn the_kernel_forwards_only_packets_addressed_to_the_relay() {
     assert_eq!(got.len(), 1, "forwarded by the kernel: {}", relay.log());
     assert_eq!(got[0].1, SocketAddr::new(relay_w, port));
 }
+#[test]
+fn the_kernel_drops_a_strangers_flood_on_a_strict_port_before_its_socket() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = fast_net(RELAY_A);
+    let relay = net.start();
+    let lane = net.lane(&relay, "flooded", 946);
+    let stranger = net.sender(STRANGER);
+    let port = lane.media.port();
+
+    freeze(&relay);
+    send_rtp(&stranger, lane.media, 0xbad, 0..100, |_| 100);
+    // The stranger's oversize and malformed packets are the stranger's too.
+    send_rtp(&stranger, lane.media, 0xbad, 100..101, |_| 1100);
+    stranger.send_to(b"not rtp", lane.media).unwrap();
+    let sent = lane.send(0x600d, 0..10, |_| 100);
+    let got = lane.drain();
+    let queued = receive_queue(&relay, port);
+    relay.signal(Signal::SIGCONT);
+    assert_eq!(got.len(), sent.len(), "the appliance's stream goes on");
+    assert_eq!(queued, 0, "nothing of the stranger's reached the socket");
+    let s = media_stats(&relay, "flooded");
+    assert_eq!(
+        s["dropped"]["unknown_source"], 102,
+        "counted by the kernel: {s}"
+    );
+    assert_eq!(s["dropped"]["oversize"], 0, "{s}");
+    assert_eq!(s["dropped"]["malformed"], 0, "{s}");
+    assert_eq!(s["packets_to_wowza"], 10, "{s}");
+}
+
+#[test]
+fn on_a_latch_port_the_kernel_latches_returns_replies_and_drops_the_next_sender() {
+    if skip_fast_path() {
+        return;
+    }
+    let mut net = fast_net(RELAY_A);
+    // Wowza's replies come in on vrw: the program is to see them too.
+    net.setup.data += "fast_path_interfaces = [\"vra\", \"vrw\"]\n";
+    let relay = net.start();
+    reserve(&relay, "latched", 947, r#", "source_policy": "latch""#);
+    let media = relay_port(base(947));
+    let first = net.sender(APPLIANCE);
+    let stranger = net.sender(STRANGER);
+    let wowza = net.wowza(base(947));
+
+    freeze(&relay);
+    // Nothing latched yet: the first sender is latched and forwarded…
+    send_rtp(&first, media, 1, 0..5, |_| 100);
+    let got = drain(&wowza);
+    // …Wowza's reply goes back to it…
+    let reply = rtp(2, 0, 40);
+    wowza.send_to(&reply, media).unwrap();
+    let mut buf = [0u8; 256];
+    let back = first.recv_from(&mut buf);
+    // …and the next sender is dropped in the kernel.
+    send_rtp(&stranger, media, 3, 0..50, |_| 100);
+    let late = drain(&wowza);
+    let queued = receive_queue(&relay, media.port());
+    relay.signal(Signal::SIGCONT);
+    assert_eq!(got.len(), 5, "the first sender is forwarded");
+    let (n, from) = back.expect("Wowza's reply returns to the latched sender");
+    assert_eq!((&buf[..n], from), (&reply[..], media));
+    assert!(late.is_empty(), "the next sender is not forwarded");
+    assert_eq!(queued, 0, "nor does it reach the socket");
+    let s = media_stats(&relay, "latched");
+    assert_eq!(s["dropped"]["unknown_source"], 50, "{s}");
+    assert_eq!(s["packets_to_appliance"], 1, "{s}");
+    assert_eq!(
+        s["appliance"],
+        first.local_addr().unwrap().to_string(),
+        "{s}"
+    );
+}

@@ -99,6 +99,9 @@ pub struct Stream {
     pub to_appliance_bytes: u64,
     /// Packets the kernel could not send on.
     pub send_errors: u64,
+    /// Packets of senders the policy refused, dropped by the kernel (they
+    /// never reach userspace, which counts the rest).
+    pub unknown_source: u64,
 }
 
 /// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
@@ -144,7 +147,7 @@ impl Locals {
 
 const _: () = assert!(size_of::<Rule>() == 64);
 const _: () = assert!(size_of::<Locals>() == 4 + 4 * MAX_LOCALS);
-const _: () = assert!(size_of::<Stream>() == 200);
+const _: () = assert!(size_of::<Stream>() == 208);
 
 // SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
 unsafe impl aya::Pod for Rule {}

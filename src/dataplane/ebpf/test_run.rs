@@ -185,9 +185,11 @@ mod tests {
 
     const PORT: u16 = 61000;
     const CLOCK: u32 = 90_000;
-    /// The program's verdicts: sent up the local stack, left to the stack as is.
+    /// The program's verdicts: sent up the local stack, left to the stack as
+    /// is, dropped.
     const TC_ACT_OK: u32 = 0;
     const TC_ACT_UNSPEC: u32 = u32::MAX;
+    const TC_ACT_SHOT: u32 = 2;
 
     /// The program with maps of its own: each test names its pin directory
     /// (tests run in parallel in one process).
@@ -352,5 +354,42 @@ mod tests {
         assert_eq!(to(&k, [192, 0, 2, 1], 6), TC_ACT_UNSPEC);
         let s = k.streams().get(PORT).unwrap();
         assert_eq!(s.to_wowza_packets, 4);
+    }
+
+    /// A sender the policy refuses is dropped by the kernel, whatever it
+    /// sends, and counted; the accepted sender's bad packets and Wowza's
+    /// before a latch go up to userspace.
+    #[test]
+    fn the_kernel_drops_and_counts_refused_senders() {
+        let Some(mut k) = load("refused") else { return };
+        let appliance = "127.0.0.2:5004".parse().unwrap();
+        let stranger = "127.0.0.3:5004".parse().unwrap();
+        let wowza = "127.0.0.1:40000".parse().unwrap();
+        let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+        let run = |k: &Detached, from, seq: u16, payload: usize| {
+            k.run(&rtp_frame(from, to, 1, seq, 0, payload), 1)
+                .unwrap()
+                .verdict
+        };
+        let unknown = |k: &Detached| k.streams().get(PORT).unwrap().unknown_source;
+        for policy in [0, 1] {
+            let mut rule = any_rule();
+            rule.generation = 10 + u32::from(policy);
+            rule.policy = policy;
+            rule.source_addr = u32::from_ne_bytes([127, 0, 0, 2]);
+            k.set_rule(PORT, rule).unwrap();
+            // Nothing latched: Wowza's packet goes up (no_return_address).
+            assert_eq!(run(&k, wowza, 0, 100), TC_ACT_UNSPEC, "policy {policy}");
+            assert_eq!(run(&k, appliance, 1, 100), TC_ACT_OK, "policy {policy}");
+            assert_eq!(run(&k, wowza, 2, 100), TC_ACT_OK, "policy {policy}");
+            assert_eq!(run(&k, appliance, 3, 2000), TC_ACT_UNSPEC, "oversize");
+            // A stranger: dropped, whatever it sends (oversize, too).
+            assert_eq!(run(&k, stranger, 4, 100), TC_ACT_SHOT, "policy {policy}");
+            assert_eq!(run(&k, stranger, 5, 2000), TC_ACT_SHOT, "policy {policy}");
+            assert_eq!(unknown(&k), 2, "policy {policy}");
+        }
+        // Any: no stranger.
+        k.set_rule(PORT, any_rule()).unwrap();
+        assert_eq!(run(&k, stranger, 6, 100), TC_ACT_OK);
     }
 }
