@@ -21,20 +21,12 @@ use std::time::{Duration, Instant};
 /// Group 0's control port (audio-only: media on `base(0)`, 65528).
 const CONTROL: u16 = 65529;
 
-/// The namespaces, with the relay required to run on the fast path and
-/// packets over 1000 bytes oversize.
-fn net() -> Net {
-    let mut net = Net::new();
-    net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
-    net
-}
-
 #[test]
 fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
     if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let relay = net.start();
     let metrics = relay.get("/metrics").text;
     assert!(
@@ -106,7 +98,7 @@ fn local_destination_latch_and_any_on_the_fast_path() {
     if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     // Wowza on the relay's own host (its other address): the kernel hands the
     // packets to the local stack, which takes them with lo's accept_local.
     net.lo_settings("1", "0");
@@ -155,7 +147,7 @@ fn wowza_on_127_0_0_1_goes_kernel_side_only_with_lo_accepting_it() {
     if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     net.setup.wowza = wowza_at("127.0.0.1");
     let relay = net.start();
     // Read when a group is bound: group 0 without, group 1 with.
@@ -202,7 +194,7 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
     if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let relay = net.start();
     let Lane {
         appliance,
@@ -282,7 +274,7 @@ fn modes_name_the_missing_capability() {
     if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let dir = net.setup.dir.path();
     let config = |mode: &str| {
         let path = dir.join(format!("{mode}.toml"));
@@ -361,7 +353,7 @@ fn a_window_past_its_end_is_never_forwarded_even_with_the_relay_gone() {
     if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     net.setup.schedule = "trail = \"0s\"\n".into();
     let relay = net.start();
     let created = Instant::now();

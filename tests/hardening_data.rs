@@ -171,12 +171,10 @@ fn check_config_refuses_a_default_destination_the_relay_cannot_reach_or_that_loo
     assert_eq!(check("0.0.0.0", "::ffff:192.0.2.7", 0).0, Some(0));
 }
 
-/// The namespaces with the relay on the fast path, bound on `bind`, packets
-/// over 1000 bytes oversize.
+/// The namespaces with the relay on the fast path, bound on `bind`.
 fn fast_net(bind: &str) -> Net {
-    let mut net = Net::new();
+    let mut net = Net::with_fast_path();
     net.setup.bind_address = bind.into();
-    net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
     net
 }
 

@@ -147,6 +147,14 @@ impl Net {
         net
     }
 
+    /// As [`Net::new`], with the relay required to run on the fast path
+    /// (`fast_path = "ebpf"`) and packets over 1000 bytes oversize.
+    pub fn with_fast_path() -> Net {
+        let mut net = Net::new();
+        net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
+        net
+    }
+
     /// The relay namespace's name (for `ip -n`).
     pub fn relay_name(&self) -> &str {
         &self.names[1]
