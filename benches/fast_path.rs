@@ -23,14 +23,30 @@ fn program(c: &mut Criterion) {
         eprintln!("RTP_RELAY_SKIP_EBPF=1: fast-path benchmark skipped");
         return;
     }
-    let name = format!("bench-{}", std::process::id());
-    let mut k = Detached::load(&name).unwrap_or_else(|why| {
-        panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this benchmark")
-    });
     // The rewrite leaves the frame as it was (from 127.0.0.2:PORT to
     // 127.0.0.1:PORT), so every repeat takes the same forwarding path.
-    let from = SocketAddrV4::new([127, 0, 0, 2].into(), PORT);
-    let to = SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+    per_packet(c, "ebpf_program_per_packet", [127, 0, 0, 2], [127, 0, 0, 1]);
+    // The same to a host address of a relay bound on 0.0.0.0: the program
+    // finds it last of the host's four in its list of local addresses.
+    per_packet(
+        c,
+        "ebpf_program_per_packet_host_address",
+        [192, 0, 2, 2],
+        [192, 0, 2, 1],
+    );
+}
+
+/// The program's time per packet for one media frame `from` → `to`, which
+/// the rewrite leaves unchanged (the rule sends to `to` from `from`).
+fn per_packet(c: &mut Criterion, name: &str, from: [u8; 4], to: [u8; 4]) {
+    let pins = format!("bench-{}-{name}", std::process::id());
+    let mut k = Detached::load(&pins).unwrap_or_else(|why| {
+        panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this benchmark")
+    });
+    let from = SocketAddrV4::new(from.into(), PORT);
+    let to = SocketAddrV4::new(to.into(), PORT);
+    let host = ["10.0.0.1", "10.0.0.2", "172.16.0.1", "192.0.2.1"].map(|a| a.parse().unwrap());
+    k.set_locals(&host).unwrap();
     let mut rule = Rule::default();
     rule.active = 1;
     rule.generation = 1;
@@ -49,7 +65,7 @@ fn program(c: &mut Criterion) {
         0,
         "forwarded up the local stack"
     );
-    c.bench_function("ebpf_program_per_packet", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let run = k.run(&frame, iters.min(u64::from(u32::MAX)) as u32);
             run.unwrap().per_run * iters as u32

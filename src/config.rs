@@ -448,8 +448,9 @@ impl Config {
         self.check_default_destination()
     }
 
-    /// Every group's default destination must be a valid port range that does not
-    /// loop back into the relay's own group ports.
+    /// Every group's default destination must be of a family `bind_address`
+    /// reaches, and a valid port range that does not loop back into the
+    /// relay's own group ports.
     fn check_default_destination(&self) -> Result<(), ConfigError> {
         let guard = self.loop_guard(Vec::new());
         let last = GroupId::last_allowed(self.data.allow_below_dynamic_range);
@@ -463,6 +464,9 @@ impl Config {
                 1 - i32::from(last.base()),
             )));
         }
+        guard
+            .reaches(self.wowza.address)
+            .map_err(|e| ConfigError(format!("wowza.address: {e}")))?;
         guard
             .check(self.wowza.address, lowest as u16, (highest + 7) as u16)
             .map_err(|e| {

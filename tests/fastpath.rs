@@ -15,55 +15,18 @@ mod common;
 use common::netns::*;
 use common::*;
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Group 0's control port (audio-only: media on `base(0)`, 65528).
 const CONTROL: u16 = 65529;
 
-fn skip() -> bool {
-    let skip = std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("RTP_RELAY_SKIP_EBPF=1: fast-path test skipped");
-    }
-    skip || skip_netns()
-}
-
-/// The namespaces, with the relay required to run on the fast path and
-/// packets over 1000 bytes oversize.
-fn net() -> Net {
-    let mut net = Net::new();
-    net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
-    net
-}
-
-/// Stops the relay process (SIGSTOP) and waits until every one of its
-/// threads is stopped: from then on only the kernel forwards.
-fn freeze(relay: &Relay) {
-    relay.signal(Signal::SIGSTOP);
-    let tasks = PathBuf::from(format!("/proc/{}/task", relay.pid()));
-    let stopped = || {
-        std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            // The state follows the parenthesised command name.
-            stat.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('T'))
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(5), stopped),
-        "the relay did not stop"
-    );
-}
-
 #[test]
 fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let relay = net.start();
     let metrics = relay.get("/metrics").text;
     assert!(
@@ -132,10 +95,10 @@ fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
 
 #[test]
 fn local_destination_latch_and_any_on_the_fast_path() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     // Wowza on the relay's own host (its other address): the kernel hands the
     // packets to the local stack, which takes them with lo's accept_local.
     net.lo_settings("1", "0");
@@ -181,10 +144,10 @@ fn local_destination_latch_and_any_on_the_fast_path() {
 
 #[test]
 fn wowza_on_127_0_0_1_goes_kernel_side_only_with_lo_accepting_it() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     net.setup.wowza = wowza_at("127.0.0.1");
     let relay = net.start();
     // Read when a group is bound: group 0 without, group 1 with.
@@ -228,10 +191,10 @@ fn wowza_on_127_0_0_1_goes_kernel_side_only_with_lo_accepting_it() {
 
 #[test]
 fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let relay = net.start();
     let Lane {
         appliance,
@@ -308,10 +271,10 @@ fn unprivileged(net: &Net, bounded: bool, args: &[&str]) -> Command {
 
 #[test]
 fn modes_name_the_missing_capability() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let net = net();
+    let net = Net::with_fast_path();
     let dir = net.setup.dir.path();
     let config = |mode: &str| {
         let path = dir.join(format!("{mode}.toml"));
@@ -387,10 +350,10 @@ fn modes_name_the_missing_capability() {
 
 #[test]
 fn a_window_past_its_end_is_never_forwarded_even_with_the_relay_gone() {
-    if skip() {
+    if skip_fast_path() {
         return;
     }
-    let mut net = net();
+    let mut net = Net::with_fast_path();
     net.setup.schedule = "trail = \"0s\"\n".into();
     let relay = net.start();
     let created = Instant::now();

@@ -4,7 +4,7 @@
 //! allocates or looks anything up.
 
 use super::counters::{DropReason, PortCounters};
-use super::rule::PortRule;
+use super::rule::{PortRule, canonical};
 use crate::group::Plane;
 use crate::packet::rtcp;
 use crate::packet::rtp::RtpHeader;
@@ -95,7 +95,9 @@ impl Forwarder {
     }
 
     /// Decides and accounts one datagram of `len` bytes (`len` may exceed the
-    /// buffer: then `data` holds only its start).
+    /// buffer: then `data` holds only its start). An IPv4 sender seen through
+    /// a dual-stack socket (`::ffff:a.b.c.d`) is judged and latched as the
+    /// IPv4 address it is, as the rule's addresses are.
     #[inline]
     pub fn on_datagram(
         &mut self,
@@ -104,6 +106,7 @@ impl Forwarder {
         len: usize,
         now: Instant,
     ) -> Verdict {
+        let from = canonical(from);
         let verdict = self.decide(from, data, len, now);
         match verdict {
             Verdict::Drop(reason) => self.counters.count_drop(reason),
@@ -295,6 +298,33 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_senders_seen_through_a_dual_stack_socket_are_their_ipv4_address() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Strict);
+        let wowza: SocketAddr = WOWZA.parse().unwrap();
+        assert_eq!(
+            send(&mut p, "[::ffff:192.0.2.10]:5004", &rtp(1)),
+            Verdict::Forward(wowza)
+        );
+        assert_eq!(p.counters().latched(), Some(APPLIANCE.parse().unwrap()));
+        // Wowza's reply is from the destination, and goes back to the appliance.
+        assert_eq!(
+            send(&mut p, "[::ffff:198.51.100.5]:49032", &rtp(2)),
+            Verdict::Forward(APPLIANCE.parse().unwrap())
+        );
+        assert_eq!(
+            send(&mut p, "[::ffff:192.0.2.11]:5004", &rtp(3)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        // A latched mapped sender is the same sender as its IPv4 form.
+        let mut l = port(Plane::Rtp, SourcePolicy::Latch);
+        send(&mut l, "[::ffff:203.0.113.1]:7000", &rtp(1));
+        assert_eq!(
+            send(&mut l, "203.0.113.1:7000", &rtp(2)),
+            Verdict::Forward(wowza)
+        );
+    }
+
+    #[test]
     fn latch_keeps_the_first_sender_until_relatched() {
         let mut p = port(Plane::Rtp, SourcePolicy::Latch);
         let wowza: SocketAddr = WOWZA.parse().unwrap();
@@ -348,6 +378,16 @@ mod tests {
             Verdict::Drop(DropReason::Malformed),
             "RTCP on a media port"
         );
+        // RFC 5761 §4's range, whatever the rest of the header says.
+        for second in [192, 197, 206, 221, 223] {
+            let mut p2 = rtp(1);
+            p2[1] = second;
+            assert_eq!(
+                send(&mut p, APPLIANCE, &p2),
+                Verdict::Drop(DropReason::Malformed),
+                "second byte {second} on a media port"
+            );
+        }
         let big = [rtp(1), vec![0; 200]].concat();
         assert_eq!(
             send(&mut p, APPLIANCE, &big),

@@ -93,6 +93,7 @@ impl BoundPort {
         s.packets_to_appliance += k.to_appliance_packets;
         s.bytes_to_appliance += k.to_appliance_bytes;
         s.dropped.send_error += k.send_errors;
+        s.dropped.unknown_source += k.unknown_source;
         if let Some(a) = k.latched(&kernel.rule) {
             s.appliance = Some(a);
         }

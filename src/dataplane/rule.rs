@@ -35,7 +35,18 @@ pub fn owner(event_id: &str) -> u32 {
     crc32fast::hash(event_id.as_bytes())
 }
 
-/// One bound port's forwarding rule.
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a socket
+/// bound on `::` sees IPv4 peers) as the IPv4 address it is: rules and
+/// senders are compared in this form only (a copy, no allocation).
+#[inline]
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        v4 => v4,
+    }
+}
+
+/// One bound port's forwarding rule. Its addresses are [`canonical`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct PortRule {
     /// The group it belongs to.
@@ -102,7 +113,7 @@ impl GroupPlan {
         }
     }
 
-    /// The rules of every port the layout uses.
+    /// The rules of every port the layout uses, their addresses [`canonical`].
     pub fn rules(&self, max_packet_size: usize) -> impl Iterator<Item = PortRule> + '_ {
         self.layout.pairs().flat_map(move |(pair, role)| {
             Plane::BOTH.map(|plane| {
@@ -113,12 +124,12 @@ impl GroupPlan {
                     port,
                     plane,
                     role,
-                    destination: SocketAddr::new(
+                    destination: canonical(SocketAddr::new(
                         self.destination.address,
                         self.destination.base_port + offset,
-                    ),
+                    )),
                     policy: self.policy,
-                    source: self.source,
+                    source: self.source.map(|s| s.to_canonical()),
                     max_packet_size,
                 }
             })

@@ -32,7 +32,8 @@ pub enum RtpError {
     HeaderOverrun,
     /// The padding count is 0 or runs into the header.
     Padding,
-    /// Payload type 72–76: an RTCP packet on a media port (RFC 5761 §4).
+    /// An RTCP packet on a media port: a second byte of 192–223 (RFC 5761
+    /// §4), or a reserved payload type 72–76.
     RtcpOnMediaPort,
 }
 
@@ -46,7 +47,9 @@ impl RtpHeader {
             return Err(RtpError::Version);
         }
         let payload_type = p[1] & 0x7f;
-        if (72..=76).contains(&payload_type) {
+        // RFC 5761 §4: 192–223 is RTCP's range of the second byte (the marker
+        // bit with payload types 64–95); 72–76 are reserved either way.
+        if (192..=223).contains(&p[1]) || (72..=76).contains(&payload_type) {
             return Err(RtpError::RtcpOnMediaPort);
         }
         let csrc_count = usize::from(p[0] & 0x0f);
@@ -149,6 +152,36 @@ mod tests {
         let mut rr = good.clone();
         rr[1] = 201;
         assert_eq!(RtpHeader::parse(&rr), Err(RtpError::RtcpOnMediaPort));
+    }
+
+    /// RFC 5761 §4: a second byte of 192–223 is an RTCP packet type (200–207
+    /// among them: payload types 72–79 with the marker set), so it is never
+    /// RTP on a media port; payload types 72–76 are reserved with or without
+    /// the marker. Every other second byte, the neighbours included, is RTP.
+    #[test]
+    fn every_rtcp_typed_second_byte_is_refused_and_its_neighbours_are_not() {
+        let good = packet(1, b"payload!");
+        for second in 0..=255u8 {
+            let mut p = good.clone();
+            p[1] = second;
+            let rtcp = (192..=223).contains(&second) || (72..=76).contains(&(second & 0x7f));
+            let parsed = RtpHeader::parse(&p);
+            if rtcp {
+                assert_eq!(
+                    parsed,
+                    Err(RtpError::RtcpOnMediaPort),
+                    "second byte {second}"
+                );
+            } else {
+                let h = parsed.unwrap_or_else(|e| panic!("second byte {second}: {e:?}"));
+                assert_eq!((h.marker, h.payload_type), (second >= 128, second & 0x7f));
+            }
+        }
+        for valid in [191, 224, 71, 77, 96, 224 | 0x1f] {
+            let mut p = good.clone();
+            p[1] = valid;
+            assert!(RtpHeader::parse(&p).is_ok(), "second byte {valid}");
+        }
     }
 
     proptest! {

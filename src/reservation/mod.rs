@@ -177,13 +177,40 @@ pub struct LoopGuard {
 }
 
 impl LoopGuard {
-    /// Would `address` reach sockets the relay binds?
+    /// Would `address` reach sockets the relay binds? Addresses are compared
+    /// canonically: `::ffff:127.0.0.1` is 127.0.0.1.
     pub fn is_relay_address(&self, address: IpAddr) -> bool {
-        if address.is_unspecified() || address == self.bind_address {
+        let address = address.to_canonical();
+        let bind = self.bind_address.to_canonical();
+        if address.is_unspecified() || address == bind {
             return true;
         }
-        self.bind_address.is_unspecified()
-            && (address.is_loopback() || self.local_addresses.contains(&address))
+        bind.is_unspecified()
+            && (address.is_loopback()
+                || self
+                    .local_addresses
+                    .iter()
+                    .any(|a| a.to_canonical() == address))
+    }
+
+    /// Can the relay's sockets send to `address` at all? An IPv4 bind
+    /// reaches IPv4 only, an IPv6 bind other than `::` IPv6 only; `::` is
+    /// dual-stack (IPv4 as `::ffff:a.b.c.d`). The error says how to fix it.
+    pub fn reaches(&self, address: IpAddr) -> Result<(), String> {
+        let bind = self.bind_address.to_canonical();
+        let dual_stack = self.bind_address.is_ipv6() && self.bind_address.is_unspecified();
+        let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+        let address = address.to_canonical();
+        if dual_stack || address.is_ipv4() == bind.is_ipv4() {
+            return Ok(());
+        }
+        Err(format!(
+            "{address} is {} but the relay's ports are bound on bind_address {} ({}): it can never send there; use an {} address, or bind_address = \"::\" to reach both families",
+            family(address),
+            self.bind_address,
+            family(bind),
+            family(bind),
+        ))
     }
 
     /// Checks one destination range of 8 ports; the error says why it loops.
@@ -242,9 +269,10 @@ impl Reservation {
                     d.base_port
                 ));
             };
-            rules
-                .loop_guard
-                .check(d.address, d.base_port, last)
+            let guard = &rules.loop_guard;
+            guard
+                .reaches(d.address)
+                .and_then(|()| guard.check(d.address, d.base_port, last))
                 .map_err(|e| format!("destination: {e}"))?;
         }
         Ok(())
@@ -441,6 +469,65 @@ pub(crate) mod tests {
             base_port: 65529,
         });
         assert!(q.validate(&r).unwrap_err().contains("base_port"));
+    }
+
+    #[test]
+    fn ipv4_mapped_destinations_are_their_ipv4_address() {
+        let mut r = rules();
+        r.loop_guard.bind_address = "::".parse().unwrap();
+        let mut q = request("e", Some(0));
+        for (addr, port, refused) in [
+            ("::ffff:127.0.0.1", 65528, true),
+            ("::ffff:127.0.0.9", 60000, true),
+            ("::ffff:0.0.0.0", 60000, true),
+            ("::ffff:192.0.2.1", 60000, true), // a local interface
+            ("::1", 60000, true),
+            ("::ffff:127.0.0.1", 49144, false),
+            ("::ffff:198.51.100.5", 65528, false),
+            ("198.51.100.5", 65528, false),
+            ("2001:db8::5", 65528, false),
+        ] {
+            q.destination = Some(Destination {
+                address: addr.parse().unwrap(),
+                base_port: port,
+            });
+            assert_eq!(q.validate(&r).is_err(), refused, "{addr}:{port}");
+        }
+        // An IPv4 bind reaches the mapped form of IPv4 too, and loops through it.
+        let r = rules();
+        for (addr, refused) in [("::ffff:192.0.2.1", true), ("::ffff:198.51.100.5", false)] {
+            q.destination = Some(Destination {
+                address: addr.parse().unwrap(),
+                base_port: 60000,
+            });
+            assert_eq!(q.validate(&r).is_err(), refused, "{addr}");
+        }
+    }
+
+    #[test]
+    fn destinations_of_a_family_the_bind_address_cannot_reach_are_refused() {
+        let guard = |bind: &str| LoopGuard {
+            bind_address: bind.parse().unwrap(),
+            local_addresses: vec![],
+            lowest_port: 49152,
+        };
+        for (bind, dest, ok) in [
+            ("0.0.0.0", "198.51.100.5", true),
+            ("0.0.0.0", "::ffff:198.51.100.5", true),
+            ("0.0.0.0", "2001:db8::5", false),
+            ("127.0.0.1", "::1", false),
+            ("::", "198.51.100.5", true),
+            ("::", "2001:db8::5", true),
+            ("::1", "2001:db8::5", true),
+            ("::1", "198.51.100.5", false),
+            ("2001:db8::1", "::ffff:198.51.100.5", false),
+        ] {
+            let got = guard(bind).reaches(dest.parse().unwrap());
+            assert_eq!(got.is_ok(), ok, "{bind} -> {dest}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.contains("bind_address"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub fn udp_socket(
     send_buffer: usize,
 ) -> std::io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `::` is dual-stack whatever net.ipv6.bindv6only says: the
+        // configuration check lets it reach IPv4 destinations.
+        sock.set_only_v6(false)?;
+    }
     let _ = sock.set_recv_buffer_size(recv_buffer);
     let _ = sock.set_send_buffer_size(send_buffer);
     sock.set_nonblocking(true)?;

@@ -31,6 +31,56 @@ pub fn skip_netns() -> bool {
     skip
 }
 
+/// True when the fast-path tests are to be skipped: `RTP_RELAY_SKIP_EBPF=1`
+/// (or [`skip_netns`]); says so.
+pub fn skip_fast_path() -> bool {
+    let skip = std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("RTP_RELAY_SKIP_EBPF=1: fast-path test skipped");
+    }
+    skip || skip_netns()
+}
+
+/// Stops the relay process (SIGSTOP) and waits until every one of its
+/// threads is stopped: from then on only the kernel forwards.
+pub fn freeze(relay: &Relay) {
+    relay.signal(nix::sys::signal::Signal::SIGSTOP);
+    let tasks = PathBuf::from(format!("/proc/{}/task", relay.pid()));
+    let stopped = || {
+        std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), stopped),
+        "the relay did not stop"
+    );
+}
+
+/// The bytes waiting in the receive queue of the relay's UDP socket on
+/// `port` (`/proc/<pid>/net/udp`, read in the relay's namespace): what its
+/// data plane has yet to read.
+pub fn receive_queue(relay: &Relay, port: u16) -> u64 {
+    let table = std::fs::read_to_string(format!("/proc/{}/net/udp", relay.pid())).unwrap();
+    let local = format!(":{port:04X}");
+    let line = table
+        .lines()
+        .skip(1)
+        .find(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&local))
+        })
+        .unwrap_or_else(|| panic!("no UDP socket on port {port}:\n{table}"));
+    // "tx_queue:rx_queue", in hex.
+    let queues = line.split_whitespace().nth(4).unwrap();
+    u64::from_str_radix(queues.split(':').nth(1).unwrap(), 16).unwrap()
+}
+
 /// Runs `ip args`; panics with its error (and how to skip) when it fails.
 pub fn ip(args: &[&str]) {
     super::root_command("ip", args, "RTP_RELAY_SKIP_NETNS");
@@ -97,6 +147,19 @@ impl Net {
         net
     }
 
+    /// As [`Net::new`], with the relay required to run on the fast path
+    /// (`fast_path = "ebpf"`) and packets over 1000 bytes oversize.
+    pub fn with_fast_path() -> Net {
+        let mut net = Net::new();
+        net.setup.data = "fast_path = \"ebpf\"\nmax_packet_size = 1000\n".into();
+        net
+    }
+
+    /// The relay namespace's name (for `ip -n`).
+    pub fn relay_name(&self) -> &str {
+        &self.names[1]
+    }
+
     fn ns(&self, which: usize) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.names[which]))
     }
@@ -141,6 +204,14 @@ impl Net {
     /// Writes the relay configuration and starts the relay in the relay namespace.
     pub fn start(&self) -> Relay {
         self.setup.start_in(&self.relay_ns())
+    }
+
+    /// The relay namespace routes between the appliance's and Wowza's
+    /// (`net.ipv4.ip_forward = 1`), as a host on the path would.
+    pub fn route_through_relay(&self) {
+        in_netns(Some(&self.relay_ns()), || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        });
     }
 
     /// lo's accept_local and route_localnet in the relay namespace.

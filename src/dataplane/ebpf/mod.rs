@@ -27,7 +27,9 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use table::{Rule, Stream, Unsupported};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use table::{Locals, Rule, Stream, Unsupported};
 
 /// Where every relay instance pins its state.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
@@ -215,6 +217,7 @@ pub struct FastPath {
     loopback_ifindex: u32,
     bind: IpAddr,
     warned_local: bool,
+    _locals: LocalsWatch,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -257,7 +260,10 @@ impl FastPath {
             mut ebpf,
             rules,
             streams,
+            mut locals,
         } = load_pinned(&dir)?;
+        // Before the program sees a packet: it matches destinations against them.
+        write_locals(&mut locals, &mut None);
         let program = classifier(&mut ebpf)?;
         for name in &interfaces {
             if let Err(e) = attach(program, &dir, name) {
@@ -275,6 +281,7 @@ impl FastPath {
             loopback_ifindex,
             bind: options.bind_address,
             warned_local: false,
+            _locals: LocalsWatch::start(locals),
         })
     }
 
@@ -392,6 +399,7 @@ pub(crate) struct Loaded {
     pub(crate) ebpf: aya::Ebpf,
     pub(crate) rules: Array<MapData, Rule>,
     pub(crate) streams: Streams,
+    pub(crate) locals: Array<MapData, Locals>,
 }
 
 /// Loads the object with its maps pinned in (or adopted from) `dir`, which is
@@ -410,11 +418,92 @@ pub(crate) fn load_pinned(dir: &Path) -> Result<Loaded, String> {
         .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
     let rules = take_array(&mut ebpf, "rules")?;
     let streams = Streams(take_array(&mut ebpf, "streams")?);
+    let locals = take_array(&mut ebpf, "locals")?;
     Ok(Loaded {
         ebpf,
         rules,
         streams,
+        locals,
     })
+}
+
+/// Writes the host's IPv4 addresses into the program's `locals` when they
+/// differ from `written` (what was written last), and says when there are
+/// more than it holds (once).
+fn write_locals(map: &mut Array<MapData, Locals>, written: &mut Option<Locals>) {
+    let addresses = match route::local_ipv4() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the local addresses for the fast path; it keeps the previous list");
+            return;
+        }
+    };
+    let new = Locals::new(&addresses);
+    if *written == Some(new) {
+        return;
+    }
+    if new.incomplete() && written.is_none_or(|w| !w.incomplete()) {
+        tracing::warn!(
+            addresses = addresses.len(),
+            max = table::MAX_LOCALS,
+            "more local IPv4 addresses than the fast path holds: packets to the others are forwarded in userspace"
+        );
+    }
+    match map.set(0, new, 0) {
+        Ok(()) => *written = Some(new),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "cannot write the fast path's local addresses")
+        }
+    }
+}
+
+/// Keeps the program's `locals` current while the relay runs: rewritten on
+/// every IPv4 address change (netlink) and at least every 2 s; stopped (and
+/// joined) on drop. While the relay is gone the kernel keeps the last list.
+struct LocalsWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LocalsWatch {
+    /// How long a wait lasts: the bound on noticing `stop`.
+    const TICK: Duration = Duration::from_millis(500);
+    /// Quiet ticks between two refreshes without a netlink notice.
+    const TICKS_PER_POLL: u32 = 4;
+
+    fn start(mut map: Array<MapData, Locals>) -> LocalsWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fast-path-addrs".into())
+            .spawn(move || {
+                let changes = route::address_changes(Self::TICK);
+                let mut written = None;
+                let mut quiet = 0;
+                while !flag.load(Ordering::Relaxed) {
+                    if quiet == 0 {
+                        write_locals(&mut map, &mut written);
+                    }
+                    quiet = if route::wait_for_address_change(changes.as_ref(), Self::TICK) {
+                        0
+                    } else {
+                        (quiet + 1) % Self::TICKS_PER_POLL
+                    };
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch the local addresses for the fast path"))
+            .ok();
+        LocalsWatch { stop, thread }
+    }
+}
+
+impl Drop for LocalsWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn classifier(ebpf: &mut aya::Ebpf) -> Result<&mut SchedClassifier, String> {

@@ -3,10 +3,13 @@
 // rtp-relay's kernel fast path (SPEC §3 "Kernel fast path"): a TC ingress
 // program that forwards the RTP packets of established streams inside the
 // kernel and measures them exactly as the userspace statistics module does
-// (src/stats/rtp.rs). Anything it does not forward is left untouched for the
-// userspace data plane, which applies SPEC §3 as always: unknown senders,
-// malformed and oversize packets, packets from Wowza before an appliance is
-// latched, RTCP, fragments, IP options, IPv6.
+// (src/stats/rtp.rs). It takes only packets addressed to the relay, as its
+// socket would. A sender the policy refuses (strict, or latch once latched)
+// is dropped here, whatever it sends, and counted as userspace would
+// (unknown_source): a stranger's flood never reaches the socket. Anything
+// else it does not forward is left untouched for the userspace data plane,
+// which applies SPEC §3 as always: malformed and oversize packets, packets
+// from Wowza before an appliance is latched, RTCP, fragments, IP options, IPv6.
 //
 // The forwarding table is the userspace data plane's, mirrored into `rules`
 // (src/dataplane/ebpf/table.rs has the same layouts). Per-stream state lives
@@ -101,6 +104,17 @@ struct stream {
 	__u64 to_appliance_packets;
 	__u64 to_appliance_bytes;
 	__u64 send_errors;
+	__u64 unknown_source;  // packets of senders the policy refused, dropped here
+};
+
+#define MAX_LOCALS 64
+
+// The host's IPv4 addresses (network order) but 127.0.0.0/8: for rules bound
+// on 0.0.0.0, a packet is the relay's only when addressed to one of them, as
+// its socket would take it. Written by userspace, which keeps it current.
+struct locals {
+	__u32 count;           // > MAX_LOCALS: the list is incomplete
+	__u32 addr[MAX_LOCALS];
 };
 
 struct {
@@ -110,6 +124,14 @@ struct {
 	__type(value, struct rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct locals);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} locals SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -266,8 +288,9 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 {
 	if (len < 12 || (h[0] >> 6) != 2)
 		return 0;
+	// RFC 5761 §4: a second byte of 192–223 is RTCP; 72–76 are reserved.
 	__u8 pt = h[1] & 0x7f;
-	if (pt >= 72 && pt <= 76)
+	if ((h[1] >= 192 && h[1] <= 223) || (pt >= 72 && pt <= 76))
 		return 0;
 	__u32 header = 12 + 4 * (h[0] & 0x0f);
 	if (h[0] & 0x10) {
@@ -288,6 +311,32 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 			return 0;
 	}
 	return 1;
+}
+
+// Would the relay's socket take a packet to `daddr`? Bound to one address,
+// only packets to it; bound to 0.0.0.0, packets to any local address — a
+// packet routed through the host to another one is not the relay's (the
+// stack forwards or drops it). 127.0.0.0/8 is local on lo only: elsewhere
+// the stack drops it as a martian. Unknown (an incomplete list): userspace.
+static __always_inline int addressed_to_relay(const struct rule *r, const struct __sk_buff *skb,
+					      __u32 daddr)
+{
+	if (r->bind_addr)
+		return r->bind_addr == daddr;
+	if ((daddr & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000))
+		return skb->ifindex == r->loopback_ifindex;
+	__u32 key = 0;
+	const struct locals *l = bpf_map_lookup_elem(&locals, &key);
+	if (!l)
+		return 0;
+	__u32 n = l->count;
+	for (int i = 0; i < MAX_LOCALS; i++) {
+		if (i >= n)
+			break;
+		if (l->addr[i] == daddr)
+			return 1;
+	}
+	return 0;
 }
 
 // The ones'-complement difference, as bpf_csum_diff would give it (without
@@ -358,7 +407,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	struct rule *r = bpf_map_lookup_elem(&rules, &port);
 	if (!r || !r->active || r->plane != PLANE_RTP)
 		return TC_ACT_UNSPEC;
-	if (r->bind_addr && r->bind_addr != ip->daddr)
+	if (!addressed_to_relay(r, skb, ip->daddr))
 		return TC_ACT_UNSPEC;
 	// One clock for the window and the arrival times (a clock read is a
 	// noticeable share of the program's cost).
@@ -366,33 +415,31 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	if (now >= r->window_end_ns)
 		return TC_ACT_SHOT; // the window has closed, whether or not userspace runs
 
-	__u32 udp_len = bpf_ntohs(udp->len);
-	if (udp_len < UDP_LEN || udp_len - UDP_LEN > r->max_packet_size)
-		return TC_ACT_UNSPEC;
-	__u32 len = udp_len - UDP_LEN;
-	__u8 h[12];
-	if (len < 12)
-		return TC_ACT_UNSPEC;
-	// Read in place, or copied out when it is not in the linear part.
-	if (data + RTP_OFF + 12 <= data_end)
-		__builtin_memcpy(h, data + RTP_OFF, 12);
-	else if (bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
-		return TC_ACT_UNSPEC;
-
-	if (!rtp_valid(skb, h, len))
-		return TC_ACT_UNSPEC;
-
-	// Handed to lo, a packet from a local address (to 127.0.0.0/8, too) has
-	// no route of its own as the relay's send has: the stack takes it only
-	// with lo's accept_local (and route_localnet). Else userspace forwards it.
-	if (!r->egress_ifindex && !r->local_ok && skb->ifindex != r->loopback_ifindex)
-		return TC_ACT_UNSPEC;
-
 	__u32 saddr = ip->saddr, daddr = ip->daddr;
 	__u16 sport = udp->source, dport = udp->dest;
 	struct stream *s = bpf_map_lookup_elem(&streams, &port);
 	if (!s)
 		return TC_ACT_UNSPEC;
+
+	// May the kernel forward it? A valid RTP packet within max_packet_size
+	// (else userspace drops it by reason), by a route the stack takes (below).
+	// Judged before the sender, as a refused sender's packet is dropped here
+	// whatever it is.
+	__u32 udp_len = bpf_ntohs(udp->len);
+	__u32 len = udp_len - UDP_LEN;
+	__u8 h[12] = {};
+	int ok = udp_len >= UDP_LEN + 12 && len <= r->max_packet_size;
+	// Read in place, or copied out when it is not in the linear part.
+	if (ok && data + RTP_OFF + 12 <= data_end)
+		__builtin_memcpy(h, data + RTP_OFF, 12);
+	else if (ok && bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
+		ok = 0;
+	ok = ok && rtp_valid(skb, h, len);
+	// Handed to lo, a packet from a local address (to 127.0.0.0/8, too) has
+	// no route of its own as the relay's send has: the stack takes it only
+	// with lo's accept_local (and route_localnet). Else userspace forwards it.
+	ok = ok && (r->egress_ifindex || r->local_ok || skb->ifindex == r->loopback_ifindex);
+
 	int from_dest = saddr == r->dest_addr && sport == bpf_htons(r->dest_port);
 	__u32 to_addr = 0, from_addr = 0, ifindex = 0, local = 0;
 	__u16 to_port = 0;
@@ -413,9 +460,9 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		s->latch_epoch = r->latch_epoch;
 	}
 	if (from_dest) {
-		if (!s->latched_addr) {
+		if (!ok || !s->latched_addr) {
 			bpf_spin_unlock(&s->lock);
-			return TC_ACT_UNSPEC; // no_return_address, counted in userspace
+			return TC_ACT_UNSPEC; // counted in userspace (no_return_address, …)
 		}
 		to_addr = s->latched_addr;
 		to_port = s->latched_port;
@@ -424,7 +471,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		s->to_appliance_packets++;
 		s->to_appliance_bytes += len;
 	} else {
-		// Mirrors Port::accepts (src/dataplane/port.rs); tests/fastpath.rs runs
+		// Mirrors Forwarder::accepts (src/dataplane/forwarder.rs); tests/fastpath.rs runs
 		// each policy through this path and the userspace one.
 		int accept;
 		if (r->policy == POLICY_STRICT)
@@ -435,8 +482,15 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		else
 			accept = 1;
 		if (!accept) {
+			// Counted as userspace would; dropped here, so that a flood
+			// never fills the socket's buffer.
+			s->unknown_source++;
 			bpf_spin_unlock(&s->lock);
-			return TC_ACT_UNSPEC; // unknown_source, counted in userspace
+			return TC_ACT_SHOT;
+		}
+		if (!ok) {
+			bpf_spin_unlock(&s->lock);
+			return TC_ACT_UNSPEC; // malformed, oversize: counted in userspace
 		}
 		// Latch keeps its first sender; strict and any follow the latest one.
 		s->latched_addr = saddr;

@@ -21,7 +21,7 @@ pub fn interfaces(configured: &[String], bind_address: IpAddr) -> Result<Vec<Str
         }
         return Ok(configured.to_vec());
     }
-    let bind = match bind_address {
+    let bind = match bind_address.to_canonical() {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => {
             return Err("the fast path forwards IPv4 only and bind_address is IPv6".into());
@@ -41,6 +41,70 @@ pub fn interfaces(configured: &[String], bind_address: IpAddr) -> Result<Vec<Str
         return Err(format!("no interface carries bind_address {bind}"));
     }
     Ok(names)
+}
+
+/// The host's IPv4 addresses (every interface's), for the program's `locals`.
+pub fn local_ipv4() -> Result<Vec<Ipv4Addr>, String> {
+    Ok(addresses()?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// A netlink socket told of every IPv4 address change (`RTMGRP_IPV4_IFADDR`),
+/// whose reads give up after `timeout`; `None` when it cannot be had (the
+/// caller then polls).
+pub fn address_changes(timeout: std::time::Duration) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, setsockopt, socket,
+        sockopt::ReceiveTimeout,
+    };
+    const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .ok()?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &NetlinkAddr::new(0, RTMGRP_IPV4_IFADDR),
+    )
+    .ok()?;
+    setsockopt(
+        &fd,
+        ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _),
+    )
+    .ok()?;
+    Some(fd)
+}
+
+/// Waits on [`address_changes`]' socket until an address changes or its
+/// timeout passes (without one, sleeps `timeout`); true when one changed.
+pub fn wait_for_address_change(
+    changes: Option<&std::os::fd::OwnedFd>,
+    timeout: std::time::Duration,
+) -> bool {
+    let Some(fd) = changes else {
+        std::thread::sleep(timeout);
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let got = nix::sys::socket::recv(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        &mut buf,
+        nix::sys::socket::MsgFlags::empty(),
+    );
+    // Drained, so that a burst of changes is one refresh.
+    while got.is_ok()
+        && nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok()
+    {}
+    // An overrun (ENOBUFS) lost changes: refresh as for one.
+    got.is_ok() || got == Err(nix::errno::Errno::ENOBUFS)
 }
 
 /// Every interface's IPv4 addresses.
@@ -73,7 +137,7 @@ pub fn route(destination: SocketAddr, bind: IpAddr) -> Result<Route, String> {
     let IpAddr::V4(chosen) = probe.ip() else {
         return Err(format!("no IPv4 route to {dest}"));
     };
-    let source = match bind {
+    let source = match bind.to_canonical() {
         IpAddr::V4(b) if !b.is_unspecified() => b,
         _ => chosen,
     };

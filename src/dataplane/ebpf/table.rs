@@ -99,15 +99,62 @@ pub struct Stream {
     pub to_appliance_bytes: u64,
     /// Packets the kernel could not send on.
     pub send_errors: u64,
+    /// Packets of senders the policy refused, dropped by the kernel (they
+    /// never reach userspace, which counts the rest).
+    pub unknown_source: u64,
+}
+
+/// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
+pub const MAX_LOCALS: usize = 64;
+
+/// `locals[0]`: the host's IPv4 addresses but 127.0.0.0/8 (the program takes
+/// 127.0.0.0/8 as local on lo), against which it matches the destination of
+/// packets to ports bound on 0.0.0.0 (written by userspace only).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Locals {
+    count: u32,
+    addr: [u32; MAX_LOCALS],
+}
+
+impl Locals {
+    /// The list of `addresses` (duplicates and 127.0.0.0/8 left out). Past
+    /// [`MAX_LOCALS`] it is marked incomplete: the program then leaves packets
+    /// to the addresses it lacks to userspace.
+    pub fn new(addresses: &[Ipv4Addr]) -> Locals {
+        let mut kept: Vec<Ipv4Addr> = addresses
+            .iter()
+            .copied()
+            .filter(|a| !a.is_loopback())
+            .collect();
+        kept.sort();
+        kept.dedup();
+        let mut l = Locals {
+            count: u32::try_from(kept.len()).unwrap_or(u32::MAX),
+            addr: [0; MAX_LOCALS],
+        };
+        for (slot, a) in l.addr.iter_mut().zip(&kept) {
+            *slot = u32::from_ne_bytes(a.octets());
+        }
+        l
+    }
+
+    /// Does the list lack addresses (more than [`MAX_LOCALS`])?
+    pub fn incomplete(&self) -> bool {
+        self.count as usize > MAX_LOCALS
+    }
 }
 
 const _: () = assert!(size_of::<Rule>() == 64);
-const _: () = assert!(size_of::<Stream>() == 200);
+const _: () = assert!(size_of::<Locals>() == 4 + 4 * MAX_LOCALS);
+const _: () = assert!(size_of::<Stream>() == 208);
 
 // SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
 unsafe impl aya::Pod for Rule {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Stream {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Locals {}
 
 /// Where the relay's own socket would send a rule's packets: from which
 /// address, out of which interface (none: the destination is local).
@@ -141,13 +188,13 @@ pub struct Eligible {
 }
 
 /// Decides which ports go kernel-side: media ports whose bind address,
-/// destination and source are IPv4. The one place this is decided; everything
-/// else stays in userspace.
+/// destination and source are IPv4 (IPv4-mapped IPv6 addresses are IPv4).
+/// The one place this is decided; everything else stays in userspace.
 pub fn eligible(rule: &PortRule, bind: IpAddr) -> Result<Eligible, Unsupported> {
     if rule.plane == Plane::Rtcp {
         return Err(Unsupported::Control);
     }
-    let v4 = |ip: IpAddr| match ip {
+    let v4 = |ip: IpAddr| match ip.to_canonical() {
         IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
         IpAddr::V6(_) => Err(Unsupported::Ipv6),
     };
@@ -312,6 +359,33 @@ mod tests {
         );
         let v6_source = port_rule(Plane::Rtp, SourcePolicy::Strict, "2001:db8::1");
         assert_eq!(eligible(&v6_source, v4), Err(Unsupported::Ipv6));
+        // IPv4-mapped addresses are the IPv4 addresses they name.
+        let mapped = port_rule(Plane::Rtp, SourcePolicy::Strict, "::ffff:192.0.2.10");
+        let e = eligible(&mapped, "::ffff:192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(e.source_addr, u32::from_ne_bytes([192, 0, 2, 10]));
+        assert_eq!(e.bind_addr, u32::from_ne_bytes([192, 0, 2, 1]));
+    }
+
+    #[test]
+    fn locals_leave_out_loopback_and_say_when_they_are_incomplete() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let l = Locals::new(&[
+            a("192.0.2.1"),
+            a("127.0.0.1"),
+            a("10.0.0.1"),
+            a("192.0.2.1"),
+        ]);
+        assert_eq!(l.count, 2);
+        assert_eq!(
+            l.addr[..2],
+            [[10, 0, 0, 1], [192, 0, 2, 1]].map(u32::from_ne_bytes)
+        );
+        assert!(!l.incomplete());
+        let many: Vec<Ipv4Addr> = (0..=MAX_LOCALS as u32)
+            .map(|i| (0x0a00_0000 + i).into())
+            .collect();
+        assert!(Locals::new(&many).incomplete());
+        assert!(!Locals::new(&many[..MAX_LOCALS]).incomplete());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `BPF_PROG_TEST_RUN`: what the statistics parity test and the fast-path
 //! benchmark use, with the frame builder and checksums they check rewrites by.
 
-use super::table::Rule;
+use super::table::{Locals, Rule};
 use super::{Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_pinned, remove_pins, unavailable};
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
@@ -15,6 +15,7 @@ pub struct Detached {
     ebpf: aya::Ebpf,
     rules: Array<MapData, Rule>,
     streams: Streams,
+    locals: Array<MapData, Locals>,
     dir: PathBuf,
 }
 
@@ -29,13 +30,23 @@ impl Detached {
             ebpf,
             rules,
             streams,
+            locals,
         } = load_pinned(&dir)?;
         Ok(Detached {
             ebpf,
             rules,
             streams,
+            locals,
             dir,
         })
+    }
+
+    /// Sets the local addresses the program matches destinations against
+    /// (for rules bound on 0.0.0.0; none until set).
+    pub fn set_locals(&mut self, addresses: &[std::net::Ipv4Addr]) -> Result<(), String> {
+        self.locals
+            .set(0, Locals::new(addresses), 0)
+            .map_err(|e| chain(&e))
     }
 
     /// Sets `port`'s rule.
@@ -174,13 +185,20 @@ mod tests {
 
     const PORT: u16 = 61000;
     const CLOCK: u32 = 90_000;
+    /// The program's verdicts: sent up the local stack, left to the stack as
+    /// is, dropped.
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_UNSPEC: u32 = u32::MAX;
+    const TC_ACT_SHOT: u32 = 2;
 
-    fn load() -> Option<Detached> {
+    /// The program with maps of its own: each test names its pin directory
+    /// (tests run in parallel in one process).
+    fn load(test: &str) -> Option<Detached> {
         if std::env::var("RTP_RELAY_SKIP_EBPF").is_ok_and(|v| v == "1") {
-            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel statistics test skipped");
+            eprintln!("RTP_RELAY_SKIP_EBPF=1: kernel test skipped");
             return None;
         }
-        let name = format!("unit-test-{}", std::process::id());
+        let name = format!("unit-test-{}-{test}", std::process::id());
         Some(Detached::load(&name).unwrap_or_else(|why| {
             panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this test")
         }))
@@ -225,9 +243,8 @@ mod tests {
         assert_eq!(out[40..42], udp_checksum(out).to_be_bytes(), "UDP checksum");
     }
 
-    #[test]
-    fn kernel_statistics_equal_the_userspace_module() {
-        let Some(mut k) = load() else { return };
+    /// A rule forwarding `PORT` from anyone to 127.0.0.1:40000, open forever.
+    fn any_rule() -> Rule {
         let mut rule = Rule::default();
         rule.active = 1;
         rule.generation = 1;
@@ -239,7 +256,15 @@ mod tests {
         rule.dest_port = 40000;
         rule.policy = 2;
         rule.window_end_ns = u64::MAX;
-        k.set_rule(PORT, rule).unwrap();
+        rule
+    }
+
+    #[test]
+    fn kernel_statistics_equal_the_userspace_module() {
+        let Some(mut k) = load("statistics") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
         let mut user = RtpStream::new(CLOCK);
         let base = Instant::now();
         let mut first_ns = None;
@@ -266,5 +291,105 @@ mod tests {
         let s = k.streams().get(PORT).unwrap().counts().snapshot(CLOCK);
         assert!(s.lost > 0 && s.duplicates >= 2 && s.reordered >= 2 && s.ssrc_changes == 1);
         assert!(s.jitter_seconds > 0.0, "{s:?}");
+    }
+
+    /// The kernel forwards exactly the second bytes `RtpHeader::parse`
+    /// accepts: RTCP-typed ones (RFC 5761 §4: 192–223) and reserved payload
+    /// types are left to userspace, which drops them as malformed.
+    #[test]
+    fn the_kernel_leaves_rtcp_typed_second_bytes_to_userspace() {
+        let Some(mut k) = load("rtcp-typed") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
+        let mut forwarded = 0;
+        for second in 0..=255u8 {
+            let mut data = frame(1, u16::from(second), 0, 100);
+            data[43] = second;
+            let run = k.run(&data, 1).unwrap();
+            let rtp = RtpHeader::parse(&data[42..]).is_ok();
+            let expected = if rtp { TC_ACT_OK } else { TC_ACT_UNSPEC };
+            assert_eq!(run.verdict, expected, "second byte {second}");
+            forwarded += u64::from(rtp);
+            let s = k.streams().get(PORT).unwrap();
+            assert_eq!(s.to_wowza_packets, forwarded, "second byte {second}");
+        }
+        assert_eq!(forwarded, 256 - 32 - 5, "192–223 and payload types 72–76");
+    }
+
+    /// A rule bound on 0.0.0.0 takes packets to the host's addresses only (as
+    /// its socket would); one bound to an address, packets to it only.
+    #[test]
+    fn the_kernel_forwards_only_packets_addressed_to_the_relay() {
+        let Some(mut k) = load("addressed") else {
+            return;
+        };
+        k.set_rule(PORT, any_rule()).unwrap();
+        let to = |k: &Detached, ip: [u8; 4], seq: u16| {
+            let from = "192.0.2.50:5004".parse().unwrap();
+            let frame = rtp_frame(
+                from,
+                std::net::SocketAddrV4::new(ip.into(), PORT),
+                1,
+                seq,
+                0,
+                100,
+            );
+            k.run(&frame, 1).unwrap().verdict
+        };
+        // Not a local address (none is known yet): left to the stack.
+        assert_eq!(to(&k, [192, 0, 2, 1], 0), TC_ACT_UNSPEC);
+        k.set_locals(&["10.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()])
+            .unwrap();
+        assert_eq!(to(&k, [192, 0, 2, 1], 1), TC_ACT_OK);
+        assert_eq!(to(&k, [10, 0, 0, 1], 2), TC_ACT_OK);
+        assert_eq!(to(&k, [192, 0, 2, 99], 3), TC_ACT_UNSPEC, "routed through");
+        // 127.0.0.0/8 is local on lo (test runs arrive there).
+        assert_eq!(to(&k, [127, 0, 0, 9], 4), TC_ACT_OK);
+        // Bound to one address: that one only.
+        let mut bound = any_rule();
+        bound.bind_addr = u32::from_ne_bytes([10, 0, 0, 1]);
+        k.set_rule(PORT, bound).unwrap();
+        assert_eq!(to(&k, [10, 0, 0, 1], 5), TC_ACT_OK);
+        assert_eq!(to(&k, [192, 0, 2, 1], 6), TC_ACT_UNSPEC);
+        let s = k.streams().get(PORT).unwrap();
+        assert_eq!(s.to_wowza_packets, 4);
+    }
+
+    /// A sender the policy refuses is dropped by the kernel, whatever it
+    /// sends, and counted; the accepted sender's bad packets and Wowza's
+    /// before a latch go up to userspace.
+    #[test]
+    fn the_kernel_drops_and_counts_refused_senders() {
+        let Some(mut k) = load("refused") else { return };
+        let appliance = "127.0.0.2:5004".parse().unwrap();
+        let stranger = "127.0.0.3:5004".parse().unwrap();
+        let wowza = "127.0.0.1:40000".parse().unwrap();
+        let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+        let run = |k: &Detached, from, seq: u16, payload: usize| {
+            k.run(&rtp_frame(from, to, 1, seq, 0, payload), 1)
+                .unwrap()
+                .verdict
+        };
+        let unknown = |k: &Detached| k.streams().get(PORT).unwrap().unknown_source;
+        for policy in [0, 1] {
+            let mut rule = any_rule();
+            rule.generation = 10 + u32::from(policy);
+            rule.policy = policy;
+            rule.source_addr = u32::from_ne_bytes([127, 0, 0, 2]);
+            k.set_rule(PORT, rule).unwrap();
+            // Nothing latched: Wowza's packet goes up (no_return_address).
+            assert_eq!(run(&k, wowza, 0, 100), TC_ACT_UNSPEC, "policy {policy}");
+            assert_eq!(run(&k, appliance, 1, 100), TC_ACT_OK, "policy {policy}");
+            assert_eq!(run(&k, wowza, 2, 100), TC_ACT_OK, "policy {policy}");
+            assert_eq!(run(&k, appliance, 3, 2000), TC_ACT_UNSPEC, "oversize");
+            // A stranger: dropped, whatever it sends (oversize, too).
+            assert_eq!(run(&k, stranger, 4, 100), TC_ACT_SHOT, "policy {policy}");
+            assert_eq!(run(&k, stranger, 5, 2000), TC_ACT_SHOT, "policy {policy}");
+            assert_eq!(unknown(&k), 2, "policy {policy}");
+        }
+        // Any: no stranger.
+        k.set_rule(PORT, any_rule()).unwrap();
+        assert_eq!(run(&k, stranger, 6, 100), TC_ACT_OK);
     }
 }
