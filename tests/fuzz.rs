@@ -117,7 +117,8 @@ fn rtp_header_check() {
             valid.hit();
             prop_assert!(h.payload_len + 12 <= p.len(), "{h:?}");
             prop_assert_eq!(p[0] >> 6, 2);
-            prop_assert!(!(72..=76).contains(&h.payload_type));
+            // RTCP's packet types never pass as media (RFC 5761 §4).
+            prop_assert!(!(192..=223).contains(&p[1]) && !(72..=76).contains(&h.payload_type));
             // The webrtc-rs rtp crate reads the same fields.
             let mut b = bytes::Bytes::copy_from_slice(&p);
             let theirs =
