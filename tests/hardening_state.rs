@@ -241,8 +241,7 @@ fn fill(path: &Path) -> u64 {
 
 #[test]
 fn a_full_disk_never_loses_an_acknowledged_reservation() {
-    if std::env::var("RTP_RELAY_SKIP_ROOT").is_ok_and(|v| v == "1") {
-        eprintln!("RTP_RELAY_SKIP_ROOT=1: full-disk test skipped");
+    if skip_root("full-disk") {
         return;
     }
     let setup = Setup::new();

@@ -65,8 +65,7 @@ impl Drop for Disk {
 
 #[test]
 fn readers_answer_while_a_create_waits_on_a_frozen_disk() {
-    if std::env::var("RTP_RELAY_SKIP_ROOT").is_ok_and(|v| v == "1") {
-        eprintln!("RTP_RELAY_SKIP_ROOT=1: frozen-disk test skipped");
+    if skip_root("frozen-disk") {
         return;
     }
     let setup = Setup::new();

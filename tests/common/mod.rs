@@ -41,6 +41,16 @@ pub fn port_taken(port: u16) -> bool {
     UdpSocket::bind(("127.0.0.1", port)).is_err()
 }
 
+/// True (and says so) when `RTP_RELAY_SKIP_ROOT=1` asks to skip the tests that
+/// need root for loop disks and mounts (`what` names the test).
+pub fn skip_root(what: &str) -> bool {
+    let skip = std::env::var("RTP_RELAY_SKIP_ROOT").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("RTP_RELAY_SKIP_ROOT=1: {what} test skipped");
+    }
+    skip
+}
+
 /// Runs a command that needs root (`ip`, `losetup`, `mount`, …) and returns
 /// its output; panics with its error and the variable that skips such tests.
 pub fn root_command(program: &str, args: &[&str], skip_variable: &str) -> String {
