@@ -224,7 +224,10 @@ impl Default for Control {
 impl Default for Data {
     fn default() -> Self {
         Data {
-            bind_address: IpAddr::from([0, 0, 0, 0]),
+            // Loopback until told otherwise: nothing is exposed (and the fast
+            // path attaches to lo only) before an operator says where
+            // appliances send (config/production.toml).
+            bind_address: IpAddr::from([127, 0, 0, 1]),
             workers: 0,
             recv_buffer_bytes: 4 << 20,
             send_buffer_bytes: 4 << 20,
@@ -572,6 +575,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_files_parse_and_only_the_production_example_leaves_loopback() {
+        let shipped = Config::parse(include_str!("../config/relay.toml")).unwrap();
+        assert!(shipped.data.bind_address.is_loopback());
+        assert!(shipped.control.listen.ip().is_loopback());
+        assert_eq!(
+            shipped.data.bind_address,
+            Config::parse("[wowza]\nport_offset = -16384\n")
+                .unwrap()
+                .data
+                .bind_address,
+            "the shipped value is the default"
+        );
+        let production = Config::parse(include_str!("../config/production.toml")).unwrap();
+        assert!(production.data.bind_address.is_unspecified());
+        assert!(!production.wowza.address.is_loopback());
+        assert_eq!(production.wowza.port_offset, 0);
+        assert!(
+            !production.control.token_file.as_os_str().is_empty(),
+            "the production example sets a token"
+        );
+    }
 
     #[test]
     fn the_shipped_config_is_valid_and_does_not_loop() {
