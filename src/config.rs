@@ -1,4 +1,4 @@
-//! `relay.toml` (SPEC §9): sections and keys are fixed; every error names the key.
+//! `relay.toml` (docs/configuration.md): sections and keys are fixed; every error names the key.
 
 use crate::group::GroupId;
 use crate::reservation::schedule::{Limits, MAX_LEAD_TRAIL, Timing};
@@ -520,7 +520,7 @@ impl Config {
 
     /// Why this configuration leaves the API open, if it does: `listen` beyond
     /// loopback without a token lets anyone who reaches it create, change and
-    /// delete reservations (README "The API").
+    /// delete reservations (docs/api.md).
     pub fn open_api_warning(&self) -> Option<String> {
         let listen = self.control.listen;
         (!listen.ip().to_canonical().is_loopback() && self.control.token.is_none()).then(|| {

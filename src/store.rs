@@ -1,4 +1,4 @@
-//! Durable reservation state (SPEC §7): an append-only journal.
+//! Durable reservation state (docs/configuration.md): an append-only journal.
 //!
 //! Each line is `<crc32 hex> <json record>`; a put or delete is appended and
 //! `fdatasync`ed before the API answers. An append that fails (a full disk, a
@@ -8,7 +8,7 @@
 //! several times the live set. A last line without its line end is a record
 //! torn by a crash, never acknowledged: it is dropped with a warning. Any other
 //! damaged line, or a record the caller's check refuses (the API's checks,
-//! README "Operating notes"), stops start-up with an error naming the file and
+//! docs/configuration.md), stops start-up with an error naming the file and
 //! line: nothing else is dropped or overwritten silently. A lock file keeps a
 //! second relay off the same state.
 

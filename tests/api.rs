@@ -1,4 +1,4 @@
-//! The control plane over HTTP against the real binary (SPEC §6). Windows in
+//! The control plane over HTTP against the real binary (docs/api.md). Windows in
 //! these tests lie a day ahead unless a test is about binding, so nothing binds.
 //! Tests that bind use their own groups above port 61000 (outside the usual
 //! ephemeral range) so parallel tests never collide.

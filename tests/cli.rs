@@ -1,4 +1,4 @@
-//! The command line (SPEC §8) as an operator meets it: exact output, one-line
+//! The command line (docs/cli.md) as an operator meets it: exact output, one-line
 //! errors, exit status 2 for bad arguments and configuration.
 
 mod common;

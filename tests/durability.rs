@@ -1,4 +1,4 @@
-//! SPEC §7 against the real binary: acknowledged changes survive `kill -9`, open
+//! docs/configuration.md against the real binary: acknowledged changes survive `kill -9`, open
 //! windows are bound again after a restart, damaged state stops start-up, a
 //! torn last record (a crash mid-write, never acknowledged) is dropped.
 //! Groups 400–450 are this file's.

@@ -1,4 +1,4 @@
-//! SPEC §3 on the kernel fast path, over real networks: every test builds its
+//! docs/forwarding.md on the kernel fast path, over real networks: every test builds its
 //! own network namespaces ([`common::netns`]: appliance ↔ relay ↔ Wowza, joined
 //! by veth pairs, addresses from 198.18.0.0/15), runs the real binary in the
 //! relay's with `fast_path = "ebpf"`, and removes every namespace, link and pin

@@ -1,4 +1,4 @@
-//! SPEC §3 and §4 over real loopback sockets with the real binary: an appliance
+//! docs/forwarding.md over real loopback sockets with the real binary: an appliance
 //! stand-in sends RTP and RTCP, a Wowza stand-in receives them byte for byte on
 //! the mapped ports and answers receiver reports that reach the appliance;
 //! strangers, late latchers, malformed and oversize packets never get through;

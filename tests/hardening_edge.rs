@@ -2,7 +2,7 @@
 //! binary: metric labels an anonymous client cannot multiply, connections that
 //! cannot starve the API or the data plane of file descriptors, a warning for
 //! an API open beyond loopback without a token, and the fast path's pins that
-//! would not outlive the process (README "Operating notes").
+//! would not outlive the process (docs/configuration.md).
 
 mod common;
 use common::netns::{Net, skip_netns};

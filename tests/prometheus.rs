@@ -1,4 +1,4 @@
-//! SPEC §5 against a real Prometheus (Debian's `prometheus` package, installed
+//! docs/metrics.md against a real Prometheus (Debian's `prometheus` package, installed
 //! by the test command): it scrapes the relay every second while known traffic
 //! (with known loss) flows, and its query API must show exactly that traffic.
 //! `promtool` checks the exposition, the alert rules, and their unit tests.

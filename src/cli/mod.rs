@@ -1,4 +1,4 @@
-//! The command line (SPEC §8): parsing with one-line errors (exit status 2),
+//! The command line (docs/cli.md): parsing with one-line errors (exit status 2),
 //! and one module per command besides `run` (which is [`crate::service::run`]):
 //!
 //! - `ports` and `check_config`: the small commands;

@@ -148,10 +148,7 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 pub async fn no_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!(
-        "no route {method} {}; see README.md for the API",
-        uri.path()
-    ))
+    ApiError::not_found(format!("no route {method} {}; see docs/api.md", uri.path()))
 }
 
 fn view_of(published: &Published, id: &str, now: &Now) -> Result<view::ReservationView> {

@@ -1,4 +1,4 @@
-//! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (README, "The API").
+//! API errors: `{"error": "<code>", "message": "<what and how to fix>"}` (docs/api.md).
 
 use super::coordinator;
 use axum::http::{StatusCode, header};

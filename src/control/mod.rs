@@ -1,5 +1,5 @@
 //! The control plane: one HTTP listener for the reservations API, `/metrics`,
-//! `/healthz` and `/readyz` (the README's "The API"), over the [`coordinator`] that keeps
+//! `/healthz` and `/readyz` (docs/api.md), over the [`coordinator`] that keeps
 //! the schedule, the journal and the data plane consistent.
 //!
 //! - [`coordinator`]: the one writer, under a lock;
@@ -72,7 +72,7 @@ impl Shared {
     }
 }
 
-/// The router with every route of SPEC §6.
+/// The router with every route of docs/api.md.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/reservations", get(api::list).post(api::create))

@@ -1,4 +1,4 @@
-//! Serving the control plane's HTTP (README "Operating notes"): hyper's HTTP/1
+//! Serving the control plane's HTTP (docs/configuration.md): hyper's HTTP/1
 //! server on the listener, with what `axum::serve` lacks, so that no client —
 //! silent, slow or numerous — makes the API unreachable or takes the file
 //! descriptors the data plane's sockets need:

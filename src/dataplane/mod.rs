@@ -1,5 +1,5 @@
 //! The data plane: bound group sockets, forwarding, per-stream measurement
-//! (the README's "Forwarding").
+//! (docs/forwarding.md).
 //!
 //! - [`rule`]: the forwarding table's rows (plain data);
 //! - [`forwarder`]: one bound socket's forwarding decision and accounting

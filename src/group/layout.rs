@@ -1,4 +1,4 @@
-//! Capture layouts and the stream role of each pair (SPEC §2 table).
+//! Capture layouts and the stream role of each pair (the README's "Port groups").
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -39,7 +39,7 @@ pub enum Role {
 }
 
 impl Layout {
-    /// Every layout, in the order of SPEC §2.
+    /// Every layout, in the order of the README's "Port groups" table.
     pub const ALL: [Layout; 6] = [
         Layout::AudioOnly,
         Layout::AudioDisplay,

@@ -1,4 +1,4 @@
-//! Port-group arithmetic (SPEC §2), pure: no I/O, no clock.
+//! Port-group arithmetic (the README's "Port groups"), pure: no I/O, no clock.
 //!
 //! A group is 8 consecutive UDP ports counted down from 65535:
 //! group `g` is `base(g) ..= base(g) + 7` with `base(g) = 65528 - 8g`.

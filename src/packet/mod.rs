@@ -1,4 +1,4 @@
-//! RTP and RTCP header checks for the hot path (SPEC §3): zero-copy views over
+//! RTP and RTCP header checks for the hot path (docs/forwarding.md): zero-copy views over
 //! a datagram, no allocation. Pure.
 
 pub mod rtcp;

@@ -1,4 +1,4 @@
-//! What a reservation is (SPEC §6 create body) and the rules a request must meet.
+//! What a reservation is (docs/api.md, the create body) and the rules a request must meet.
 //! Pure: the rules are built from the configuration by the caller.
 
 pub mod schedule;
@@ -21,7 +21,7 @@ pub const EARLIEST: OffsetDateTime = time::macros::datetime!(1970-01-01 0:00 UTC
 /// no reload of `[schedule]` can push one out of range (README "Port groups").
 pub const LATEST: OffsetDateTime = time::macros::datetime!(9999-01-01 0:00 UTC);
 
-/// Which senders a reservation's ports accept (SPEC §3).
+/// Which senders a reservation's ports accept (docs/forwarding.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourcePolicy {

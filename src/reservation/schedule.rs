@@ -91,7 +91,7 @@ pub enum Binding {
     },
 }
 
-/// A reservation's state as the API reports it (SPEC §6).
+/// A reservation's state as the API reports it (docs/api.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {

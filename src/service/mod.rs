@@ -117,7 +117,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
             .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
     // The API's connections and the group sockets each get file descriptors
-    // of their own: neither can starve the other (README "Operating notes").
+    // of their own: neither can starve the other (docs/configuration.md).
     let group_sockets = config.data.max_groups as u64 * 6;
     let connections = control::serve::connection_cap(dataplane.socket_budget(), group_sockets);
     // One more: a connection accepted at the cap while the oldest closes.

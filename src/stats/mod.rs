@@ -1,4 +1,4 @@
-//! Per-stream measurement (SPEC §4), pure: packets and arrival times in,
+//! Per-stream measurement (docs/forwarding.md), pure: packets and arrival times in,
 //! figures out. The data plane feeds these and publishes their snapshots.
 
 pub mod rtcp;

@@ -1,4 +1,4 @@
-//! The traffic tools (SPEC §8): a synthetic webcast generator (`gen`), a Wowza
+//! The traffic tools (docs/cli.md): a synthetic webcast generator (`gen`), a Wowza
 //! stand-in (`sink`) and the load test that drives both through a relay.
 //!
 //! - [`profile`]: bitrates and frame rates per stream role;

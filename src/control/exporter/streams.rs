@@ -1,4 +1,4 @@
-//! The per-stream Prometheus series (README, "Monitoring"), built at scrape time from the
+//! The per-stream Prometheus series (docs/metrics.md), built at scrape time from the
 //! data plane's counters: nothing is labelled or incremented per packet. Series
 //! exist only for bound ports, so a freed group's disappear at the next scrape.
 //!

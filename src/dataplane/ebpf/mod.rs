@@ -1,4 +1,4 @@
-//! The kernel fast path (SPEC §3 "Kernel fast path"): `relay.bpf.c`'s TC
+//! The kernel fast path (docs/forwarding.md, "Kernel fast path"): `relay.bpf.c`'s TC
 //! program attached at TCX ingress of the relay's interfaces, forwarding the
 //! media packets of established streams, with its forwarding table — a mirror
 //! of the userspace one — in BPF maps.

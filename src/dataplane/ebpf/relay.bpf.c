@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 //
-// rtp-relay's kernel fast path (SPEC §3 "Kernel fast path"): a TC ingress
+// rtp-relay's kernel fast path (docs/forwarding.md, "Kernel fast path"): a TC ingress
 // program that forwards the RTP packets of established streams inside the
 // kernel and measures them exactly as the userspace statistics module does
 // (src/stats/rtp.rs). It takes only packets addressed to the relay, as its
@@ -8,7 +8,7 @@
 // is dropped here, whatever it sends, and counted as userspace would
 // (unknown_source): a stranger's flood never reaches the socket. Anything
 // else it does not forward is left untouched for the userspace data plane,
-// which applies SPEC §3 as always: malformed and oversize packets, packets
+// which applies docs/forwarding.md as always: malformed and oversize packets, packets
 // from Wowza before an appliance is latched, RTCP, fragments, IP options, IPv6.
 //
 // The forwarding table is the userspace data plane's, mirrored into `rules`
@@ -283,7 +283,7 @@ static __always_inline void on_rtp(struct stream *s, const struct rule *r, __u16
 	s->has_transit = 1;
 }
 
-// SPEC §3 RTP check on a media port (packet/rtp.rs RtpHeader::parse).
+// docs/forwarding.md RTP check on a media port (packet/rtp.rs RtpHeader::parse).
 static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32 len)
 {
 	if (len < 12 || (h[0] >> 6) != 2)

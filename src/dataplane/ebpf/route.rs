@@ -252,7 +252,7 @@ fn bpffs_at(path: &str) -> Result<Option<u64>, ()> {
 /// the bpffs there is (or, mounted by the relay, would be) private to the
 /// relay's mount namespace — as under `ip netns exec`, or in a container
 /// without the host's bpffs — so when the relay dies, its links and maps go
-/// with the namespace (README "Kernel fast path"). Judged by PID 1's mount
+/// with the namespace (docs/forwarding.md). Judged by PID 1's mount
 /// namespace and bpffs where they can be read; where they cannot, a bpffs the
 /// relay would have to mount itself is taken as private (a host's init mounts
 /// one), and one already mounted as shared.
