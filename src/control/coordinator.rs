@@ -110,7 +110,7 @@ pub struct Coordinator {
     loaded: bool,
     published: Arc<ArcSwap<Published>>,
     /// The schedule version of the copy published last.
-    published_version: Option<u64>,
+    published_version: u64,
 }
 
 impl Coordinator {
@@ -142,7 +142,7 @@ impl Coordinator {
             rules,
             loaded: false,
             published,
-            published_version: None,
+            published_version: 0,
         };
         coordinator.apply_schedule_config(config);
         coordinator.publish();
@@ -175,13 +175,21 @@ impl Coordinator {
     /// Swaps in a new copy for readers: a reference count per reservation and
     /// per bound group, nothing cloned deeper.
     fn publish(&mut self) {
-        self.published_version = Some(self.schedule.version());
+        self.published_version = self.schedule.version();
         self.published.store(Arc::new(Published {
             entries: self.schedule.shared_entries(),
             rules: self.rules.clone(),
             bound: self.dataplane.bound().clone(),
             loaded: self.loaded,
         }));
+    }
+
+    /// Publishes when the schedule changed since the last copy (every change
+    /// to the bound ports comes with one); a refused request publishes nothing.
+    fn publish_if_changed(&mut self) {
+        if self.published_version != self.schedule.version() {
+            self.publish();
+        }
     }
 
     /// Pushes the plans of the groups held (all, or only `event_id`'s) to the
@@ -202,7 +210,7 @@ impl Coordinator {
     /// Creates a reservation, or confirms an identical one (idempotent retry).
     pub fn create(&mut self, request: Reservation, now: &Now) -> Result<Created, Error> {
         let result = self.create_inner(request, now);
-        self.publish();
+        self.publish_if_changed();
         result
     }
 
@@ -242,7 +250,7 @@ impl Coordinator {
     /// Changes `end` and/or `source`, re-checking conflicts.
     pub fn change(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Error> {
         let result = self.change_inner(event_id, change, now);
-        self.publish();
+        self.publish_if_changed();
         result
     }
 
@@ -279,7 +287,7 @@ impl Coordinator {
     /// Cancels a reservation now: its ports are freed before this returns.
     pub fn delete(&mut self, event_id: &str, now: &Now) -> Result<Entry, Error> {
         let result = self.delete_inner(event_id, now);
-        self.publish();
+        self.publish_if_changed();
         result
     }
 
@@ -304,9 +312,7 @@ impl Coordinator {
     /// readers get a new copy only if something changed.
     pub fn tick(&mut self, now: &Now) {
         self.advance(now);
-        if self.published_version != Some(self.schedule.version()) {
-            self.publish();
-        }
+        self.publish_if_changed();
     }
 
     fn advance(&mut self, now: &Now) {

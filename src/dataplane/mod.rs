@@ -256,12 +256,13 @@ impl DataPlane {
     pub fn bind(&mut self, plan: &GroupPlan, now: &Now) -> Vec<PortFailure> {
         let mut failures = Vec::new();
         let mut ports: Vec<BoundPort> = self.bound.ports(plan.group).to_vec();
+        // Sockets of the other groups: counted once, not per rule.
+        let others = self.bound.bound_sockets() - ports.len();
         for rule in plan.rules(self.options.max_packet_size) {
             if ports.iter().any(|p| p.rule.port == rule.port) {
                 continue;
             }
-            let in_use = (self.bound.bound_sockets() + ports.len()
-                - self.bound.ports(plan.group).len()) as u64;
+            let in_use = (others + ports.len()) as u64;
             if in_use >= self.socket_budget() {
                 failures.push(PortFailure {
                     port: rule.port,

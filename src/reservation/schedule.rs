@@ -568,11 +568,6 @@ impl Schedule {
             .map(|e| e.reservation.event_id.clone())
     }
 
-    /// When [`Schedule::poll`] next has something to do.
-    pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
-        next_wakeup(self.entries())
-    }
-
     /// Pairs of reservations on one group whose windows overlap.
     fn overlapping_pairs(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
@@ -675,7 +670,7 @@ mod tests {
         admit(&mut s, at("bio101", T0, 60), Some(14), now).unwrap();
         assert_eq!(s.poll(now), vec![]);
         assert_eq!(s.get("bio101").unwrap().state(), State::Scheduled);
-        assert_eq!(s.next_wakeup(), Some(T0 - Duration::minutes(30)));
+        assert_eq!(next_wakeup(s.entries()), Some(T0 - Duration::minutes(30)));
 
         // One second before the 30-minute lead: nothing.
         assert_eq!(
@@ -691,7 +686,7 @@ mod tests {
         assert_eq!(s.poll(open), vec![], "a bind is asked for once");
         s.bound("bio101", vec![], open);
         assert_eq!(s.get("bio101").unwrap().state(), State::Active);
-        assert_eq!(s.next_wakeup(), Some(T0 + Duration::minutes(75)));
+        assert_eq!(next_wakeup(s.entries()), Some(T0 + Duration::minutes(75)));
 
         // Freed exactly at end + trail.
         assert_eq!(
@@ -731,7 +726,7 @@ mod tests {
         }];
         s.bound("e", fail.clone(), T0);
         assert_eq!(s.get("e").unwrap().state(), State::Degraded);
-        assert_eq!(s.next_wakeup(), Some(T0 + Duration::seconds(5)));
+        assert_eq!(next_wakeup(s.entries()), Some(T0 + Duration::seconds(5)));
         assert_eq!(s.poll(T0 + Duration::seconds(4)), vec![]);
         assert_eq!(s.poll(T0 + Duration::seconds(5)).len(), 1);
         s.bound("e", vec![], T0 + Duration::seconds(5));

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tracing::{info, warn};
 
 /// Longest the scheduler sleeps: it re-reads the wall clock at least this often,
@@ -174,9 +173,9 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
 async fn schedule(shared: Arc<Shared>, mut stop: Shutdown) {
     loop {
         let next = shared.published().next_wakeup();
-        let now = OffsetDateTime::now_utc();
+        let now = Now::read();
         let delay = next.map_or(MAX_TICK, |t| {
-            Duration::try_from(t - now)
+            Duration::try_from(t - now.wall)
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_TICK)
         });

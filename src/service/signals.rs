@@ -101,6 +101,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "data.send_buffer_bytes" => data.send_buffer_bytes;
         "data.max_packet_size" => data.max_packet_size;
         "data.fast_path" => data.fast_path;
+        "data.fast_path_interfaces" => data.fast_path_interfaces;
         "data.fast_path_private_pins" => data.fast_path_private_pins;
         "stream.audio_clock_rate" => stream.audio_clock_rate;
         "stream.video_clock_rate" => stream.video_clock_rate;
@@ -121,12 +122,16 @@ mod tests {
         let base = "[wowza]\nport_offset = -16384\n";
         let running = Config::parse(base).unwrap();
         let mut new = Config::parse(&format!(
-            "{base}[control]\nlisten = \"127.0.0.1:1\"\n[schedule]\nlead = \"5m\"\n[stream]\nstall_timeout = \"9s\"\n"
+            "{base}[control]\nlisten = \"127.0.0.1:1\"\n[data]\nfast_path_interfaces = [\"lo\"]\n[schedule]\nlead = \"5m\"\n[stream]\nstall_timeout = \"9s\"\n"
         ))
         .unwrap();
         assert_eq!(
             keep_restart_only(&running, &mut new),
-            ["control.listen", "stream.stall_timeout"]
+            [
+                "control.listen",
+                "data.fast_path_interfaces",
+                "stream.stall_timeout"
+            ]
         );
         assert_eq!(new.control.listen, running.control.listen);
         assert_eq!(new.stream, running.stream);
