@@ -539,7 +539,9 @@ impl Config {
                 FastPath::Off => crate::dataplane::ebpf::Mode::Off,
             },
             interfaces: self.data.fast_path_interfaces.clone(),
-            bind_address: self.data.bind_address,
+            // Canonical once here (an IPv4-mapped address is the IPv4 one), so
+            // the fast path compares plain IPv4 addresses.
+            bind_address: self.data.bind_address.to_canonical(),
             state_path: self.state.path.clone(),
             private_pins: self.data.fast_path_private_pins,
         }
@@ -575,6 +577,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_gets_an_ipv4_mapped_bind_address_as_ipv4() {
+        let c = Config::parse(
+            "[data]\nbind_address = \"::ffff:127.0.0.1\"\n[wowza]\nport_offset = -16384\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.fast_path_options().bind_address,
+            IpAddr::from([127, 0, 0, 1])
+        );
+    }
 
     #[test]
     fn the_shipped_files_parse_and_only_the_production_example_leaves_loopback() {

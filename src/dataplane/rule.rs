@@ -136,3 +136,34 @@ impl GroupPlan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::Layout;
+
+    #[test]
+    fn rules_carry_ipv4_mapped_addresses_as_the_ipv4_addresses_they_name() {
+        let plan = GroupPlan {
+            group: GroupId::try_from(14).unwrap(),
+            layout: Layout::AudioOnly,
+            destination: Destination {
+                address: "::ffff:198.51.100.5".parse().unwrap(),
+                base_port: 40000,
+            },
+            policy: SourcePolicy::Strict,
+            source: Some("::ffff:192.0.2.10".parse().unwrap()),
+            owner: owner("e"),
+            closes_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        for rule in plan.rules(1500) {
+            assert_eq!(
+                rule.destination.ip(),
+                "198.51.100.5".parse::<IpAddr>().unwrap()
+            );
+            assert_eq!(rule.source, Some("192.0.2.10".parse().unwrap()));
+        }
+        let v6 = "[2001:db8::1]:5004".parse().unwrap();
+        assert_eq!(canonical(v6), v6, "real IPv6 stays IPv6");
+    }
+}

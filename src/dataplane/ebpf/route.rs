@@ -21,7 +21,7 @@ pub fn interfaces(configured: &[String], bind_address: IpAddr) -> Result<Vec<Str
         }
         return Ok(configured.to_vec());
     }
-    let bind = match bind_address.to_canonical() {
+    let bind = match bind_address {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => {
             return Err("the fast path forwards IPv4 only and bind_address is IPv6".into());
@@ -137,7 +137,7 @@ pub fn route(destination: SocketAddr, bind: IpAddr) -> Result<Route, String> {
     let IpAddr::V4(chosen) = probe.ip() else {
         return Err(format!("no IPv4 route to {dest}"));
     };
-    let source = match bind.to_canonical() {
+    let source = match bind {
         IpAddr::V4(b) if !b.is_unspecified() => b,
         _ => chosen,
     };

@@ -188,13 +188,17 @@ pub struct Eligible {
 }
 
 /// Decides which ports go kernel-side: media ports whose bind address,
-/// destination and source are IPv4 (IPv4-mapped IPv6 addresses are IPv4).
-/// The one place this is decided; everything else stays in userspace.
+/// destination and source are IPv4. The one place this is decided; everything
+/// else stays in userspace. The addresses come canonical (IPv4-mapped ones as
+/// IPv4): the rule's from [`GroupPlan::rules`], the bind address from
+/// `Config::fast_path_options`.
+///
+/// [`GroupPlan::rules`]: crate::dataplane::rule::GroupPlan::rules
 pub fn eligible(rule: &PortRule, bind: IpAddr) -> Result<Eligible, Unsupported> {
     if rule.plane == Plane::Rtcp {
         return Err(Unsupported::Control);
     }
-    let v4 = |ip: IpAddr| match ip.to_canonical() {
+    let v4 = |ip: IpAddr| match ip {
         IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
         IpAddr::V6(_) => Err(Unsupported::Ipv6),
     };
@@ -301,8 +305,9 @@ impl Stream {
         let source = self.has_source != 0;
         RtpCounts {
             ssrc: source.then_some(self.ssrc),
-            payload_type: self.payload_type,
-            valid: self.probation == 0,
+            // As RtpStream::counts: no source, no payload type, not valid.
+            payload_type: if source { self.payload_type } else { 0 },
+            valid: source && self.probation == 0,
             extended_max: self.cycles.wrapping_add(u32::from(self.max_seq)),
             base_seq: self.base_seq,
             received: self.received,
@@ -359,11 +364,6 @@ mod tests {
         );
         let v6_source = port_rule(Plane::Rtp, SourcePolicy::Strict, "2001:db8::1");
         assert_eq!(eligible(&v6_source, v4), Err(Unsupported::Ipv6));
-        // IPv4-mapped addresses are the IPv4 addresses they name.
-        let mapped = port_rule(Plane::Rtp, SourcePolicy::Strict, "::ffff:192.0.2.10");
-        let e = eligible(&mapped, "::ffff:192.0.2.1".parse().unwrap()).unwrap();
-        assert_eq!(e.source_addr, u32::from_ne_bytes([192, 0, 2, 10]));
-        assert_eq!(e.bind_addr, u32::from_ne_bytes([192, 0, 2, 1]));
     }
 
     #[test]
