@@ -2,13 +2,14 @@
 //! thread and sends them in batches (`sendmmsg`) from a few sockets. Each
 //! stream always sends from the same socket, so a relay can latch it.
 
+use super::probe;
 use super::profile::Profile;
+use crate::packet::rtp::FIXED_HEADER;
 use super::source::StreamSource;
+use super::wheel::Wheel;
 use crate::group::Role;
 use crate::udp::{BATCH, Batch};
 use serde::Serialize;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -98,7 +99,7 @@ pub fn target_rate(profile: &Profile, targets: &[Target]) -> f64 {
         .sum()
 }
 
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Event {
     Frame,
     Report,
@@ -108,7 +109,6 @@ enum Event {
 /// Streams are split between `threads` threads, each pacing and sending its own.
 pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<Report> {
     let threads = o.threads.clamp(1, o.targets.len().max(1));
-    let start = Instant::now();
     let counts: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let reports: Vec<io::Result<Report>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -116,7 +116,7 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
                 let mine: Vec<usize> = (t..o.targets.len()).step_by(threads).collect();
                 let count = &counts[t];
                 scope.spawn(move || {
-                    run_thread(o, &mine, (o.sockets / threads).max(1), start, stop, count)
+                    run_thread(o, &mine, (o.sockets / threads).max(1), stop, count)
                 })
             })
             .collect();
@@ -158,18 +158,46 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
     Ok(total)
 }
 
+/// The pacing timer's period: every stream's frames and reports due within one
+/// tick go out together, a few `sendmmsg` calls per socket, and the thread
+/// sleeps in between. A frame leaves at most one tick after it is due (the
+/// probe carries the time it actually left, so latency figures are not
+/// affected).
+const TICK: Duration = Duration::from_millis(1);
+/// Slots of the timer wheel: one sender-report interval and some, so that no
+/// event waits through a round.
+const WHEEL_SLOTS: usize = 8192;
+/// How often receiver reports coming back are read.
+const DRAIN_EVERY: u64 = 50;
+
+/// The first tick at or after `at`: when an event due at `at` goes out.
+fn tick_of(start: Instant, at: Instant) -> u64 {
+    let ns = at.saturating_duration_since(start).as_nanos();
+    ns.div_ceil(TICK.as_nanos()) as u64
+}
+
+/// The last tick at or before `now`: every event of this tick and earlier is due.
+fn ticks_passed(start: Instant, now: Instant) -> u64 {
+    (now.saturating_duration_since(start).as_nanos() / TICK.as_nanos()) as u64
+}
+
 /// One sending thread: the streams `mine` (indices into `o.targets`).
 fn run_thread(
     o: &Options,
     mine: &[usize],
     sockets: usize,
-    start: Instant,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Report> {
     let sockets: Vec<UdpSocket> = (0..sockets.clamp(1, mine.len().max(1)))
-        .map(|_| crate::udp::udp_socket(SocketAddr::new(o.bind, 0), 1 << 20, 4 << 20))
+        .map(|_| {
+            let s = crate::udp::udp_socket(SocketAddr::new(o.bind, 0), 1 << 20, 4 << 20)?;
+            set_dont_fragment(&s);
+            Ok(s)
+        })
         .collect::<io::Result<_>>()?;
+    // The schedule starts once the sockets are open (thousands of them take a while).
+    let start = Instant::now();
     let mut sources: Vec<StreamSource> = mine
         .iter()
         .map(|&i| {
@@ -177,81 +205,71 @@ fn run_thread(
             let p = o.profile.role(o.targets[i].role);
             let offset = Duration::from_secs_f64(fastrand::f64() / p.frame_rate);
             let (ssrc, seq, ts) = (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..));
-            StreamSource::new(i as u32, p, ssrc, seq, ts, start + offset)
+            let source = StreamSource::new(i as u32, p, ssrc, seq, ts, start + offset);
+            let gop = source.frames_per_keyframe();
+            source.keyframe_phase(fastrand::u64(..gop))
         })
         .collect();
-    let mut heap: BinaryHeap<Reverse<(Instant, Event, usize)>> =
-        BinaryHeap::with_capacity(2 * sources.len());
+    let mut wheel = Wheel::new(WHEEL_SLOTS);
     for (i, s) in sources.iter().enumerate() {
-        heap.push(Reverse((s.next_frame_at(), Event::Frame, i)));
-        heap.push(Reverse((s.next_report_at(), Event::Report, i)));
+        wheel.schedule(tick_of(start, s.next_frame_at()), (i as u32, Event::Frame));
+        wheel.schedule(tick_of(start, s.next_report_at()), (i as u32, Event::Report));
     }
-    let mut batches: Vec<Batch> = sockets
+    let mut due = Vec::with_capacity(sources.len());
+    let mut senders: Vec<Sender> = sockets
         .iter()
-        .map(|_| Batch::new(super::profile::MAX_PACKET))
+        .map(|s| Sender {
+            socket: s,
+            batch: Batch::new(super::profile::MAX_PACKET),
+        })
         .collect();
     let mut inbound = Batch::new(1500);
     let mut report = Report::default();
     let end = start + o.duration;
-    let mut next_drain = start;
     let mut max_lag = Duration::ZERO;
+    let mut next_drain = 0;
 
     loop {
         let now = Instant::now();
         if now >= end || stop.load(Ordering::Relaxed) {
             break;
         }
-        let wall_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        while let Some(&Reverse((due, event, i))) = heap.peek() {
-            if due > now || due >= end {
-                break;
-            }
-            heap.pop();
-            let lag = now - due;
-            let k = i % sockets.len();
-            let (socket, batch) = (&sockets[k], &mut batches[k]);
+        let tick = ticks_passed(start, now);
+        due.clear();
+        wheel.expire(tick, &mut due);
+        for &(_, (i, event)) in &due {
+            let source = &mut sources[i as usize];
+            let target = &o.targets[mine[i as usize]];
+            let sender = &mut senders[i as usize % sockets.len()];
             match event {
                 Event::Frame => {
+                    let lag = now.saturating_duration_since(source.next_frame_at());
                     max_lag = max_lag.max(lag);
                     report.frames += 1;
                     if lag > LATE {
                         report.late_frames += 1;
                     }
-                    let to = o.targets[mine[i]].media;
-                    sources[i].frame(wall_ns, |p| {
-                        if !batch.push(to, p) {
-                            flush(socket, batch, &mut report);
-                            batch.push(to, p);
-                        }
+                    source.frame(0, |p| {
+                        sender.push(target.media, p, &mut report);
                         report.packets += 1;
                         report.bytes += p.len() as u64;
                     });
-                    heap.push(Reverse((sources[i].next_frame_at(), Event::Frame, i)));
+                    wheel.schedule(tick_of(start, source.next_frame_at()), (i, Event::Frame));
                 }
                 Event::Report => {
-                    let sr = sources[i].sender_report(now, wall_ns);
-                    let to = o.targets[mine[i]].control;
-                    if !batch.push(to, &sr) {
-                        flush(socket, batch, &mut report);
-                        batch.push(to, &sr);
-                    }
+                    let sr = source.sender_report(now, wall_clock_ns());
+                    sender.push(target.control, &sr, &mut report);
                     report.sender_reports += 1;
-                    heap.push(Reverse((sources[i].next_report_at(), Event::Report, i)));
+                    wheel.schedule(tick_of(start, source.next_report_at()), (i, Event::Report));
                 }
             }
-            if batch.queued() == BATCH {
-                flush(socket, batch, &mut report);
-            }
         }
-        for (socket, batch) in sockets.iter().zip(batches.iter_mut()) {
-            if batch.queued() > 0 {
-                flush(socket, batch, &mut report);
-            }
+        for sender in &mut senders {
+            sender.flush(&mut report);
         }
         progress.store(report.packets, Ordering::Relaxed);
-        if now >= next_drain {
+        if tick >= next_drain {
+            next_drain = tick + DRAIN_EVERY;
             // Receiver reports come back through the relay: read and count them.
             for s in &sockets {
                 while let Ok(n) = inbound.recv(s.as_raw_fd()) {
@@ -261,19 +279,71 @@ fn run_thread(
                     }
                 }
             }
-            next_drain = now + Duration::from_millis(50);
         }
-        if let Some(&Reverse((due, _, _))) = heap.peek() {
-            let wait = due.saturating_duration_since(Instant::now());
-            if wait > Duration::from_micros(50) {
-                std::thread::sleep(wait.min(end.saturating_duration_since(Instant::now())));
-            }
-        }
+        // One timer for every stream: sleep to the next tick.
+        let next = start + TICK * (ticks_passed(start, Instant::now()) as u32 + 1);
+        std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
     }
     report.seconds = start.elapsed().as_secs_f64().min(o.duration.as_secs_f64());
     report.max_lag_ms = max_lag.as_secs_f64() * 1e3;
     progress.store(report.packets, Ordering::Relaxed);
     Ok(report)
+}
+
+/// A source socket and the batch filling up for it.
+struct Sender<'a> {
+    socket: &'a UdpSocket,
+    batch: Batch,
+}
+
+impl Sender<'_> {
+    /// Queues `p` for `to`, sending the batch when it is full.
+    fn push(&mut self, to: SocketAddr, p: &[u8], report: &mut Report) {
+        if !self.batch.push(to, p) {
+            self.flush(report);
+            self.batch.push(to, p);
+        }
+        if self.batch.queued() == BATCH {
+            self.flush(report);
+        }
+    }
+
+    /// Sends what is queued, its probes stamped with the time they leave.
+    fn flush(&mut self, report: &mut Report) {
+        if self.batch.queued() > 0 {
+            let now = wall_clock_ns();
+            for datagram in self.batch.pushed_mut() {
+                probe::restamp(datagram, FIXED_HEADER, now);
+            }
+            flush(self.socket, &mut self.batch, report);
+        }
+    }
+}
+
+/// Sets Don't Fragment on an IPv4 socket's datagrams (no packet of the
+/// generator needs fragmenting). Besides being what an encoder on a real
+/// network does, it spares the kernel picking an IP ID for every datagram: an
+/// unconnected socket without DF hashes one per packet. Best effort.
+fn set_dont_fragment(socket: &UdpSocket) {
+    if socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
+        let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
+        // SAFETY: a valid socket, and an int option of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&probe as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn flush(socket: &UdpSocket, batch: &mut Batch, report: &mut Report) {

@@ -8,6 +8,7 @@
 //!   stream, checksum);
 //! - [`receiver`]: one stream as the sink sees it, sans-IO: continuity,
 //!   integrity, latency, and its RTCP receiver reports;
+//! - [`wheel`]: the timer wheel that paces every stream on one timer;
 //! - [`generator`] (`gen`), [`sink`], [`loadtest`]: the I/O around them.
 
 pub mod generator;
@@ -17,3 +18,4 @@ pub mod profile;
 pub mod receiver;
 pub mod sink;
 pub mod source;
+pub mod wheel;

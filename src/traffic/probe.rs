@@ -1,7 +1,7 @@
 //! What every generated RTP payload starts with, so the sink can check
 //! integrity and measure one-way latency: magic, stream number, send time,
 //! and a checksum of the rest of the payload (a fixed filler pattern, whose
-//! checksum per length is computed once).
+//! checksum per length is computed once, so a sender writes 20 bytes a packet).
 
 /// Bytes of the probe at the start of each payload.
 pub const LEN: usize = 20;
@@ -35,27 +35,63 @@ fn filler() -> &'static [u8] {
     })
 }
 
-/// Writes probes; remembers the filler's checksum for each payload length.
-#[derive(Clone, Debug, Default)]
-pub struct Writer {
-    crc: Vec<Option<u32>>,
+/// Payload lengths whose filler checksum is kept in a table (larger than any
+/// generated packet).
+const TABLE: usize = 2048;
+
+/// The checksum of the filler after the probe of a `payload_len`-byte payload.
+fn filler_crc(payload_len: usize) -> u32 {
+    static CRCS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    let rest = payload_len.saturating_sub(LEN);
+    if rest >= TABLE {
+        return crc32fast::hash(&filler()[..rest]);
+    }
+    CRCS.get_or_init(|| {
+        // One pass over the filler: the checksum of every prefix.
+        let mut h = crc32fast::Hasher::new();
+        let mut crcs = Vec::with_capacity(TABLE);
+        for &b in &filler()[..TABLE] {
+            crcs.push(h.clone().finalize());
+            h.update(&[b]);
+        }
+        crcs
+    })[rest]
 }
 
-impl Writer {
-    /// Writes a probe and the filler into `payload` (at least [`LEN`] bytes).
-    pub fn write(&mut self, payload: &mut [u8], stream: u32, sent_ns: u64) {
-        let (head, rest) = payload.split_at_mut(LEN);
-        let filler = &filler()[..rest.len()];
-        rest.copy_from_slice(filler);
-        if self.crc.len() <= rest.len() {
-            self.crc.resize(rest.len() + 1, None);
-        }
-        let crc = *self.crc[rest.len()].get_or_insert_with(|| crc32fast::hash(filler));
-        head[..4].copy_from_slice(&MAGIC);
-        head[4..8].copy_from_slice(&stream.to_be_bytes());
-        head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
-        head[16..20].copy_from_slice(&crc.to_be_bytes());
+/// Writes the filler into `payload` after the probe's place. A buffer filled
+/// once serves every shorter payload: the filler does not depend on length.
+pub fn fill(payload: &mut [u8]) {
+    if let Some(rest) = payload.get_mut(LEN..) {
+        rest.copy_from_slice(&filler()[..rest.len()]);
     }
+}
+
+/// Writes the probe into `payload` (at least [`LEN`] bytes) whose filler
+/// [`fill`] has written: 20 bytes, whatever the payload's length.
+pub fn stamp(payload: &mut [u8], stream: u32, sent_ns: u64) {
+    let crc = filler_crc(payload.len());
+    let head = &mut payload[..LEN];
+    head[..4].copy_from_slice(&MAGIC);
+    head[4..8].copy_from_slice(&stream.to_be_bytes());
+    head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+    head[16..20].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Rewrites the send time of a datagram's probe at `offset` (where its payload
+/// starts), if it carries one: senders stamp as the datagram leaves, not as it
+/// is made. The checksum covers the filler only, so it stays valid.
+pub fn restamp(datagram: &mut [u8], offset: usize, sent_ns: u64) {
+    if let Some(head) = datagram.get_mut(offset..offset + LEN)
+        && head[..4] == MAGIC
+    {
+        head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+    }
+}
+
+/// Writes the filler and the probe into `payload` (at least [`LEN`] bytes).
+pub fn write(payload: &mut [u8], stream: u32, sent_ns: u64) {
+    fill(payload);
+    stamp(payload, stream, sent_ns);
 }
 
 /// Reads and checks the probe of `payload`.
@@ -80,7 +116,7 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let mut p = vec![0u8; 300];
-        Writer::default().write(&mut p, 7, 123_456_789);
+        write(&mut p, 7, 123_456_789);
         assert_eq!(
             read(&p),
             Ok(Probe {
@@ -91,5 +127,44 @@ mod tests {
         p[200] ^= 1;
         assert_eq!(read(&p), Err(ProbeError::Corrupt));
         assert_eq!(read(&[0; 10]), Err(ProbeError::Foreign));
+    }
+
+    #[test]
+    fn restamping_changes_the_time_and_nothing_else() {
+        let mut d = vec![0xeeu8; 12 + 100];
+        write(&mut d[12..], 5, 1);
+        restamp(&mut d, 12, 777);
+        assert_eq!(
+            read(&d[12..]),
+            Ok(Probe {
+                stream: 5,
+                sent_ns: 777
+            })
+        );
+        assert_eq!(d[..12], [0xee; 12]);
+        // Not a probe (an RTCP report, say), or too short: left alone.
+        let mut sr = [0x80u8; 28];
+        restamp(&mut sr, 12, 777);
+        assert_eq!(sr, [0x80; 28]);
+        let mut short = [0u8; 20];
+        restamp(&mut short, 12, 777);
+        assert_eq!(short, [0; 20]);
+    }
+
+    #[test]
+    fn a_buffer_filled_once_stamps_every_length_and_the_table_ends_right() {
+        let mut buf = vec![0u8; TABLE + 100];
+        fill(&mut buf);
+        for len in [LEN, LEN + 1, 100, 1188, TABLE + LEN - 1, TABLE + LEN, TABLE + 100] {
+            stamp(&mut buf[..len], 3, 9);
+            assert_eq!(
+                read(&buf[..len]),
+                Ok(Probe {
+                    stream: 3,
+                    sent_ns: 9
+                }),
+                "{len}"
+            );
+        }
     }
 }

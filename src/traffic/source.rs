@@ -19,12 +19,13 @@ pub struct StreamSource {
     start: Instant,
     frame: u64,
     frames_per_gop: u64,
+    /// Frames before the first keyframe (its place in the keyframe interval).
+    phase: u64,
     sizes: (usize, usize),
     packets: u32,
     octets: u32,
     next_sr: Instant,
     buf: Vec<u8>,
-    probe: probe::Writer,
 }
 
 /// NTP seconds at the Unix epoch.
@@ -49,6 +50,7 @@ impl StreamSource {
             ts_base,
             start,
             frame: 0,
+            phase: 0,
             // Audio has no keyframes: every frame is the ordinary size.
             frames_per_gop: if profile.keyframe_interval.is_some() {
                 profile.frames_per_keyframe()
@@ -60,9 +62,28 @@ impl StreamSource {
             octets: 0,
             // Spread first reports over the interval so they do not all coincide.
             next_sr: start + SR_INTERVAL.mul_f64(f64::from(index % 97) / 97.0),
-            buf: vec![0; MAX_PACKET],
-            probe: probe::Writer::default(),
+            buf: {
+                let mut buf = vec![0; MAX_PACKET];
+                probe::fill(&mut buf[FIXED_HEADER..]);
+                buf
+            },
         }
+    }
+
+    /// The same stream with its first keyframe `frames` frames in (modulo the
+    /// keyframe interval). Independent encoders are not in step: without
+    /// this, every video stream of a load test would send its keyframe within
+    /// the same frame interval, a burst several times the average rate.
+    pub fn keyframe_phase(mut self, frames: u64) -> Self {
+        if self.frames_per_gop != u64::MAX {
+            self.phase = self.frames_per_gop - frames % self.frames_per_gop;
+        }
+        self
+    }
+
+    /// Keyframes come every this many frames (`u64::MAX`: never, as audio).
+    pub fn frames_per_keyframe(&self) -> u64 {
+        self.frames_per_gop
     }
 
     /// When the next frame is due.
@@ -86,9 +107,10 @@ impl StreamSource {
     }
 
     /// Emits the next frame's packets (a keyframe every interval) stamped with
-    /// `sent_ns` (wall clock), and advances to the following frame.
+    /// `sent_ns` (wall clock; a sender may restamp them with
+    /// [`probe::restamp`] as they leave), and advances to the following frame.
     pub fn frame(&mut self, sent_ns: u64, mut emit: impl FnMut(&[u8])) {
-        let key = self.frame.is_multiple_of(self.frames_per_gop);
+        let key = (self.frame + self.phase).is_multiple_of(self.frames_per_gop);
         let size = if key { self.sizes.1 } else { self.sizes.0 }.max(probe::LEN);
         let count = RoleProfile::packets_per_frame(size);
         let ts = self.ts_base.wrapping_add(
@@ -106,8 +128,7 @@ impl StreamSource {
             b[4..8].copy_from_slice(&ts.to_be_bytes());
             b[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
             let len = FIXED_HEADER + payload;
-            self.probe
-                .write(&mut b[FIXED_HEADER..len], self.index, sent_ns);
+            probe::stamp(&mut b[FIXED_HEADER..len], self.index, sent_ns);
             emit(&b[..len]);
             self.seq = self.seq.wrapping_add(1);
             self.packets = self.packets.wrapping_add(1);

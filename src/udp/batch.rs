@@ -126,6 +126,15 @@ impl Batch {
         true
     }
 
+    /// The datagrams [`Batch::push`] queued, to touch up before they are sent.
+    pub fn pushed_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let lens = &self.c.lens[..self.queued];
+        self.bufs
+            .chunks_mut(self.slot)
+            .zip(lens)
+            .map(|(slot, &len)| &mut slot[..len])
+    }
+
     /// Datagrams queued and not yet sent.
     pub fn queued(&self) -> usize {
         self.queued
