@@ -10,8 +10,11 @@
 //! - `relay`: the relay's control plane as a client, and a relay spawned for
 //!   the run;
 //! - `measure`: one run's measurement (traffic, CPU time, scrapes, progress);
-//! - `report`: the figures made from it ([`Report`], [`Ramp`], [`table`]).
+//! - `report`: the figures made from it ([`Report`], [`Ramp`], [`table`]);
+//! - [`compare`]: the relay and a baseline run alternately, and the ratios
+//!   of their medians.
 
+pub mod compare;
 mod measure;
 mod relay;
 mod report;

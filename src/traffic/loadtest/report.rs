@@ -381,13 +381,13 @@ pub fn table(r: &Report) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// 1000 packets of 1250 bytes in 2 s at the profile's 500/s, 990 of them
     /// delivered with 8 RTCP packets, 2 receiver reports back: the relay
     /// forwarded 990 + 8 + 2 = 1000 packets.
-    fn measurement() -> Measurement {
+    pub(in crate::traffic::loadtest) fn measurement() -> Measurement {
         Measurement {
             mode: "spawn",
             groups: 1,
