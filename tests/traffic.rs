@@ -207,6 +207,83 @@ fn loadtest_through_a_spawned_relay_reports_as_json() {
 }
 
 #[test]
+fn loadtest_compares_a_spawned_relay_with_the_direct_path_as_json() {
+    // Groups 240–241, one pair of runs: through a spawned relay, then direct.
+    let out = Command::new(BIN)
+        .args([
+            "loadtest",
+            "--compare",
+            "direct",
+            "--pairs",
+            "1",
+            "--groups",
+            "2",
+            "--first-group",
+            "240",
+            "--duration",
+            "2s",
+            "--fast-path",
+            "off",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let c = report(&out);
+    let pairs = c["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1, "{c}");
+    for (side, mode) in [("relay", "spawn"), ("direct", "direct")] {
+        let r = &pairs[0][side];
+        assert_eq!(r["mode"], mode, "{c}");
+        assert_eq!(r["streams"], 6);
+        // ~295 packets/s for 2 s.
+        assert!(r["sent"].as_u64().unwrap() > 400, "{side}: {r}");
+        assert_eq!(r["received"], r["sent"], "{side}: nothing lost: {r}");
+        assert!(r["cores"].as_u64().unwrap() >= 1, "{r}");
+        for share in ["box_idle_share", "tools_idle_share"] {
+            let s = r[share].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&s), "{side} {share}: {s}");
+        }
+        assert!(r["tools_cpu_us_per_packet"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(
+        pairs[0]["relay"]["relay_cpu_us_per_packet"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(pairs[0]["direct"]["relay_cpu_us_per_packet"].is_null());
+    for figure in [
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_p999_ms",
+        "latency_max_ms",
+        "box_cpu_us_per_packet",
+    ] {
+        for side in ["relay", "direct"] {
+            let median = c["medians"][side][figure].as_f64().unwrap();
+            assert!(median > 0.0, "{side} {figure}: {c}");
+        }
+        let ratio = c["ratios"][figure].as_f64();
+        assert!(
+            ratio.is_some_and(|r| r.is_finite() && r > 0.0),
+            "{figure}: {ratio:?}"
+        );
+    }
+    // Nothing lost directly: no loss ratio, rather than a division by zero.
+    assert_eq!(c["medians"]["direct"]["loss_ratio"], 0.0);
+    assert!(c["ratios"]["loss_ratio"].is_null(), "{c}");
+
+    // A ramp and a comparison do not mix.
+    let both = Command::new(BIN)
+        .args(["loadtest", "--ramp", "--compare", "direct"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(err.contains("--ramp") && err.contains("--compare"), "{err}");
+}
+
+#[test]
 fn gen_and_sink_follow_a_relays_reservations() {
     use common::{Setup, at, reservation};
     let relay = Setup::new().start();

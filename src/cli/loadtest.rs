@@ -1,4 +1,5 @@
-//! `rtp-relay loadtest`: gen and sink through a relay, once or as a ramp.
+//! `rtp-relay loadtest`: gen and sink through a relay, once, as a ramp, or
+//! alternately with a baseline (`--compare`).
 
 use super::report::{fail, print_report};
 use super::traffic::RateArgs;
@@ -62,6 +63,14 @@ pub struct LoadtestArgs {
     /// bisection: one run of --duration per step.
     #[arg(long)]
     pub ramp: bool,
+    /// Compare the relay with a baseline, run alternately (relay, baseline, …):
+    /// `direct` is gen → sink with no relay. Prints every run's latency, machine
+    /// CPU and loss, and the ratio relay / baseline of their medians.
+    #[arg(long, value_enum, value_name = "BASELINE", conflicts_with_all = ["ramp", "direct"])]
+    pub compare: Option<crate::traffic::loadtest::compare::Baseline>,
+    /// How many (relay, baseline) pairs --compare runs.
+    #[arg(long, default_value_t = 3, requires = "compare", value_parser = clap::value_parser!(u16).range(1..))]
+    pub pairs: u16,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +109,9 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
     if a.ramp {
         return ramp(&options, a.json);
     }
+    if let Some(baseline) = a.compare {
+        return compare(&options, baseline, a.pairs, a.json);
+    }
     match loadtest::run(&options) {
         Ok(r) => {
             print_report(a.json, &r, || loadtest::table(&r));
@@ -136,6 +148,36 @@ fn ramp(options: &crate::traffic::loadtest::Options, json: bool) -> ExitCode {
                 ),
                 None => "no step was loss-free, not even the smallest\n".into(),
             });
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("loadtest: {e}"), 1),
+    }
+}
+
+fn compare(
+    options: &crate::traffic::loadtest::Options,
+    baseline: crate::traffic::loadtest::compare::Baseline,
+    pairs: u16,
+    json: bool,
+) -> ExitCode {
+    use crate::traffic::loadtest::compare;
+    let result = compare::run(options, baseline, pairs, |side, i, r| {
+        if !json {
+            let idle = r.box_idle_share.map_or_else(String::new, |s| {
+                format!(", machine {:.0} % idle", s * 100.0)
+            });
+            eprintln!(
+                "compare: {side} {i} of {pairs}: latency p50 {:.3} / p99 {:.3} / max {:.3} ms, {:.4} % lost{idle}",
+                r.latency_ms.p50,
+                r.latency_ms.p99,
+                r.latency_ms.max,
+                r.loss_ratio * 100.0
+            );
+        }
+    });
+    match result {
+        Ok(c) => {
+            print_report(json, &c, || compare::table(&c));
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("loadtest: {e}"), 1),

@@ -1,9 +1,10 @@
 //! The measurement of one run: sink and generator around the relay, the
-//! relay's and the machine's CPU time before and after, `/metrics` scrapes
-//! during it and the progress bar. The figures are made in [`super::report`].
+//! relay's, the machine's and the load tools' own CPU time before and after,
+//! `/metrics` scrapes during it and the progress bar. The figures are made in
+//! [`super::report`].
 
 use super::Options;
-use super::report::{Measurement, Report};
+use super::report::{CpuCounters, Measurement, Report};
 use crate::group::Role;
 use crate::traffic::generator::{self, Target};
 use crate::traffic::sink::{self, Sink};
@@ -47,14 +48,20 @@ pub(super) fn measure(
         threads: o.generator_threads,
     };
     let cpu_before = relay_cpu(pid, url);
-    let box_before = box_busy_seconds();
+    let started = Instant::now();
+    let sending_start = cpu_counters();
     let stop = AtomicBool::new(false);
     let progress = AtomicU64::new(0);
     let scrapes = Scrapes::default();
     let target = generator::target_rate(&o.profile, &generator_options.targets);
     let generating = AtomicBool::new(true);
-    let offered = std::thread::scope(|scope| {
-        let handle = scope.spawn(|| generator::run(&generator_options, &stop, &progress));
+    let (offered, (sending_end, ended)) = std::thread::scope(|scope| {
+        // Read the counters as soon as the generator ends: the progress bar
+        // and the scrapes notice it only later.
+        let handle = scope.spawn(|| {
+            let offered = generator::run(&generator_options, &stop, &progress);
+            (offered, (cpu_counters(), Instant::now()))
+        });
         if let (Some(every), Some(url)) = (o.scrape_every, url) {
             let (scrapes, generating) = (&scrapes, &generating);
             scope
@@ -67,8 +74,8 @@ pub(super) fn measure(
         generating.store(false, Ordering::Relaxed);
         result
     })
-    .map_err(|_| "the generator thread failed".to_string())?
-    .map_err(|e| format!("generator: {e}"))?;
+    .map_err(|_| "the generator thread failed".to_string())?;
+    let offered = offered.map_err(|e| format!("generator: {e}"))?;
     // Let what is in flight arrive: until the sink's count stops moving.
     let mut last = sink.received();
     let settle = Instant::now();
@@ -81,7 +88,7 @@ pub(super) fn measure(
         last = now;
     }
     let cpu_after = relay_cpu(pid, url);
-    let box_after = box_busy_seconds();
+    let box_after = box_cpu().map(|(busy, _)| busy);
     let delivered = sink.finish();
     Ok(Report::new(Measurement {
         mode: o.mode.name(),
@@ -93,7 +100,9 @@ pub(super) fn measure(
         offered,
         delivered,
         relay_cpu: (cpu_before, cpu_after),
-        box_busy: (box_before, box_after),
+        box_busy: (sending_start.box_busy, box_after),
+        sending: (sending_start, sending_end),
+        sending_seconds: ended.duration_since(started).as_secs_f64(),
         scrapes: scrapes.count.load(Ordering::Relaxed),
         slowest_scrape_us: scrapes.slowest_us.load(Ordering::Relaxed),
     }))
@@ -145,11 +154,46 @@ fn show_progress(duration: Duration, target: f64, sent: &AtomicU64, done: impl F
     bar.finish_and_clear();
 }
 
+/// The machine's and this process's CPU counters now.
+fn cpu_counters() -> CpuCounters {
+    let machine = box_cpu();
+    CpuCounters {
+        box_busy: machine.map(|(busy, _)| busy),
+        cores: machine.and_then(|(_, cores)| cores),
+        tools: own_cpu_seconds(),
+    }
+}
+
 /// Busy CPU seconds of the whole machine so far (`/proc/stat`: user, nice,
-/// system, irq, softirq, steal).
-fn box_busy_seconds() -> Option<f64> {
+/// system, irq, softirq, steal), and the CPUs they are summed over.
+fn box_cpu() -> Option<(f64, Option<u32>)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    Some(busy_ticks(&stat)? / clock_ticks())
+    Some((busy_ticks(&stat)? / clock_ticks(), cpus(&stat)))
+}
+
+/// The CPUs of `/proc/stat`: its `cpuN` lines, one per online CPU. Its `cpu`
+/// line sums over exactly these, so an idle share from it needs this count,
+/// not the CPUs this process may use (`available_parallelism` follows the
+/// affinity mask and cgroup quota, which the machine's busy time ignores).
+fn cpus(stat: &str) -> Option<u32> {
+    let n = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    u32::try_from(n).ok().filter(|&n| n > 0)
+}
+
+/// This process's CPU seconds so far, user + system: the generator, the sink
+/// and the scrapes are its threads. `getrusage` counts in microseconds, where
+/// `/proc/self/stat` rounds to clock ticks.
+fn own_cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(seconds(usage.user_time()) + seconds(usage.system_time()))
 }
 
 /// The busy clock ticks of `/proc/stat`'s first (`cpu`) line.
@@ -220,6 +264,24 @@ mod tests {
             "missing fields count 0"
         );
         assert_eq!(busy_ticks(""), None);
+    }
+
+    #[test]
+    fn cpus_are_the_numbered_cpu_lines() {
+        let stat = "cpu  1 2 3\ncpu0 1 2 3\ncpu1 1 2 3\ncpu12 1 2 3\nintr 5\ncpufreq 9\nctxt 7\n";
+        assert_eq!(cpus(stat), Some(3));
+        assert_eq!(cpus("cpu  1 2 3\nintr 5\n"), None, "no CPUs listed");
+        assert_eq!(cpus(""), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu_and_the_machine_has_cpus() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {}
+        assert!(own_cpu_seconds().is_some_and(|s| s > 0.0));
+        let counters = cpu_counters();
+        assert!(counters.cores.is_some_and(|n| n >= 1), "{counters:?}");
+        assert!(counters.box_busy.is_some_and(|b| b > 0.0), "{counters:?}");
     }
 
     #[test]

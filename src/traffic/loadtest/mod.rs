@@ -1,7 +1,8 @@
 //! `rtp-relay loadtest`: creates reservations on a relay (one it spawns, or a
 //! running one), drives `gen` through it into a `sink`, and reports
-//! throughput, loss, latency percentiles and the relay's CPU per forwarded
-//! packet. `--direct` runs gen → sink with no relay: the ceiling every relay
+//! throughput, loss, latency percentiles, the relay's CPU per forwarded
+//! packet and the CPU the machine had left (and the load tools' own share of
+//! it). `--direct` runs gen → sink with no relay: the ceiling every relay
 //! figure is compared with.
 //!
 //! - this module: the orchestration — which relay, its reservations, one run
@@ -9,8 +10,11 @@
 //! - `relay`: the relay's control plane as a client, and a relay spawned for
 //!   the run;
 //! - `measure`: one run's measurement (traffic, CPU time, scrapes, progress);
-//! - `report`: the figures made from it ([`Report`], [`Ramp`], [`table`]).
+//! - `report`: the figures made from it ([`Report`], [`Ramp`], [`table`]);
+//! - [`compare`]: the relay and a baseline run alternately, and the ratios
+//!   of their medians.
 
+pub mod compare;
 mod measure;
 mod relay;
 mod report;

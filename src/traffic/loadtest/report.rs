@@ -52,6 +52,17 @@ pub struct Report {
     /// The whole machine's busy CPU (generator, sink, relay, kernel) from the
     /// generator's start until the sink settled, per RTP packet sent, microseconds.
     pub box_cpu_us_per_packet: Option<f64>,
+    /// The machine's CPUs (those `/proc/stat` counts).
+    pub cores: Option<u32>,
+    /// Share of the machine's CPU left idle while the generator sent (0–1).
+    pub box_idle_share: Option<f64>,
+    /// The load tools' own CPU seconds (this process: generator, sink,
+    /// scrapes; user + system) while the generator sent.
+    pub tools_cpu_seconds: Option<f64>,
+    /// … per RTP packet sent, microseconds.
+    pub tools_cpu_us_per_packet: Option<f64>,
+    /// Share of the machine's CPU the load tools alone would leave idle (0–1).
+    pub tools_idle_share: Option<f64>,
     /// The generator missed its rate or its schedule drifted.
     pub generator_fell_behind: bool,
     /// `/metrics` scrapes made during the run.
@@ -78,6 +89,21 @@ pub struct Ramp {
     pub highest_loss_free: Option<Report>,
 }
 
+/// The machine's and the load tools' CPU counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct CpuCounters {
+    /// The machine's busy CPU seconds so far.
+    pub box_busy: Option<f64>,
+    /// The machine's CPUs.
+    pub cores: Option<u32>,
+    /// The load tools' (this process's) CPU seconds so far, user + system.
+    pub tools: Option<f64>,
+}
+
+/// Below this idle share left by the load tools alone, a run's latency and
+/// loss say more about the tools than about the relay.
+const TOOLS_IDLE_FLOOR: f64 = 0.20;
+
 /// Everything a run measured, before any arithmetic.
 #[derive(Clone, Debug)]
 pub(super) struct Measurement {
@@ -101,6 +127,10 @@ pub(super) struct Measurement {
     pub relay_cpu: (Option<f64>, Option<f64>),
     /// The machine's busy CPU seconds before and after, when known.
     pub box_busy: (Option<f64>, Option<f64>),
+    /// The CPU counters as the generator started and as it ended.
+    pub sending: (CpuCounters, CpuCounters),
+    /// Wall seconds between those two readings.
+    pub sending_seconds: f64,
     /// `/metrics` scrapes made.
     pub scrapes: u64,
     /// The slowest of them, microseconds.
@@ -113,7 +143,16 @@ impl Report {
         let (offered, s) = (&m.offered, &m.delivered);
         let seconds = offered.seconds.max(1e-9);
         let cpu = difference(m.relay_cpu).filter(|_| m.through_relay);
-        let warnings = warnings(offered, m.through_relay, cpu.is_some());
+        let (start, end) = m.sending;
+        // The CPUs that `/proc/stat`'s busy time sums over, read as it ended.
+        let cores = end.cores.or(start.cores);
+        let idle = |busy: Option<f64>| {
+            busy.zip(cores)
+                .and_then(|(busy, cores)| idle_share(busy, cores, m.sending_seconds))
+        };
+        let tools_cpu = difference((start.tools, end.tools));
+        let tools_idle_share = idle(tools_cpu);
+        let warnings = warnings(offered, m.through_relay, cpu.is_some(), tools_idle_share);
         Report {
             mode: m.mode.into(),
             groups: m.groups,
@@ -137,6 +176,11 @@ impl Report {
             relay_cpu_us_per_packet: cpu.and_then(|c| us_per_packet(c, forwarded(offered, s))),
             box_cpu_us_per_packet: difference(m.box_busy)
                 .and_then(|busy| us_per_packet(busy, offered.packets)),
+            cores,
+            box_idle_share: idle(difference((start.box_busy, end.box_busy))),
+            tools_cpu_seconds: tools_cpu,
+            tools_cpu_us_per_packet: tools_cpu.and_then(|c| us_per_packet(c, offered.packets)),
+            tools_idle_share,
             generator_fell_behind: offered.fell_behind(),
             scrapes: m.scrapes,
             slowest_scrape_ms: m.slowest_scrape_us as f64 / 1e3,
@@ -176,11 +220,20 @@ fn us_per_packet(seconds: f64, packets: u64) -> Option<f64> {
     (packets > 0).then(|| seconds * 1e6 / packets as f64)
 }
 
+/// The share of `cores` CPUs over `seconds` of wall time that `busy` CPU
+/// seconds leave idle, within 0–1 (tick rounding can stray past either end);
+/// none without CPUs or time.
+fn idle_share(busy: f64, cores: u32, seconds: f64) -> Option<f64> {
+    let capacity = f64::from(cores) * seconds;
+    (capacity > 0.0 && busy.is_finite()).then(|| (1.0 - busy / capacity).clamp(0.0, 1.0))
+}
+
 /// What makes a run's figures doubtful.
 fn warnings(
     offered: &generator::Report,
     through_relay: bool,
     relay_cpu_known: bool,
+    tools_idle_share: Option<f64>,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     if offered.fell_behind() {
@@ -194,6 +247,14 @@ fn warnings(
             "pacing jitter: {:.1} % of frames went out more than 20 ms late (max {:.1} ms); the machine is near saturation",
             offered.late_share() * 100.0,
             offered.max_lag_ms
+        ));
+    }
+    if let Some(idle) = tools_idle_share.filter(|&idle| idle < TOOLS_IDLE_FLOOR) {
+        warnings.push(format!(
+            "the load tools themselves used {:.1} % of the machine's CPU, leaving {:.1} % idle (< {:.0} %): latency and loss figures are the tools', not the relay's; use fewer --groups or a machine with more cores",
+            (1.0 - idle) * 100.0,
+            idle * 100.0,
+            TOOLS_IDLE_FLOOR * 100.0
         ));
     }
     if offered.send_errors > 0 {
@@ -263,6 +324,29 @@ pub fn table(r: &Report) -> String {
             r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.latency_ms.max
         ),
     );
+    match (r.box_idle_share, r.cores) {
+        (Some(idle), Some(cores)) => line(
+            &mut out,
+            "machine idle while sending",
+            format!("{:.1} % of {cores} CPUs", idle * 100.0),
+        ),
+        _ => line(&mut out, "machine idle while sending", "n/a".into()),
+    }
+    match (
+        r.tools_cpu_seconds,
+        r.tools_cpu_us_per_packet,
+        r.tools_idle_share,
+    ) {
+        (Some(s), Some(us), Some(idle)) => line(
+            &mut out,
+            "load tools CPU",
+            format!(
+                "{s:.2} s, {us:.2} µs per RTP packet sent; alone they leave {:.1} % idle",
+                idle * 100.0
+            ),
+        ),
+        _ => line(&mut out, "load tools CPU", "n/a".into()),
+    }
     line(
         &mut out,
         "receiver reports returned",
@@ -297,13 +381,13 @@ pub fn table(r: &Report) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// 1000 packets of 1250 bytes in 2 s at the profile's 500/s, 990 of them
     /// delivered with 8 RTCP packets, 2 receiver reports back: the relay
     /// forwarded 990 + 8 + 2 = 1000 packets.
-    fn measurement() -> Measurement {
+    pub(in crate::traffic::loadtest) fn measurement() -> Measurement {
         Measurement {
             mode: "spawn",
             groups: 1,
@@ -342,6 +426,21 @@ mod tests {
             },
             relay_cpu: (Some(10.0), Some(10.25)),
             box_busy: (Some(100.0), Some(101.5)),
+            // 2 CPUs over 2 s of sending: 4 CPU seconds, 1 of them busy, half
+            // a second of it the tools'.
+            sending: (
+                CpuCounters {
+                    box_busy: Some(100.0),
+                    cores: Some(2),
+                    tools: Some(5.0),
+                },
+                CpuCounters {
+                    box_busy: Some(101.0),
+                    cores: Some(2),
+                    tools: Some(5.5),
+                },
+            ),
+            sending_seconds: 2.0,
             scrapes: 4,
             slowest_scrape_us: 2500,
         }
@@ -370,10 +469,109 @@ mod tests {
         assert_eq!(r.relay_cpu_us_per_packet, Some(250.0));
         // 1.5 busy seconds over the 1000 packets sent.
         assert_eq!(r.box_cpu_us_per_packet, Some(1500.0));
+        // Sending: 1 of 4 CPU seconds busy, 0.5 of them the tools'.
+        assert_eq!(r.cores, Some(2));
+        assert_eq!(r.box_idle_share, Some(0.75));
+        assert_eq!(r.tools_cpu_seconds, Some(0.5));
+        assert_eq!(r.tools_cpu_us_per_packet, Some(500.0));
+        assert_eq!(r.tools_idle_share, Some(0.875));
         assert!(!r.generator_fell_behind);
         assert_eq!((r.scrapes, r.slowest_scrape_ms), (4, 2.5));
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert!(!r.loss_free(), "1 % lost");
+    }
+
+    #[test]
+    fn idle_share_is_the_unused_part_of_every_cpu_over_the_time() {
+        assert_eq!(idle_share(1.0, 2, 2.0), Some(0.75));
+        assert_eq!(idle_share(0.0, 4, 1.0), Some(1.0));
+        assert_eq!(idle_share(3.0, 1, 4.0), Some(0.25));
+        // Tick rounding can make busy time stray past the wall time, or below 0.
+        assert_eq!(idle_share(4.5, 2, 2.0), Some(0.0));
+        assert_eq!(idle_share(-0.5, 2, 2.0), Some(1.0));
+        assert_eq!(idle_share(1.0, 0, 2.0), None, "no CPUs");
+        assert_eq!(idle_share(1.0, 2, 0.0), None, "no time");
+        assert_eq!(idle_share(1.0, 2, -1.0), None);
+        assert_eq!(idle_share(f64::NAN, 2, 2.0), None);
+    }
+
+    #[test]
+    fn headroom_needs_both_readings_and_counts_cpus_as_the_run_ended() {
+        let mut m = measurement();
+        m.sending.1.tools = None;
+        m.sending.0.box_busy = None;
+        let r = Report::new(m);
+        assert_eq!(
+            (r.box_idle_share, r.tools_cpu_seconds),
+            (None, None),
+            "one reading missing"
+        );
+        assert_eq!(
+            (r.tools_cpu_us_per_packet, r.tools_idle_share),
+            (None, None)
+        );
+
+        let mut m = measurement();
+        m.sending.0.cores = None;
+        m.sending.1.cores = Some(4);
+        let r = Report::new(m);
+        // 1 busy second of 4 CPUs × 2 s.
+        assert_eq!((r.cores, r.box_idle_share), (Some(4), Some(0.875)));
+
+        let mut m = measurement();
+        m.sending.1.cores = None;
+        let r = Report::new(m);
+        assert_eq!((r.cores, r.box_idle_share), (Some(2), Some(0.75)));
+
+        let mut m = measurement();
+        m.sending = (CpuCounters::default(), CpuCounters::default());
+        let r = Report::new(m);
+        assert_eq!(
+            (r.cores, r.box_idle_share, r.tools_idle_share),
+            (None, None, None)
+        );
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+        // Without packets there is no per-packet figure, but the share stands.
+        let mut m = measurement();
+        m.offered.packets = 0;
+        let r = Report::new(m);
+        assert_eq!(r.tools_cpu_us_per_packet, None);
+        assert_eq!(r.tools_idle_share, Some(0.875));
+    }
+
+    #[test]
+    fn tools_leaving_under_a_fifth_of_the_machine_idle_is_a_warning() {
+        let offered = measurement().offered;
+        let warned = |idle: f64| warnings(&offered, true, true, Some(idle));
+        assert!(
+            warned(TOOLS_IDLE_FLOOR).is_empty(),
+            "exactly 20 % is enough"
+        );
+        assert!(warned(0.9).is_empty());
+        assert!(warnings(&offered, true, true, None).is_empty(), "unknown");
+        assert_eq!(warned(TOOLS_IDLE_FLOOR.next_down()).len(), 1);
+        assert_eq!(warned(0.0).len(), 1);
+
+        // The tools used 3.4 of the 4 CPU seconds: 85 %, leaving 15 %.
+        let mut m = measurement();
+        m.sending.1.tools = Some(8.4);
+        let r = Report::new(m);
+        assert_eq!(
+            r.warnings,
+            vec![
+                "the load tools themselves used 85.0 % of the machine's CPU, leaving 15.0 % idle (< 20 %): latency and loss figures are the tools', not the relay's; use fewer --groups or a machine with more cores"
+            ]
+        );
+        let t = table(&r);
+        assert!(
+            t.ends_with(&format!("\nWARNING: {}\n", r.warnings[0])),
+            "{t}"
+        );
+        // 3.1 of 4: 22.5 % idle, no warning.
+        let mut m = measurement();
+        m.sending.1.tools = Some(8.1);
+        assert!(Report::new(m).warnings.is_empty());
     }
 
     #[test]
@@ -497,6 +695,11 @@ mod tests {
                 "latency p50 / p99 / p99.9 / max",
                 "0.125 / 0.500 / 1.000 / 2.000 ms",
             ),
+            ("machine idle while sending", "75.0 % of 2 CPUs"),
+            (
+                "load tools CPU",
+                "0.50 s, 500.00 µs per RTP packet sent; alone they leave 87.5 % idle",
+            ),
             ("receiver reports returned", "2"),
             ("/metrics scrapes", "4 (slowest 2.5 ms)"),
             ("relay CPU", "0.25 s, 250.00 µs per forwarded packet"),
@@ -513,8 +716,11 @@ mod tests {
         let mut m = measurement();
         m.relay_cpu = (None, None);
         m.scrapes = 0;
+        m.sending = (CpuCounters::default(), CpuCounters::default());
         let t = table(&Report::new(m));
         assert!(t.contains("relay CPU                        n/a\n"), "{t}");
+        assert!(t.contains("machine idle while sending       n/a\n"), "{t}");
+        assert!(t.contains("load tools CPU                   n/a\n"), "{t}");
         assert!(!t.contains("/metrics scrapes"), "{t}");
         assert!(
             t.ends_with(
