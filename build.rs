@@ -1,19 +1,29 @@
-//! Compiles the kernel fast path (`src/dataplane/ebpf/relay.bpf.c`) with
-//! clang for the BPF target. Without clang (or libbpf's headers) the relay
-//! still builds; it then runs the userspace data plane only and says why.
+//! Compiles the eBPF programs with clang for the BPF target: the kernel fast
+//! path (`src/dataplane/ebpf/relay.bpf.c`) and the sink's receive steering
+//! (`src/traffic/steer.bpf.c`). Without clang (or libbpf's headers) the relay
+//! still builds; it then runs the userspace data plane only (and the sink one
+//! socket per port) and says why.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCE: &str = "src/dataplane/ebpf/relay.bpf.c";
+/// Each program's source and the object it becomes in `OUT_DIR`.
+const PROGRAMS: [(&str, &str); 2] = [
+    ("src/dataplane/ebpf/relay.bpf.c", "relay.bpf.o"),
+    ("src/traffic/steer.bpf.c", "steer.bpf.o"),
+];
 
 fn main() {
-    println!("cargo::rerun-if-changed={SOURCE}");
+    for (source, _) in PROGRAMS {
+        println!("cargo::rerun-if-changed={source}");
+    }
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rustc-check-cfg=cfg(ebpf_program)");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("relay.bpf.o");
-    match compile(&out) {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let built = PROGRAMS
+        .iter()
+        .try_for_each(|(source, object)| compile(source, &out_dir.join(object)));
+    match built {
         Ok(()) => println!("cargo::rustc-cfg=ebpf_program"),
         Err(why) => {
             println!("cargo::warning=the eBPF fast path is left out of this build: {why}");
@@ -22,7 +32,7 @@ fn main() {
     }
 }
 
-fn compile(out: &std::path::Path) -> Result<(), String> {
+fn compile(source: &str, out: &std::path::Path) -> Result<(), String> {
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86_64-linux-gnu",
         Ok("aarch64") => "aarch64-linux-gnu",
@@ -42,7 +52,7 @@ fn compile(out: &std::path::Path) -> Result<(), String> {
         let result = Command::new(&clang)
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
             .arg(format!("-I/usr/include/{arch}"))
-            .args(["-c", SOURCE, "-o"])
+            .args(["-c", source, "-o"])
             .arg(out)
             .output();
         match result {

@@ -46,13 +46,50 @@ fn gen_into_sink(sink_args: &[&str], head_start: Duration, gen_args: &[&str]) ->
 }
 
 #[test]
-fn gen_to_sink_delivers_everything_at_the_profile_rate() {
+fn gen_to_a_sink_with_a_socket_per_port_delivers_everything_at_the_profile_rate() {
+    let s = gen_to_sink(200, sink::Receive::PerPort);
+    assert_eq!(s.receive, "per-port");
+}
+
+/// As root (`CAP_BPF`, `CAP_NET_ADMIN`) the sink reads every media port
+/// through one steered socket, and tells each datagram's stream by its port.
+#[test]
+fn gen_to_a_steered_sink_delivers_everything_at_the_profile_rate() {
+    if common::skip_root("steered sink") {
+        return;
+    }
+    let s = gen_to_sink(204, sink::Receive::Auto);
+    assert_eq!(
+        (s.receive.as_str(), s.steering_refused.as_deref()),
+        ("steered", None),
+        "this test needs root; RTP_RELAY_SKIP_ROOT=1 skips it"
+    );
+    // Gone with the sink: a port of it is an ordinary port again.
+    let port = GroupId::try_from(204).unwrap().port(0, Plane::Rtp) - 16384;
+    let again = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"after", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        again.recv(&mut buf).unwrap(),
+        5,
+        "the steering was detached"
+    );
+}
+
+/// gen → sink over 4 webcasts from `first_group` (sink ports 16384 below, as
+/// the shipped config forwards) for 7 s, asserting that every packet arrives,
+/// intact, in order, at the profile's rates, with reports both ways; the
+/// sink's report.
+fn gen_to_sink(first_group: u32, receive: sink::Receive) -> sink::Report {
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let profile = Profile::echo360_live();
-    // Groups 200–203, sink ports 16384 below (as the shipped config forwards).
     let mut targets = Vec::new();
     let mut streams = Vec::new();
-    for g in 200..204u32 {
+    for g in first_group..first_group + 4 {
         let g = GroupId::try_from(g).unwrap();
         for (pair, role) in Layout::AudioDisplayVideo.pairs() {
             let port = g.port(pair, Plane::Rtp) - 16384;
@@ -68,7 +105,13 @@ fn gen_to_sink_delivers_everything_at_the_profile_rate() {
             });
         }
     }
-    let sink = Sink::start(localhost, &streams, &profile).unwrap();
+    let sink = Sink::start(
+        localhost,
+        &streams,
+        &profile,
+        sink::Options { receive, cpu: None },
+    )
+    .unwrap();
     let options = generator::Options {
         targets,
         profile,
@@ -76,6 +119,7 @@ fn gen_to_sink_delivers_everything_at_the_profile_rate() {
         sockets: 4,
         bind: localhost,
         threads: 2,
+        cpus: Vec::new(),
     };
     let g = generator::run(&options, &AtomicBool::new(false), &AtomicU64::new(0)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -121,6 +165,7 @@ fn gen_to_sink_delivers_everything_at_the_profile_rate() {
         "{:?}",
         s.latency_ms
     );
+    s
 }
 
 #[test]
@@ -159,6 +204,62 @@ fn gen_and_sink_commands_run_and_report() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--groups"));
+}
+
+#[test]
+fn a_port_in_use_or_a_cpu_out_of_reach_is_refused_by_name() {
+    // Group 212's first sink port held by someone else: refused, steered or not.
+    let port = GroupId::try_from(212).unwrap().port(0, Plane::Rtp) - 16384;
+    let _holder = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    for receive in ["auto", "per-port"] {
+        let out = Command::new(BIN)
+            .args([
+                "sink",
+                "--groups",
+                "212",
+                "--duration",
+                "1s",
+                "--receive",
+                receive,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{receive}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("sink cannot bind 127.0.0.1:{port}")),
+            "{receive}: {stderr}"
+        );
+    }
+    // No machine has CPU 4095 for us: both tools say which CPUs they may use.
+    for args in [
+        &[
+            "sink",
+            "--groups",
+            "213",
+            "--duration",
+            "1s",
+            "--cpu",
+            "4095",
+        ][..],
+        &[
+            "gen",
+            "--groups",
+            "213",
+            "--duration",
+            "1s",
+            "--cpus",
+            "0,4095",
+        ][..],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("CPU 4095 is not one this process may run on (it may use 0"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -27,8 +27,12 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 32)]
     pub sockets: usize,
     /// Sending threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Pin the sending threads to these CPUs, e.g. 0 or 0,1 (thread i to the
+    /// i-th, round robin).
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
     /// Bitrate and frame-rate overrides of the profile.
     #[command(flatten)]
     pub rates: RateArgs,
@@ -58,6 +62,7 @@ pub fn generate(a: GenArgs) -> ExitCode {
         sockets: a.sockets,
         bind: a.bind,
         threads: a.threads,
+        cpus: a.cpus,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     match generator::run(&options, &stop, &std::sync::atomic::AtomicU64::new(0)) {

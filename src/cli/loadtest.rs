@@ -51,8 +51,18 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 32)]
     pub sockets: usize,
     /// Generator threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub generator_threads: usize,
+    /// Pin the generator's threads to these CPUs, e.g. 0 or 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub generator_cpus: Vec<usize>,
+    /// Pin the sink's thread to this CPU.
+    #[arg(long)]
+    pub sink_cpu: Option<usize>,
+    /// How the sink reads its media ports: through one steered socket when
+    /// allowed (CAP_BPF and CAP_NET_ADMIN), or a socket per port.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub receive: crate::traffic::sink::Receive,
     /// Bitrate and frame-rate overrides of the profile.
     #[command(flatten)]
     pub rates: RateArgs,
@@ -103,6 +113,11 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         token: a.token,
         sockets: a.sockets,
         generator_threads: a.generator_threads,
+        generator_cpus: a.generator_cpus,
+        sink: crate::traffic::sink::Options {
+            receive: a.receive,
+            cpu: a.sink_cpu,
+        },
         progress: !a.json,
         scrape_every: a.scrape_every,
     };

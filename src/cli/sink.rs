@@ -21,6 +21,13 @@ pub struct SinkArgs {
     /// Bound port = group port + this offset (the relay's wowza.port_offset).
     #[arg(long, default_value_t = -16384, allow_hyphen_values = true)]
     pub port_offset: i32,
+    /// How to read the media ports: through one steered socket when allowed
+    /// (needs CAP_BPF and CAP_NET_ADMIN), or a socket per port.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub receive: crate::traffic::sink::Receive,
+    /// Pin the receiving thread to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
 }
 
 /// `rtp-relay sink …`.
@@ -39,7 +46,15 @@ pub fn sink(a: SinkArgs) -> ExitCode {
             control_port: port + 1,
         })
         .collect();
-    let s = match sink::Sink::start(a.bind, &streams, &t.profile) {
+    let s = match sink::Sink::start(
+        a.bind,
+        &streams,
+        &t.profile,
+        sink::Options {
+            receive: a.receive,
+            cpu: a.cpu,
+        },
+    ) {
         Ok(s) => s,
         Err(e) => return fail(e, 1),
     };

@@ -4,10 +4,10 @@
 
 use super::probe;
 use super::profile::Profile;
-use crate::packet::rtp::FIXED_HEADER;
 use super::source::StreamSource;
 use super::wheel::Wheel;
 use crate::group::Role;
+use crate::packet::rtp::FIXED_HEADER;
 use crate::udp::{BATCH, Batch};
 use serde::Serialize;
 use std::io;
@@ -47,6 +47,8 @@ pub struct Options {
     pub bind: IpAddr,
     /// Sending threads (streams are split between them).
     pub threads: usize,
+    /// CPUs to pin the threads to, round robin (none: not pinned).
+    pub cpus: Vec<usize>,
 }
 
 /// What was generated.
@@ -109,13 +111,20 @@ enum Event {
 /// Streams are split between `threads` threads, each pacing and sending its own.
 pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<Report> {
     let threads = o.threads.clamp(1, o.targets.len().max(1));
+    for &cpu in &o.cpus {
+        super::affinity::check(cpu)?;
+    }
     let counts: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let reports: Vec<io::Result<Report>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let mine: Vec<usize> = (t..o.targets.len()).step_by(threads).collect();
                 let count = &counts[t];
+                let cpu = (!o.cpus.is_empty()).then(|| o.cpus[t % o.cpus.len()]);
                 scope.spawn(move || {
+                    if let Some(cpu) = cpu {
+                        super::affinity::pin_current_thread(cpu)?;
+                    }
                     run_thread(o, &mine, (o.sockets / threads).max(1), stop, count)
                 })
             })
@@ -213,7 +222,10 @@ fn run_thread(
     let mut wheel = Wheel::new(WHEEL_SLOTS);
     for (i, s) in sources.iter().enumerate() {
         wheel.schedule(tick_of(start, s.next_frame_at()), (i as u32, Event::Frame));
-        wheel.schedule(tick_of(start, s.next_report_at()), (i as u32, Event::Report));
+        wheel.schedule(
+            tick_of(start, s.next_report_at()),
+            (i as u32, Event::Report),
+        );
     }
     let mut due = Vec::with_capacity(sources.len());
     let mut senders: Vec<Sender> = sockets

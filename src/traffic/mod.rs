@@ -11,6 +11,7 @@
 //! - [`wheel`]: the timer wheel that paces every stream on one timer;
 //! - [`generator`] (`gen`), [`sink`], [`loadtest`]: the I/O around them.
 
+pub mod affinity;
 pub mod generator;
 pub mod loadtest;
 pub mod probe;
@@ -18,4 +19,5 @@ pub mod profile;
 pub mod receiver;
 pub mod sink;
 pub mod source;
+pub mod steer;
 pub mod wheel;

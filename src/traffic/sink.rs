@@ -4,6 +4,7 @@
 
 use super::profile::{Profile, SR_INTERVAL};
 use super::receiver::StreamReceiver;
+use super::steer::Steering;
 use crate::group::Role;
 use crate::udp::{BATCH, Batch};
 use hdrhistogram::Histogram;
@@ -49,6 +50,11 @@ pub struct Report {
     pub foreign: u64,
     /// Receiver reports sent.
     pub receiver_reports: u64,
+    /// How media was read: `steered` (every media port through one socket)
+    /// or `per-port` (a socket each).
+    pub receive: String,
+    /// Why steering was not used, when it was asked for and refused.
+    pub steering_refused: Option<String>,
     /// One-way latency percentiles, milliseconds.
     pub latency_ms: Latency,
     /// Per stream, in the order given.
@@ -87,6 +93,26 @@ pub struct StreamReport {
     pub receiver_reports: u64,
 }
 
+/// How the sink reads its media ports.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Receive {
+    /// Through one steered socket when the kernel and privileges allow it
+    /// (`CAP_BPF`, `CAP_NET_ADMIN`), else a socket per port.
+    #[default]
+    Auto,
+    /// A socket per port, read one by one as epoll reports them.
+    PerPort,
+}
+
+/// How to run the sink.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Options {
+    /// How media ports are read.
+    pub receive: Receive,
+    /// Pin the sink's thread to this CPU.
+    pub cpu: Option<usize>,
+}
+
 /// A running sink.
 pub struct Sink {
     stop: Arc<AtomicBool>,
@@ -107,9 +133,22 @@ struct State {
     next_report: Instant,
 }
 
+/// The token of the steered socket (the per-port sockets' are their indices).
+const STEERED: Token = Token(usize::MAX);
+/// No stream on this port.
+const NO_STREAM: u32 = u32::MAX;
+
 impl Sink {
     /// Binds every port on `bind` (an error names the port) and starts receiving.
-    pub fn start(bind: IpAddr, streams: &[Stream], profile: &Profile) -> io::Result<Sink> {
+    pub fn start(
+        bind: IpAddr,
+        streams: &[Stream],
+        profile: &Profile,
+        options: Options,
+    ) -> io::Result<Sink> {
+        if let Some(cpu) = options.cpu {
+            super::affinity::check(cpu)?;
+        }
         let poll = Poll::new()?;
         let mut ports = Vec::with_capacity(streams.len() * 2);
         for (i, s) in streams.iter().enumerate() {
@@ -118,6 +157,8 @@ impl Sink {
                     io::Error::new(e.kind(), format!("sink cannot bind {bind}:{port}: {e}"))
                 })?;
                 let mut socket = mio::net::UdpSocket::from_std(socket);
+                // Registered even when steered: a datagram that reaches the
+                // port's own socket (before the steering) is still read.
                 poll.registry()
                     .register(&mut socket, Token(ports.len()), Interest::READABLE)?;
                 ports.push(Port {
@@ -126,6 +167,28 @@ impl Sink {
                     media,
                 });
             }
+        }
+        let media_ports: Vec<u16> = streams.iter().map(|s| s.media_port).collect();
+        let (steering, refused) = match (options.receive, bind) {
+            (Receive::PerPort, _) => (None, None),
+            (Receive::Auto, IpAddr::V6(_)) => (None, Some("steering is IPv4 only".into())),
+            (Receive::Auto, IpAddr::V4(a)) => match Steering::start(a, &media_ports) {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, Some(why)),
+            },
+        };
+        let mut steered = match &steering {
+            Some(s) => {
+                let mut socket = mio::net::UdpSocket::from_std(s.socket().try_clone()?);
+                poll.registry()
+                    .register(&mut socket, STEERED, Interest::READABLE)?;
+                Some(socket)
+            }
+            None => None,
+        };
+        let mut by_port = vec![NO_STREAM; 1 << 16];
+        for (i, &port) in media_ports.iter().enumerate() {
+            by_port[usize::from(port)] = i as u32;
         }
         let start = Instant::now();
         let states: Vec<State> = streams
@@ -141,11 +204,36 @@ impl Sink {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
-        let media_ports: Vec<u16> = streams.iter().map(|s| s.media_port).collect();
         let (stop2, received2) = (stop.clone(), received.clone());
         let thread = std::thread::Builder::new()
             .name("sink".into())
-            .spawn(move || run(poll, ports, states, media_ports, &stop2, &received2))?;
+            .spawn(move || {
+                if let Some(cpu) = options.cpu {
+                    // Checked above; a refusal now leaves the thread unpinned.
+                    let _ = super::affinity::pin_current_thread(cpu);
+                }
+                let mut sink = Receiving {
+                    states,
+                    by_port,
+                    report: Report {
+                        receive: if steering.is_some() {
+                            "steered"
+                        } else {
+                            "per-port"
+                        }
+                        .into(),
+                        steering_refused: refused,
+                        ..Report::default()
+                    },
+                    latency: Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+                        .expect("valid bounds"),
+                    received: &received2,
+                };
+                sink.run(poll, &ports, steered.take(), &stop2);
+                // The program stays attached until the last datagram is read.
+                drop(steering);
+                sink.finish(&media_ports)
+            })?;
         Ok(Sink {
             stop,
             received,
@@ -169,93 +257,163 @@ fn open(bind: IpAddr, port: u16) -> io::Result<UdpSocket> {
     crate::udp::udp_socket(SocketAddr::new(bind, port), 1 << 20, 1 << 16)
 }
 
-fn run(
-    mut poll: Poll,
-    ports: Vec<Port>,
-    mut states: Vec<State>,
-    media_ports: Vec<u16>,
-    stop: &AtomicBool,
-    received: &AtomicU64,
-) -> Report {
-    let mut events = Events::with_capacity(4096);
-    let mut batch = Batch::new(2048);
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid bounds");
-    let mut report = Report::default();
-    let mut next_reports = Instant::now();
-    let mut timeout = IDLE_WAIT;
-    while !stop.load(Ordering::Relaxed) {
-        if poll.poll(&mut events, Some(timeout)).is_err() {
-            continue;
-        }
-        let mut datagrams = 0;
-        for event in events.iter() {
-            let port = &ports[event.token().0];
-            let state = &mut states[port.stream];
-            while let Ok(n) = batch.recv(port.socket.as_raw_fd()) {
-                let now = Instant::now();
-                let wall_ns = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                for i in 0..n {
-                    let Some((from, data, _)) = batch.datagram(i) else {
-                        continue;
-                    };
-                    if port.media {
-                        state.peer_media = Some(from);
-                        report.packets += 1;
-                        report.bytes += data.len() as u64;
-                        if let Some(ns) = state.rx.on_rtp(data, now, wall_ns) {
-                            let _ = latency.record(ns.max(1_000));
-                        }
-                    } else {
-                        state.peer_control = Some(from);
-                        report.rtcp_packets += 1;
-                        state.rx.on_rtcp(data, now);
+/// The receiving thread's state.
+struct Receiving<'a> {
+    states: Vec<State>,
+    /// Stream index by media port ([`NO_STREAM`] for none): the steered
+    /// socket's datagrams are told apart by their destination port.
+    by_port: Vec<u32>,
+    report: Report,
+    latency: Histogram<u64>,
+    received: &'a AtomicU64,
+}
+
+impl Receiving<'_> {
+    fn run(
+        &mut self,
+        mut poll: Poll,
+        ports: &[Port],
+        steered: Option<mio::net::UdpSocket>,
+        stop: &AtomicBool,
+    ) {
+        let mut events = Events::with_capacity(4096);
+        let mut batch = Batch::new(2048);
+        let mut steered_batch = Batch::with_destinations(2048);
+        let mut next_reports = Instant::now();
+        let mut timeout = IDLE_WAIT;
+        while !stop.load(Ordering::Relaxed) {
+            if poll.poll(&mut events, Some(timeout)).is_err() {
+                continue;
+            }
+            let mut datagrams = 0;
+            for event in events.iter() {
+                if event.token() == STEERED {
+                    if let Some(socket) = &steered {
+                        datagrams += self.read_steered(socket, &mut steered_batch);
                     }
-                }
-                received.fetch_add(n as u64, Ordering::Relaxed);
-                datagrams += n;
-                if n < BATCH {
-                    break;
+                } else {
+                    datagrams += self.read_port(&ports[event.token().0], &mut batch);
                 }
             }
+            timeout = pace(datagrams);
+            let now = Instant::now();
+            if now >= next_reports {
+                send_reports(ports, &mut self.states, now);
+                next_reports = now + Duration::from_millis(100);
+            }
         }
-        timeout = pace(datagrams);
-        let now = Instant::now();
-        if now >= next_reports {
-            send_reports(&ports, &mut states, now);
-            next_reports = now + Duration::from_millis(100);
+    }
+
+    /// Reads one port's socket dry; the datagrams read.
+    fn read_port(&mut self, port: &Port, batch: &mut Batch) -> usize {
+        let mut datagrams = 0;
+        while let Ok(n) = batch.recv(port.socket.as_raw_fd()) {
+            let (now, wall_ns) = clocks();
+            for i in 0..n {
+                if let Some((from, data, _)) = batch.datagram(i) {
+                    self.on_datagram(port.stream, port.media, from, data, now, wall_ns);
+                }
+            }
+            datagrams += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        self.received.fetch_add(datagrams as u64, Ordering::Relaxed);
+        datagrams
+    }
+
+    /// Reads the steered socket dry: every media port's datagrams, each
+    /// accounted to the stream of its destination port.
+    fn read_steered(&mut self, socket: &mio::net::UdpSocket, batch: &mut Batch) -> usize {
+        let mut datagrams = 0;
+        while let Ok(n) = batch.recv(socket.as_raw_fd()) {
+            let (now, wall_ns) = clocks();
+            for i in 0..n {
+                let stream = batch
+                    .destination(i)
+                    .map_or(NO_STREAM, |to| self.by_port[usize::from(to.port())]);
+                match batch.datagram(i) {
+                    Some((from, data, _)) if stream != NO_STREAM => {
+                        self.on_datagram(stream as usize, true, from, data, now, wall_ns);
+                    }
+                    _ => self.report.foreign += 1,
+                }
+            }
+            datagrams += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        self.received.fetch_add(datagrams as u64, Ordering::Relaxed);
+        datagrams
+    }
+
+    fn on_datagram(
+        &mut self,
+        stream: usize,
+        media: bool,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+        wall_ns: u64,
+    ) {
+        let state = &mut self.states[stream];
+        if media {
+            state.peer_media = Some(from);
+            self.report.packets += 1;
+            self.report.bytes += data.len() as u64;
+            if let Some(ns) = state.rx.on_rtp(data, now, wall_ns) {
+                let _ = self.latency.record(ns.max(1_000));
+            }
+        } else {
+            state.peer_control = Some(from);
+            self.report.rtcp_packets += 1;
+            state.rx.on_rtcp(data, now);
         }
     }
-    for (state, port) in states.iter().zip(media_ports) {
-        let s = state.rx.snapshot();
-        report.lost += s.lost;
-        report.duplicates += s.duplicates;
-        report.reordered += s.reordered;
-        report.corrupt += state.rx.corrupt;
-        report.foreign += state.rx.foreign;
-        report.receiver_reports += state.rx.reports;
-        report.streams.push(StreamReport {
-            port,
-            packets: s.packets,
-            lost: s.lost,
-            duplicates: s.duplicates,
-            reordered: s.reordered,
-            corrupt: state.rx.corrupt,
-            receiver_reports: state.rx.reports,
-        });
+
+    /// The report: every stream's figures and the latency percentiles.
+    fn finish(mut self, media_ports: &[u16]) -> Report {
+        let report = &mut self.report;
+        for (state, &port) in self.states.iter().zip(media_ports) {
+            let s = state.rx.snapshot();
+            report.lost += s.lost;
+            report.duplicates += s.duplicates;
+            report.reordered += s.reordered;
+            report.corrupt += state.rx.corrupt;
+            report.foreign += state.rx.foreign;
+            report.receiver_reports += state.rx.reports;
+            report.streams.push(StreamReport {
+                port,
+                packets: s.packets,
+                lost: s.lost,
+                duplicates: s.duplicates,
+                reordered: s.reordered,
+                corrupt: state.rx.corrupt,
+                receiver_reports: state.rx.reports,
+            });
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        if !self.latency.is_empty() {
+            report.latency_ms = Latency {
+                p50: ms(self.latency.value_at_quantile(0.5)),
+                p99: ms(self.latency.value_at_quantile(0.99)),
+                p999: ms(self.latency.value_at_quantile(0.999)),
+                max: ms(self.latency.max()),
+            };
+        }
+        self.report
     }
-    let ms = |ns: u64| ns as f64 / 1e6;
-    if !latency.is_empty() {
-        report.latency_ms = Latency {
-            p50: ms(latency.value_at_quantile(0.5)),
-            p99: ms(latency.value_at_quantile(0.99)),
-            p999: ms(latency.value_at_quantile(0.999)),
-            max: ms(latency.max()),
-        };
-    }
-    report
+}
+
+/// Both clocks, read once per batch: the monotonic one for RFC 3550 jitter,
+/// the wall clock for one-way latency (the generator stamps it).
+fn clocks() -> (Instant, u64) {
+    let wall_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (Instant::now(), wall_ns)
 }
 
 /// Blocking wait when nothing arrives.

@@ -18,8 +18,14 @@ pub struct Batch {
     /// Send queue: (receive slot, destination).
     queue: Box<[(usize, SocketAddr); BATCH]>,
     queued: usize,
+    /// Whether receives ask for each datagram's destination (ancillary data).
+    destinations: bool,
     c: Box<CStructs>,
 }
+
+/// Ancillary data room per datagram: one `IP_ORIGDSTADDR` (a `sockaddr_in`)
+/// and some; `u64`s for the alignment `cmsghdr` needs.
+const CONTROL_WORDS: usize = 8;
 
 /// The C structures the system calls read and write.
 struct CStructs {
@@ -31,6 +37,7 @@ struct CStructs {
     to_len: [libc::socklen_t; BATCH],
     out_iov: [libc::iovec; BATCH],
     out_hdrs: [libc::mmsghdr; BATCH],
+    control: [[u64; CONTROL_WORDS]; BATCH],
 }
 
 // The raw pointers inside only ever point into the batch itself, and are set
@@ -50,7 +57,17 @@ impl Batch {
             received: 0,
             queue: Box::new([(0, SocketAddr::from(([0, 0, 0, 0], 0))); BATCH]),
             queued: 0,
+            destinations: false,
             c,
+        }
+    }
+
+    /// As [`Batch::new`], for a socket with `IP_RECVORIGDSTADDR` set: each
+    /// receive also keeps the datagrams' destinations ([`Batch::destination`]).
+    pub fn with_destinations(slot: usize) -> Self {
+        Batch {
+            destinations: true,
+            ..Batch::new(slot)
         }
     }
 
@@ -70,8 +87,13 @@ impl Batch {
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.c.iov[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            if self.destinations {
+                h.msg_control = self.c.control[i].as_mut_ptr().cast();
+                h.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
             h.msg_flags = 0;
             self.c.hdrs[i].msg_len = 0;
         }
@@ -102,6 +124,38 @@ impl Batch {
         let len = self.c.lens[i];
         let data = &self.bufs[i * self.slot..i * self.slot + len.min(self.slot)];
         Some((from, data, len))
+    }
+
+    /// Where datagram `i` of the last receive was addressed (IPv4), when the
+    /// batch was made [`Batch::with_destinations`] and the kernel said.
+    pub fn destination(&self, i: usize) -> Option<SocketAddr> {
+        if !self.destinations || i >= self.received {
+            return None;
+        }
+        let h = &self.c.hdrs[i].msg_hdr;
+        // SAFETY: the kernel wrote msg_controllen bytes of well-formed cmsgs
+        // into control[i], which msg_control points to; the CMSG macros stay
+        // within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(h);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_IP
+                    && (*cmsg).cmsg_type == libc::IP_ORIGDSTADDR
+                    && (*cmsg).cmsg_len as usize
+                        >= libc::CMSG_LEN(size_of::<libc::sockaddr_in>() as u32) as usize
+                {
+                    let a = libc::CMSG_DATA(cmsg)
+                        .cast::<libc::sockaddr_in>()
+                        .read_unaligned();
+                    return Some(SocketAddr::V4(SocketAddrV4::new(
+                        Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                        u16::from_be(a.sin_port),
+                    )));
+                }
+                cmsg = libc::CMSG_NXTHDR(h, cmsg);
+            }
+        }
+        None
     }
 
     /// Queues datagram `i` to be sent to `to`.
@@ -270,6 +324,42 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(sink.recv(&mut buf).unwrap(), 5);
         assert_eq!(sink.recv(&mut buf).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_batch_with_destinations_tells_where_each_datagram_went() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option.
+        let r = unsafe {
+            libc::setsockopt(
+                receiver.as_raw_fd(),
+                libc::SOL_IP,
+                libc::IP_RECVORIGDSTADDR,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3u8 {
+            sender
+                .send_to(&[i], receiver.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut b = Batch::with_destinations(16);
+        assert_eq!(b.recv(receiver.as_raw_fd()).unwrap(), 3);
+        for i in 0..3 {
+            assert_eq!(b.destination(i), Some(receiver.local_addr().unwrap()));
+        }
+        assert_eq!(b.destination(3), None, "not received");
+        // A batch made without them never claims one.
+        let mut plain = Batch::new(16);
+        sender
+            .send_to(&[9], receiver.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(plain.recv(receiver.as_raw_fd()).unwrap(), 1);
+        assert_eq!(plain.destination(0), None);
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct Options {
     pub sockets: usize,
     /// Generator threads.
     pub generator_threads: usize,
+    /// CPUs the generator's threads are pinned to (none: not pinned).
+    pub generator_cpus: Vec<usize>,
+    /// How the sink reads, and the CPU its thread is pinned to.
+    pub sink: crate::traffic::sink::Options,
     /// Show a progress bar.
     pub progress: bool,
     /// Scrape the relay's `/metrics` this often during the run (as Prometheus would).

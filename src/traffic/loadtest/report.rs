@@ -45,6 +45,10 @@ pub struct Report {
     pub latency_ms: sink::Latency,
     /// Receiver reports that made it back to the generator.
     pub receiver_reports_returned: u64,
+    /// How the sink read its media ports: `steered` or `per-port`.
+    pub sink_receive: String,
+    /// Why the sink could not steer, when it tried.
+    pub sink_steering_refused: Option<String>,
     /// Relay CPU seconds (user + system) during the run.
     pub relay_cpu_seconds: Option<f64>,
     /// Relay CPU per forwarded packet, microseconds.
@@ -172,6 +176,8 @@ impl Report {
             corrupt: s.corrupt,
             latency_ms: s.latency_ms.clone(),
             receiver_reports_returned: offered.received_reports,
+            sink_receive: s.receive.clone(),
+            sink_steering_refused: s.steering_refused.clone(),
             relay_cpu_seconds: cpu,
             relay_cpu_us_per_packet: cpu.and_then(|c| us_per_packet(c, forwarded(offered, s))),
             box_cpu_us_per_packet: difference(m.box_busy)
@@ -352,6 +358,14 @@ pub fn table(r: &Report) -> String {
         "receiver reports returned",
         r.receiver_reports_returned.to_string(),
     );
+    line(
+        &mut out,
+        "sink reads",
+        match &r.sink_steering_refused {
+            Some(why) => format!("{} (not steered: {why})", r.sink_receive),
+            None => r.sink_receive.clone(),
+        },
+    );
     if r.scrapes > 0 {
         line(
             &mut out,
@@ -410,6 +424,8 @@ pub(super) mod tests {
                 ..Default::default()
             },
             delivered: sink::Report {
+                receive: "per-port".into(),
+                steering_refused: Some("no CAP_BPF".into()),
                 packets: 990,
                 bytes: 1_237_500,
                 rtcp_packets: 8,
@@ -701,6 +717,7 @@ pub(super) mod tests {
                 "0.50 s, 500.00 µs per RTP packet sent; alone they leave 87.5 % idle",
             ),
             ("receiver reports returned", "2"),
+            ("sink reads", "per-port (not steered: no CAP_BPF)"),
             ("/metrics scrapes", "4 (slowest 2.5 ms)"),
             ("relay CPU", "0.25 s, 250.00 µs per forwarded packet"),
             (
