@@ -155,7 +155,15 @@ mod tests {
     fn a_buffer_filled_once_stamps_every_length_and_the_table_ends_right() {
         let mut buf = vec![0u8; TABLE + 100];
         fill(&mut buf);
-        for len in [LEN, LEN + 1, 100, 1188, TABLE + LEN - 1, TABLE + LEN, TABLE + 100] {
+        for len in [
+            LEN,
+            LEN + 1,
+            100,
+            1188,
+            TABLE + LEN - 1,
+            TABLE + LEN,
+            TABLE + 100,
+        ] {
             stamp(&mut buf[..len], 3, 9);
             assert_eq!(
                 read(&buf[..len]),
