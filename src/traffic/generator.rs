@@ -338,17 +338,12 @@ impl Sender<'_> {
 /// unconnected socket without DF hashes one per packet. Best effort.
 fn set_dont_fragment(socket: &UdpSocket) {
     if socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
-        let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
-        // SAFETY: a valid socket, and an int option of the right size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&probe as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = crate::udp::set_int_option(
+            socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
     }
 }
 

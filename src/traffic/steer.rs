@@ -14,7 +14,6 @@
 //! them the sink reads every port itself.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 
 /// The compiled program, when this build has one.
 #[cfg(ebpf_program)]
@@ -51,9 +50,9 @@ impl Steering {
         })?;
         let socket = crate::udp::udp_socket(SocketAddr::from((address, 0)), 1 << 20, 1 << 16)
             .map_err(|e| format!("cannot open the steered socket: {e}"))?;
-        set_int(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECV_BUFFER)
+        crate::udp::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECV_BUFFER)
             .map_err(|e| format!("cannot size the steered socket's buffer: {e}"))?;
-        set_int(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)
+        crate::udp::set_int_option(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)
             .map_err(|e| format!("cannot ask for datagram destinations: {e}"))?;
 
         let mut ebpf = aya::EbpfLoader::new()
@@ -108,28 +107,5 @@ impl Steering {
     /// The socket every steered datagram arrives on.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
-    }
-}
-
-fn set_int(
-    socket: &UdpSocket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: a valid socket and an int option of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }

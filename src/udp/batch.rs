@@ -329,18 +329,7 @@ mod tests {
     #[test]
     fn a_batch_with_destinations_tells_where_each_datagram_went() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket and an int option.
-        let r = unsafe {
-            libc::setsockopt(
-                receiver.as_raw_fd(),
-                libc::SOL_IP,
-                libc::IP_RECVORIGDSTADDR,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        crate::udp::set_int_option(&receiver, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1).unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         for i in 0..3u8 {
             sender

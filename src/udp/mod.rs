@@ -4,7 +4,8 @@
 //!
 //! - `batch` (`Batch`): up to `BATCH` datagrams per system call, straight
 //!   from and into buffers allocated once;
-//! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for;
+//! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for,
+//!   and [`set_int_option`] for the options socket2 does not name;
 //! - [`raise_open_files_limit`]: every bound port is a file descriptor.
 
 mod batch;
@@ -32,6 +33,32 @@ pub fn udp_socket(
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+/// Sets an integer socket option (`setsockopt(level, name, value)`), for the
+/// options socket2 does not name.
+pub fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and an int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Raises the open-files soft limit to the hard limit; returns the limit in force.
