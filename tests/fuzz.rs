@@ -213,6 +213,7 @@ fn rtp_statistics_update() {
                     sequence: *seq,
                     timestamp: *ts,
                     ssrc: *ssrc,
+                    payload_offset: 12,
                     payload_len: 100,
                 };
                 stream.on_packet(&h, 112, now);

@@ -17,6 +17,8 @@ pub struct RtpHeader {
     pub timestamp: u32,
     /// Synchronisation source.
     pub ssrc: u32,
+    /// Where the payload starts (after the CSRC list and extension).
+    pub payload_offset: usize,
     /// Bytes of payload (after header and extension, before padding).
     pub payload_len: usize,
 }
@@ -79,8 +81,16 @@ impl RtpHeader {
             sequence: u16::from_be_bytes([p[2], p[3]]),
             timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
             ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+            payload_offset: header,
             payload_len: end - header,
         })
+    }
+
+    /// The payload of `packet`, the datagram this header was parsed from
+    /// (shorter if only the datagram's start is at hand).
+    pub fn payload<'p>(&self, packet: &'p [u8]) -> &'p [u8] {
+        let end = (self.payload_offset + self.payload_len).min(packet.len());
+        &packet[self.payload_offset.min(end)..end]
     }
 }
 
@@ -118,9 +128,11 @@ mod tests {
                 sequence: 65535,
                 timestamp: 90_000,
                 ssrc: 0xdead_beef,
+                payload_offset: 20,
                 payload_len: 5
             }
         );
+        assert_eq!(h.payload(&packet(1, b"hello")), b"hello", "after 2 CSRCs");
     }
 
     #[test]

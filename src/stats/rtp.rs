@@ -419,6 +419,7 @@ mod tests {
                 sequence: seq,
                 timestamp: ts,
                 ssrc,
+                payload_offset: 12,
                 payload_len: 100,
             };
             self.stream
