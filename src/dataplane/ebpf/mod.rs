@@ -218,6 +218,31 @@ pub struct FastPath {
     bind: IpAddr,
     warned_local: bool,
     _locals: LocalsWatch,
+    learn: Option<LearnRing>,
+}
+
+/// The `learn` ring: copies of the forwarded packets that may carry H.264
+/// parameter sets ([`table::LearnCopy`]), for whoever keeps the learners.
+pub struct LearnRing(aya::maps::RingBuf<MapData>);
+
+impl LearnRing {
+    /// Hands every record waiting to `each`; how many there were.
+    pub fn drain(&mut self, mut each: impl FnMut(table::LearnCopy)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.0.next() {
+            if let Some(copy) = table::LearnCopy::parse(&item) {
+                each(copy);
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
+impl std::os::fd::AsFd for LearnRing {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
 
 impl std::fmt::Debug for FastPath {
@@ -262,6 +287,10 @@ impl FastPath {
             streams,
             mut locals,
         } = load_pinned(&dir)?;
+        let learn = ebpf
+            .take_map("learn")
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok())
+            .map(LearnRing);
         // Before the program sees a packet: it matches destinations against them.
         write_locals(&mut locals, &mut None);
         let program = classifier(&mut ebpf)?;
@@ -282,7 +311,13 @@ impl FastPath {
             bind: options.bind_address,
             warned_local: false,
             _locals: LocalsWatch::start(locals),
+            learn,
         })
+    }
+
+    /// The `learn` ring, once (its reader owns it).
+    pub fn take_learn_ring(&mut self) -> Option<LearnRing> {
+        self.learn.take()
     }
 
     /// The interfaces the program is attached to.

@@ -62,7 +62,8 @@ struct rule {
 	__u8 policy;
 	__u32 owner;           // the reservation holding the port (userspace's tag)
 	__u8 local_ok;         // a local dest may be reached from other interfaces
-	__u8 pad[3];
+	__u8 learn;            // a video port: parameter-set packets are copied to `learn`
+	__u8 pad[2];
 	__u64 window_end_ns;   // CLOCK_BOOTTIME; past it nothing is forwarded
 };
 
@@ -140,6 +141,22 @@ struct {
 	__type(value, struct stream);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } streams SEC(".maps");
+
+// Copies of forwarded video packets whose payload may carry an H.264 SPS or
+// PPS, for the relay's SDP (src/dataplane/ebpf/table.rs, LearnCopy): the
+// packets forwarded here never reach its socket.
+#define LEARN_MAX 2048
+struct learn_copy {
+	__u32 port;
+	__u32 len;
+	__u8 data[LEARN_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} learn SEC(".maps");
 
 static __always_inline void shift_seen(struct stream *s, __u32 n)
 {
@@ -283,8 +300,9 @@ static __always_inline void on_rtp(struct stream *s, const struct rule *r, __u16
 	s->has_transit = 1;
 }
 
-// docs/forwarding.md RTP check on a media port (packet/rtp.rs RtpHeader::parse).
-static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32 len)
+// docs/forwarding.md RTP check on a media port (packet/rtp.rs RtpHeader::parse):
+// the payload's offset in the RTP packet, 0 when it is not valid.
+static __always_inline __u32 rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32 len)
 {
 	if (len < 12 || (h[0] >> 6) != 2)
 		return 0;
@@ -310,7 +328,35 @@ static __always_inline int rtp_valid(struct __sk_buff *skb, const __u8 *h, __u32
 		if (padding == 0 || header + padding > len)
 			return 0;
 	}
-	return 1;
+	return header;
+}
+
+// Copies a forwarded packet to `learn` when its payload may carry a parameter
+// set: NAL type 7 (SPS), 8 (PPS), 24 (STAP-A), or 28 (FU-A) of an SPS or PPS.
+// The same rule as the relay's userspace path (src/sdp/learn.rs, wants). An
+// ordinary packet costs one 2-byte load.
+static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, __u32 payload,
+					    __u32 len)
+{
+	__u8 b[2];
+	if (payload + 2 > len || payload > 0xffff)
+		return;
+	if (bpf_skb_load_bytes(skb, RTP_OFF + payload, b, 2) < 0)
+		return;
+	__u8 type = b[0] & 0x1f, inner = b[1] & 0x1f;
+	if (type != 7 && type != 8 && type != 24 && !(type == 28 && (inner == 7 || inner == 8)))
+		return;
+	struct learn_copy *c = bpf_ringbuf_reserve(&learn, sizeof(*c), 0);
+	if (!c)
+		return; // the relay is behind: the next keyframe's sets come again
+	__u32 n = len < LEARN_MAX ? len : LEARN_MAX;
+	c->port = port;
+	c->len = n;
+	if (n == 0 || n > LEARN_MAX || bpf_skb_load_bytes(skb, RTP_OFF, c->data, n) < 0) {
+		bpf_ringbuf_discard(c, 0);
+		return;
+	}
+	bpf_ringbuf_submit(c, 0);
 }
 
 // Would the relay's socket take a packet to `daddr`? Bound to one address,
@@ -434,7 +480,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		__builtin_memcpy(h, data + RTP_OFF, 12);
 	else if (ok && bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
 		ok = 0;
-	ok = ok && rtp_valid(skb, h, len);
+	__u32 payload = ok ? rtp_valid(skb, h, len) : 0;
+	ok = payload != 0;
 	// Handed to lo, a packet from a local address (to 127.0.0.0/8, too) has
 	// no route of its own as the relay's send has: the stack takes it only
 	// with lo's accept_local (and route_localnet). Else userspace forwards it.
@@ -516,6 +563,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		// Back to the appliance: from the address it sent to, out of the
 		// interface its packets came in on.
 		local = ifindex == r->loopback_ifindex;
+	} else if (r->learn) {
+		hand_to_learner(skb, port, payload, len);
 	}
 	int verdict = forward(skb, saddr, daddr, sport, dport, from_addr, to_addr, dport,
 			      to_port, ifindex, local, r->loopback_ifindex);

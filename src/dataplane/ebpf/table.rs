@@ -45,7 +45,10 @@ pub struct Rule {
     /// 1: a local destination may be reached from other interfaces (see
     /// [`Route::local_ok`]); else only packets arriving on lo go kernel-side.
     pub local_ok: u8,
-    pad: [u8; 3],
+    /// 1: a video stream's port: copies of the packets that may carry H.264
+    /// parameter sets go to the `learn` ring ([`LearnCopy`]).
+    pub learn: u8,
+    pad: [u8; 2],
     /// CLOCK_BOOTTIME nanoseconds at which the window closes.
     pub window_end_ns: u64,
 }
@@ -142,6 +145,36 @@ impl Locals {
     /// Does the list lack addresses (more than [`MAX_LOCALS`])?
     pub fn incomplete(&self) -> bool {
         self.count as usize > MAX_LOCALS
+    }
+}
+
+/// The most of a packet the program copies to the `learn` ring: parameter
+/// sets are tens of bytes, a STAP-A of them rarely more than a few hundred.
+pub const LEARN_MAX: usize = 2048;
+
+/// One record of the `learn` ring: a copy of an RTP packet (from its fixed
+/// header on, at most [`LEARN_MAX`] bytes) that the program forwarded on a
+/// video port and whose payload may carry an SPS or PPS (the rule of
+/// [`crate::sdp::learn::wants`]): the kernel's way of letting the relay learn
+/// what its SDP needs from packets that never reach a socket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LearnCopy<'a> {
+    /// The relay's port it arrived on.
+    pub port: u16,
+    /// The packet (its start, if it was longer than [`LEARN_MAX`]).
+    pub packet: &'a [u8],
+}
+
+impl<'a> LearnCopy<'a> {
+    /// Reads a ring record: `port: u32, len: u32, data[LEARN_MAX]` in host
+    /// order; `None` if it is not one.
+    pub fn parse(record: &'a [u8]) -> Option<LearnCopy<'a>> {
+        let port = u32::from_ne_bytes(record.get(0..4)?.try_into().ok()?);
+        let len = u32::from_ne_bytes(record.get(4..8)?.try_into().ok()?) as usize;
+        Some(LearnCopy {
+            port: u16::try_from(port).ok()?,
+            packet: record.get(8..8 + len.min(LEARN_MAX))?,
+        })
     }
 }
 
@@ -242,7 +275,8 @@ impl Rule {
             policy: POLICIES.iter().position(|p| *p == rule.policy).unwrap_or(0) as u8,
             owner,
             local_ok: u8::from(route.local_ok),
-            pad: [0; 3],
+            learn: u8::from(rule.plane == Plane::Rtp && !rule.role.is_audio()),
+            pad: [0; 2],
             window_end_ns,
         }
     }
@@ -326,6 +360,22 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_learn_record_is_read_as_the_program_writes_it() {
+        let mut record = vec![0u8; 8 + LEARN_MAX];
+        record[0..4].copy_from_slice(&65530u32.to_ne_bytes());
+        record[4..8].copy_from_slice(&5u32.to_ne_bytes());
+        record[8..13].copy_from_slice(b"\x80\x60abc");
+        let c = LearnCopy::parse(&record).unwrap();
+        assert_eq!((c.port, c.packet), (65530, &b"\x80\x60abc"[..]));
+        // A length past the record, a port past u16, a short record: not records.
+        record[4..8].copy_from_slice(&(LEARN_MAX as u32 + 1).to_ne_bytes());
+        assert_eq!(LearnCopy::parse(&record).unwrap().packet.len(), LEARN_MAX);
+        record[0..4].copy_from_slice(&70000u32.to_ne_bytes());
+        assert_eq!(LearnCopy::parse(&record), None);
+        assert_eq!(LearnCopy::parse(&record[..6]), None);
+    }
     use crate::group::{GroupId, Role};
 
     fn port_rule(plane: Plane, policy: SourcePolicy, source: &str) -> PortRule {
