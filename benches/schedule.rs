@@ -25,6 +25,7 @@ fn reservation(id: String, start: OffsetDateTime) -> Reservation {
         source: Some("192.0.2.10".parse().unwrap()),
         source_policy: None,
         destination: None,
+        media: Default::default(),
     }
 }
 

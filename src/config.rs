@@ -42,6 +42,8 @@ pub struct Config {
     pub source: Source,
     /// `[stream]`
     pub stream: Stream,
+    /// `[sdp]`
+    pub sdp: Sdp,
     /// `[state]`
     pub state: State,
     /// `[log]`
@@ -129,6 +131,30 @@ pub struct Wowza {
     pub address: IpAddr,
     /// Destination base port = `base(g) + port_offset`.
     pub port_offset: i32,
+    /// Wowza's content folder, where every reservation's SDP is kept once
+    /// ready; empty: none written.
+    pub sdp_dir: PathBuf,
+}
+
+/// `[sdp]`: the audio codec parameters, which RTP does not carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sdp {
+    /// `a=rtpmap` of every audio stream, after the payload type.
+    pub audio_rtpmap: String,
+    /// `a=fmtp` of every audio stream, after the payload type (empty: none).
+    pub audio_fmtp: String,
+}
+
+impl Default for Sdp {
+    fn default() -> Self {
+        // AAC-LC, 48 kHz stereo, as RFC 3640 carries it (what Echo360
+        // captures send); `config` is the AudioSpecificConfig.
+        Sdp {
+            audio_rtpmap: "MPEG4-GENERIC/48000/2".into(),
+            audio_fmtp: "streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1190".into(),
+        }
+    }
 }
 
 /// `[source]`: the default source policy.
@@ -255,6 +281,7 @@ impl Default for Wowza {
         Wowza {
             address: IpAddr::from([127, 0, 0, 1]),
             port_offset: 0,
+            sdp_dir: PathBuf::new(),
         }
     }
 }
@@ -370,6 +397,12 @@ impl Config {
     /// Checks values serde cannot: ranges, relations between keys, forwarding loops.
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, msg: String| Err(ConfigError(format!("{key}: {msg}")));
+        if let Err(e) = crate::sdp::render::check_rtpmap(&self.sdp.audio_rtpmap) {
+            return err("sdp.audio_rtpmap", e);
+        }
+        if let Err(e) = crate::sdp::render::check_fmtp(&self.sdp.audio_fmtp) {
+            return err("sdp.audio_fmtp", e);
+        }
         let d = &self.data;
         if d.recv_buffer_bytes == 0 || d.send_buffer_bytes == 0 {
             return err(

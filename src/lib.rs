@@ -28,6 +28,7 @@ pub mod group;
 pub mod logging;
 pub mod packet;
 pub mod reservation;
+pub mod sdp;
 pub mod service;
 pub mod stats;
 pub mod store;

@@ -23,7 +23,7 @@ pub enum Layout {
 }
 
 /// The role of a stream, used as the `stream` label.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Pair 0 in every layout.

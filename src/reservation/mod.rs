@@ -3,8 +3,9 @@
 
 pub mod schedule;
 
-use crate::group::{GroupId, Layout};
+use crate::group::{GroupId, Layout, Role};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use time::OffsetDateTime;
@@ -96,6 +97,21 @@ pub struct Reservation {
     /// Omitted: `[wowza] address` and `base(g) + port_offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
+    /// Codec parameters for the SDP by stream role: the audio's, which RTP
+    /// does not carry (else `[sdp]`'s), or a video's instead of the learned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub media: BTreeMap<Role, MediaParams>,
+}
+
+/// One stream's codec parameters as the SDP gives them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaParams {
+    /// `a=rtpmap` after the payload type, e.g. `MPEG4-GENERIC/48000/2`.
+    pub rtpmap: String,
+    /// `a=fmtp` after the payload type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fmtp: Option<String>,
 }
 
 /// The body of `PATCH /v1/reservations/{event_id}`.
@@ -261,6 +277,26 @@ impl Reservation {
                     .into(),
             );
         }
+        for (role, m) in &self.media {
+            if !self.layout.pairs().any(|(_, r)| r == *role) {
+                return Err(format!(
+                    "media.{}: layout {} has no such stream; its streams are {}",
+                    role.as_str(),
+                    self.layout,
+                    self.layout
+                        .pairs()
+                        .map(|(_, r)| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            crate::sdp::render::check_rtpmap(&m.rtpmap)
+                .map_err(|e| format!("media.{}.rtpmap: {e}", role.as_str()))?;
+            if let Some(f) = &m.fmtp {
+                crate::sdp::render::check_fmtp(f)
+                    .map_err(|e| format!("media.{}.fmtp: {e}", role.as_str()))?;
+            }
+        }
         if let Some(d) = self.destination {
             let last = d.base_port.checked_add(crate::group::GROUP_SIZE - 1);
             let Some(last) = last.filter(|_| d.base_port > 0) else {
@@ -358,6 +394,7 @@ pub(crate) mod tests {
             source: Some("192.0.2.10".parse().unwrap()),
             source_policy: None,
             destination: None,
+            media: Default::default(),
         }
     }
 
@@ -403,6 +440,45 @@ pub(crate) mod tests {
         assert!(q.validate(&r).is_ok());
         q.event_id = "has space".into();
         assert!(q.validate(&r).unwrap_err().contains("event_id"));
+    }
+
+    #[test]
+    fn media_parameters_name_a_stream_of_the_layout_and_are_checked() {
+        let r = rules();
+        let with = |body: &str| {
+            let mut q = request("e", None);
+            q.media = serde_json::from_str(body).unwrap();
+            q.validate(&r)
+        };
+        assert_eq!(
+            with(
+                r#"{"primary_audio":{"rtpmap":"MPEG4-GENERIC/44100/2","fmtp":"config=1210"},"secondary_video":{"rtpmap":"H264/90000"}}"#
+            ),
+            Ok(())
+        );
+        let e = with(r#"{"primary_display":{"rtpmap":"H264/90000"}}"#).unwrap_err();
+        assert_eq!(
+            e,
+            "media.primary_display: layout audio-dual-video has no such stream; its streams are primary_audio, secondary_video, primary_video"
+        );
+        let e = with(r#"{"primary_audio":{"rtpmap":"AAC"}}"#).unwrap_err();
+        assert!(
+            e.starts_with("media.primary_audio.rtpmap: \"AAC\" is not an rtpmap"),
+            "{e}"
+        );
+        let e = with(r#"{"primary_audio":{"rtpmap":"L16/48000","fmtp":"a\r\nm=video 1"}}"#)
+            .unwrap_err();
+        assert!(
+            e.starts_with("media.primary_audio.fmtp: contains '\\r'"),
+            "{e}"
+        );
+        assert!(serde_json::from_str::<MediaParams>(r#"{"rtpmap":"L16/8000","pt":3}"#).is_err());
+        // Kept as given, and left out when there are none.
+        let mut q = request("e", None);
+        assert!(!serde_json::to_string(&q).unwrap().contains("media"));
+        q.media = serde_json::from_str(r#"{"primary_audio":{"rtpmap":"L16/48000"}}"#).unwrap();
+        let back: Reservation = serde_json::from_str(&serde_json::to_string(&q).unwrap()).unwrap();
+        assert_eq!(back, q);
     }
 
     #[test]
