@@ -5,7 +5,8 @@
 //! - pure logic, no I/O and no clock: [`group`] (port-group arithmetic, layouts),
 //!   [`reservation`] (requests, rules, and the [`reservation::schedule`]),
 //!   [`packet`] (RTP/RTCP checks), [`stats`] (RFC 3550 stream statistics and
-//!   the stream watcher);
+//!   the stream watcher), [`sdp`] (the SDP for Wowza: H.264 parameter sets
+//!   learned in-band);
 //! - data plane: [`dataplane`] (forwarding rules, [`dataplane::forwarder`]: the
 //!   per-socket decision, counters, epoll workers, and the kernel fast path
 //!   [`dataplane::ebpf`]) over [`udp`] (sockets, batched `recvmmsg`/`sendmmsg`,
@@ -28,6 +29,7 @@ pub mod group;
 pub mod logging;
 pub mod packet;
 pub mod reservation;
+pub mod sdp;
 pub mod service;
 pub mod stats;
 pub mod store;
