@@ -5,7 +5,8 @@
 //! - pure logic, no I/O and no clock: [`group`] (port-group arithmetic, layouts),
 //!   [`reservation`] (requests, rules, and the [`reservation::schedule`]),
 //!   [`packet`] (RTP/RTCP checks), [`stats`] (RFC 3550 stream statistics and
-//!   the stream watcher);
+//!   the stream watcher), [`sdp`] (the SDP for Wowza: H.264 parameter sets
+//!   learned in-band, the description; its folder in `sdp::files` is I/O);
 //! - data plane: [`dataplane`] (forwarding rules, [`dataplane::forwarder`]: the
 //!   per-socket decision, counters, epoll workers, and the kernel fast path
 //!   [`dataplane::ebpf`]) over [`udp`] (sockets, batched `recvmmsg`/`sendmmsg`,
