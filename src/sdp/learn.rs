@@ -20,9 +20,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// A partial FU-A unit older than this (from its first fragment) is dropped.
-/// Parameter sets are a few packets sent back to back; two seconds is ample
-/// for any jitter and far below the 2^16 packets after which sequence numbers
-/// repeat.
+/// Parameter sets are a few packets sent back to back: two seconds is ample
+/// for any jitter, and far less than a stream takes to wrap its 2^16 sequence
+/// numbers (a minute or more at video rates).
 pub const MAX_REASSEMBLY_AGE: Duration = Duration::from_secs(2);
 
 /// Whether an RTP payload may carry a parameter set, from its first two bytes:
@@ -36,9 +36,11 @@ pub const MAX_REASSEMBLY_AGE: Duration = Duration::from_secs(2);
 ///
 /// An empty payload is not wanted. Nothing else is looked at: the F bit,
 /// NRI and the FU start/end bits are left to the learner, which refuses what
-/// is malformed. A path that cannot see the payload's end exactly (say it
-/// reads padding as a second byte) may hand over more: extra payloads are
-/// harmless; a missing FU-A fragment makes its unit unusable.
+/// is malformed. The payloads this rejects never matter to the learner: one
+/// between two fragments shows as a sequence gap all the same. A path that
+/// cannot see the payload's end exactly (say it reads padding as a second
+/// byte) may hand over more: extra payloads are harmless, while a missing
+/// FU-A fragment makes its unit unusable.
 pub fn wants(payload: &[u8]) -> bool {
     match payload.first().map(|b| b & 0x1f) {
         Some(h264::SPS | h264::PPS | h264::STAP_A) => true,
