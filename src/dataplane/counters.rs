@@ -2,6 +2,8 @@
 //! and readers (API, exporter) at any time. Single writer: updates are a load
 //! and a store, never a locked read-modify-write.
 
+use crate::packet::rtp::RtpHeader;
+use crate::sdp::{H264Learner, Missing, ParameterSets};
 use crate::stats::rtcp::RtcpStream;
 use crate::stats::rtp::{RtpCounts, RtpSnapshot};
 use serde::Serialize;
@@ -92,6 +94,38 @@ pub struct PortCounters {
     pub last_packet_nanos: Counter,
     /// The latched appliance, written only when it changes (never per packet).
     pub latched: Mutex<Option<SocketAddr>>,
+    /// A video stream's H.264 parameter sets, for the SDP: fed only the rare
+    /// packets that may carry them ([`crate::sdp::wants`]), by the worker or,
+    /// on the fast path, by the reader of the kernel's copies; read by the SDP.
+    pub h264: Mutex<H264Learner>,
+}
+
+impl PortCounters {
+    /// Feeds a packet that may carry parameter sets to the stream's learner.
+    pub fn learn(&self, header: &RtpHeader, packet: &[u8], now: Instant) {
+        self.h264
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .on_packet(
+                header.sequence,
+                header.timestamp,
+                header.payload(packet),
+                now,
+            );
+    }
+
+    /// The stream's parameter sets, or what is missing of them; and the
+    /// learner's version.
+    pub fn parameter_sets(&self) -> (Result<ParameterSets, Missing>, u64) {
+        let l = self
+            .h264
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sets = l
+            .parameter_sets()
+            .ok_or_else(|| l.missing().unwrap_or(Missing::Both));
+        (sets, l.version())
+    }
 }
 
 /// A media stream's raw RFC 3550 state ([`RtpCounts`]), published after

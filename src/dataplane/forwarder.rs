@@ -174,6 +174,10 @@ impl Forwarder {
                 };
                 self.media.on_packet(&h, len, now);
                 self.counters.media.store(&self.media.counts());
+                // The SDP's parameter sets: a rare packet takes the learner's lock.
+                if !self.rule.role.is_audio() && crate::sdp::wants(h.payload(data)) {
+                    self.counters.learn(&h, data, now);
+                }
             }
             Plane::Rtcp => {
                 let Ok(summary) = rtcp::check(data) else {

@@ -20,6 +20,7 @@
 pub mod counters;
 pub mod ebpf;
 pub mod forwarder;
+pub mod learning;
 pub mod rule;
 mod worker;
 
@@ -190,6 +191,8 @@ pub struct DataPlane {
     /// Of those, the ones group sockets never take.
     reserved_files: u64,
     fast: Option<FastPath>,
+    /// On the fast path: the reader of the kernel's parameter-set copies.
+    learning: Option<learning::Learning>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -216,6 +219,11 @@ impl DataPlane {
             .map(|i| WorkerHandle::spawn(i, slot))
             .collect::<std::io::Result<_>>()?;
         let reserved_files = SPARE_FILES + FILES_PER_WORKER * workers.len() as u64;
+        let mut fast = fast;
+        let learning = match fast.as_mut().and_then(FastPath::take_learn_ring) {
+            Some(ring) => Some(learning::Learning::start(ring)?),
+            None => None,
+        };
         let bound = BoundPorts {
             groups: BTreeMap::new(),
             epoch: now.mono,
@@ -231,6 +239,7 @@ impl DataPlane {
             open_files_limit,
             reserved_files,
             fast,
+            learning,
         })
     }
 
@@ -305,6 +314,12 @@ impl DataPlane {
         let counters = Arc::new(PortCounters::default());
         let port = Forwarder::new(rule, clock_rate, counters.clone(), self.bound.epoch);
         let kernel = self.install(plan, &rule, false, now);
+        if let Some(l) = &self.learning
+            && rule.plane == crate::group::Plane::Rtp
+            && !rule.role.is_audio()
+        {
+            l.add(rule.port, counters.clone());
+        }
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
         self.workers[worker].send(Command::Add(socket, Box::new(port), kernel.clone()));
@@ -392,6 +407,11 @@ impl DataPlane {
         if let Some(fast) = self.fast.as_mut() {
             for p in bound.iter().filter(|p| p.kernel.is_some()) {
                 fast.remove(p.rule.port);
+            }
+        }
+        if let Some(l) = &self.learning {
+            for p in bound.iter() {
+                l.remove(p.rule.port);
             }
         }
         let mut waits = Vec::new();
