@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod error;
 pub mod exporter;
 pub mod published;
+pub mod sdp;
 pub mod serve;
 pub mod view;
 
