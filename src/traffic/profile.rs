@@ -18,6 +18,9 @@ pub struct RoleProfile {
     pub keyframe_factor: u32,
     /// RTP payload type.
     pub payload_type: u8,
+    /// Video: the profile_idc, constraint flags and level_idc its H.264 SPS
+    /// announces (RFC 6184's profile-level-id). Unused by audio.
+    pub profile_level_id: [u8; 3],
 }
 
 /// What every role of a webcast sends.
@@ -38,16 +41,18 @@ pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Profile {
     /// `echo360-live`: AAC-like audio at 128 kbit/s (one packet per 1024-sample
-    /// frame at 48 kHz, ~47 packets/s), H.264-like display at 475 kbit/s and
-    /// video at 365 kbit/s, 15 fps, a keyframe 5× larger every 2 s.
+    /// frame at 48 kHz, ~47 packets/s), H.264 display at 475 kbit/s (Main
+    /// profile) and video at 365 kbit/s (Constrained Baseline), both level 3.1,
+    /// 15 fps, a keyframe 5× larger every 2 s.
     pub fn echo360_live() -> Self {
-        let video = |bitrate| RoleProfile {
+        let video = |bitrate, profile_level_id| RoleProfile {
             bitrate,
             frame_rate: 15.0,
             clock_rate: 90_000,
             keyframe_interval: Some(Duration::from_secs(2)),
             keyframe_factor: 5,
             payload_type: 96,
+            profile_level_id,
         };
         Profile {
             audio: RoleProfile {
@@ -57,9 +62,10 @@ impl Profile {
                 keyframe_interval: None,
                 keyframe_factor: 1,
                 payload_type: 97,
+                profile_level_id: [0; 3],
             },
-            display: video(475_000),
-            video: video(365_000),
+            display: video(475_000, [0x4d, 0x40, 0x1f]),
+            video: video(365_000, [0x42, 0xe0, 0x1f]),
         }
     }
 
@@ -105,6 +111,12 @@ impl Profile {
 }
 
 impl RoleProfile {
+    /// Whether the role is video, sent as H.264 (RFC 6184): the roles with
+    /// keyframes.
+    pub fn is_video(&self) -> bool {
+        self.keyframe_interval.is_some()
+    }
+
     /// Payload bytes of an ordinary frame and of a keyframe, so that the average
     /// over a keyframe interval matches the bitrate.
     pub fn frame_sizes(&self) -> (usize, usize) {
