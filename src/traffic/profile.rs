@@ -36,6 +36,9 @@ pub struct Profile {
 
 /// Largest RTP packet the generator sends (header included).
 pub const MAX_PACKET: usize = 1200;
+/// Packets of parameter sets before each video keyframe, on average: one
+/// STAP-A on even-numbered streams, an SPS and a PPS packet on odd ones.
+pub const PARAMETER_SET_PACKETS: f64 = 1.5;
 /// How often each stream sends an RTCP sender report.
 pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -118,7 +121,8 @@ impl RoleProfile {
     }
 
     /// Payload bytes of an ordinary frame and of a keyframe, so that the average
-    /// over a keyframe interval matches the bitrate.
+    /// over a keyframe interval matches the bitrate. A video keyframe's bytes
+    /// include the parameter sets sent before it.
     pub fn frame_sizes(&self) -> (usize, usize) {
         let per_second = f64::from(self.bitrate) / 8.0;
         match self.keyframe_interval {
@@ -150,12 +154,55 @@ impl RoleProfile {
         payload.div_ceil(MAX_PACKET - crate::packet::rtp::FIXED_HEADER)
     }
 
-    /// The average RTP packet rate of a stream.
+    /// The average RTP packet rate of a stream (of video streams, averaged
+    /// over the two ways they send parameter sets: [`PARAMETER_SET_PACKETS`]).
     pub fn packets_per_second(&self) -> f64 {
         let (ordinary, key) = self.frame_sizes();
         let frames = self.frames_per_keyframe() as f64;
+        let parameter_sets = if self.is_video() {
+            PARAMETER_SET_PACKETS
+        } else {
+            0.0
+        };
         let per_keyframe = Self::packets_per_frame(key) as f64
+            + parameter_sets
             + (frames - 1.0) * Self::packets_per_frame(ordinary) as f64;
         per_keyframe / frames * self.frame_rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::source::StreamSource;
+    use std::time::Instant;
+
+    /// Packets one stream of `role` sends over `seconds`.
+    fn sent(role: RoleProfile, index: u32, seconds: u64) -> usize {
+        let t0 = Instant::now();
+        let mut s = StreamSource::new(index, role, 1, 0, 0, t0);
+        let mut n = 0;
+        while s.next_frame_at() < t0 + Duration::from_secs(seconds) {
+            s.frame(0, |_| n += 1);
+        }
+        n
+    }
+
+    #[test]
+    fn the_announced_packet_rate_is_what_streams_send() {
+        let p = Profile::echo360_live();
+        for role in [
+            p.display,
+            p.video,
+            p.with(None, (Some(2_000), None), (None, None)).display,
+        ] {
+            // An even stream (a STAP-A per keyframe) and an odd one (two packets).
+            let pair = (sent(role, 0, 10) + sent(role, 1, 10)) as f64 / 2.0;
+            assert_eq!(pair / 10.0, role.packets_per_second(), "{role:?}");
+        }
+        assert_eq!(
+            sent(p.audio, 0, 32),
+            (p.audio.packets_per_second() * 32.0) as usize
+        );
     }
 }
