@@ -4,6 +4,8 @@
 //! - [`profile`]: bitrates and frame rates per stream role;
 //! - [`source`]: one stream's encoder model, sans-IO: frames and packets due at
 //!   a given time, and its RTCP sender reports;
+//! - [`h264`]: H.264 over RTP (RFC 6184) as the tools speak it: parameter
+//!   sets, packet headers, and the structure checks of the sink;
 //! - [`probe`]: what each payload carries for the sink to check (send time,
 //!   stream, checksum);
 //! - [`receiver`]: one stream as the sink sees it, sans-IO: continuity,
@@ -13,6 +15,7 @@
 
 pub mod affinity;
 pub mod generator;
+pub mod h264;
 pub mod loadtest;
 pub mod probe;
 pub mod profile;

@@ -1,9 +1,13 @@
-//! What every generated RTP payload starts with, so the sink can check
+//! What every generated media payload carries, so the sink can check
 //! integrity and measure one-way latency: magic, stream number, send time,
 //! and a checksum of the rest of the payload (a fixed filler pattern, whose
 //! checksum per length is computed once, so a sender writes 20 bytes a packet).
+//! An audio payload starts with it; an H.264 slice packet has it after its two
+//! header bytes ([`h264::PROBE_AT`]); H.264 parameter-set packets have none.
 
-/// Bytes of the probe at the start of each payload.
+use super::h264;
+
+/// Bytes of the probe.
 pub const LEN: usize = 20;
 const MAGIC: [u8; 4] = *b"RRPB";
 
@@ -77,14 +81,20 @@ pub fn stamp(payload: &mut [u8], stream: u32, sent_ns: u64) {
     head[16..20].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Rewrites the send time of a datagram's probe at `offset` (where its payload
-/// starts), if it carries one: senders stamp as the datagram leaves, not as it
-/// is made. The checksum covers the filler only, so it stays valid.
+/// Rewrites the send time of a datagram's probe, if it carries one: at
+/// `offset` (where its payload starts) or [`h264::PROBE_AT`] bytes further.
+/// Senders stamp as the datagram leaves, not as it is made. The checksum
+/// covers the filler only, so it stays valid.
 pub fn restamp(datagram: &mut [u8], offset: usize, sent_ns: u64) {
-    if let Some(head) = datagram.get_mut(offset..offset + LEN)
-        && head[..4] == MAGIC
-    {
-        head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+    // An H.264 payload never has the magic at `offset`: its first byte
+    // would be 'R', NAL unit type 18, which is reserved.
+    for at in [offset, offset + h264::PROBE_AT] {
+        if let Some(head) = datagram.get_mut(at..at + LEN)
+            && head[..4] == MAGIC
+        {
+            head[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+            return;
+        }
     }
 }
 
@@ -142,6 +152,20 @@ mod tests {
             })
         );
         assert_eq!(d[..12], [0xee; 12]);
+        // After an H.264 slice's two header bytes.
+        let mut v = vec![0xeeu8; 12 + 100];
+        v[12..14].copy_from_slice(&[0x41, 0x9a]);
+        write(&mut v[14..], 6, 1);
+        restamp(&mut v, 12, 888);
+        assert_eq!(
+            read(&v[14..]),
+            Ok(Probe {
+                stream: 6,
+                sent_ns: 888
+            })
+        );
+        assert_eq!(v[..12], [0xee; 12]);
+        assert_eq!(v[12..14], [0x41, 0x9a]);
         // Not a probe (an RTCP report, say), or too short: left alone.
         let mut sr = [0x80u8; 28];
         restamp(&mut sr, 12, 777);

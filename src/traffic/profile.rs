@@ -18,6 +18,9 @@ pub struct RoleProfile {
     pub keyframe_factor: u32,
     /// RTP payload type.
     pub payload_type: u8,
+    /// Video: the profile_idc, constraint flags and level_idc its H.264 SPS
+    /// announces (RFC 6184's profile-level-id). Unused by audio.
+    pub profile_level_id: [u8; 3],
 }
 
 /// What every role of a webcast sends.
@@ -33,21 +36,26 @@ pub struct Profile {
 
 /// Largest RTP packet the generator sends (header included).
 pub const MAX_PACKET: usize = 1200;
+/// Packets of parameter sets before each video keyframe, on average: one
+/// STAP-A on even-numbered streams, an SPS and a PPS packet on odd ones.
+pub const PARAMETER_SET_PACKETS: f64 = 1.5;
 /// How often each stream sends an RTCP sender report.
 pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Profile {
     /// `echo360-live`: AAC-like audio at 128 kbit/s (one packet per 1024-sample
-    /// frame at 48 kHz, ~47 packets/s), H.264-like display at 475 kbit/s and
-    /// video at 365 kbit/s, 15 fps, a keyframe 5× larger every 2 s.
+    /// frame at 48 kHz, ~47 packets/s), H.264 display at 475 kbit/s (Main
+    /// profile) and video at 365 kbit/s (Constrained Baseline), both level 3.1,
+    /// 15 fps, a keyframe 5× larger every 2 s.
     pub fn echo360_live() -> Self {
-        let video = |bitrate| RoleProfile {
+        let video = |bitrate, profile_level_id| RoleProfile {
             bitrate,
             frame_rate: 15.0,
             clock_rate: 90_000,
             keyframe_interval: Some(Duration::from_secs(2)),
             keyframe_factor: 5,
             payload_type: 96,
+            profile_level_id,
         };
         Profile {
             audio: RoleProfile {
@@ -57,9 +65,10 @@ impl Profile {
                 keyframe_interval: None,
                 keyframe_factor: 1,
                 payload_type: 97,
+                profile_level_id: [0; 3],
             },
-            display: video(475_000),
-            video: video(365_000),
+            display: video(475_000, [0x4d, 0x40, 0x1f]),
+            video: video(365_000, [0x42, 0xe0, 0x1f]),
         }
     }
 
@@ -105,8 +114,15 @@ impl Profile {
 }
 
 impl RoleProfile {
+    /// Whether the role is video, sent as H.264 (RFC 6184): the roles with
+    /// keyframes.
+    pub fn is_video(&self) -> bool {
+        self.keyframe_interval.is_some()
+    }
+
     /// Payload bytes of an ordinary frame and of a keyframe, so that the average
-    /// over a keyframe interval matches the bitrate.
+    /// over a keyframe interval matches the bitrate. A video keyframe's bytes
+    /// include the parameter sets sent before it.
     pub fn frame_sizes(&self) -> (usize, usize) {
         let per_second = f64::from(self.bitrate) / 8.0;
         match self.keyframe_interval {
@@ -138,12 +154,55 @@ impl RoleProfile {
         payload.div_ceil(MAX_PACKET - crate::packet::rtp::FIXED_HEADER)
     }
 
-    /// The average RTP packet rate of a stream.
+    /// The average RTP packet rate of a stream (of video streams, averaged
+    /// over the two ways they send parameter sets: [`PARAMETER_SET_PACKETS`]).
     pub fn packets_per_second(&self) -> f64 {
         let (ordinary, key) = self.frame_sizes();
         let frames = self.frames_per_keyframe() as f64;
+        let parameter_sets = if self.is_video() {
+            PARAMETER_SET_PACKETS
+        } else {
+            0.0
+        };
         let per_keyframe = Self::packets_per_frame(key) as f64
+            + parameter_sets
             + (frames - 1.0) * Self::packets_per_frame(ordinary) as f64;
         per_keyframe / frames * self.frame_rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::source::StreamSource;
+    use std::time::Instant;
+
+    /// Packets one stream of `role` sends over `seconds`.
+    fn sent(role: RoleProfile, index: u32, seconds: u64) -> usize {
+        let t0 = Instant::now();
+        let mut s = StreamSource::new(index, role, 1, 0, 0, t0);
+        let mut n = 0;
+        while s.next_frame_at() < t0 + Duration::from_secs(seconds) {
+            s.frame(0, |_| n += 1);
+        }
+        n
+    }
+
+    #[test]
+    fn the_announced_packet_rate_is_what_streams_send() {
+        let p = Profile::echo360_live();
+        for role in [
+            p.display,
+            p.video,
+            p.with(None, (Some(2_000), None), (None, None)).display,
+        ] {
+            // An even stream (a STAP-A per keyframe) and an odd one (two packets).
+            let pair = (sent(role, 0, 10) + sent(role, 1, 10)) as f64 / 2.0;
+            assert_eq!(pair / 10.0, role.packets_per_second(), "{role:?}");
+        }
+        assert_eq!(
+            sent(p.audio, 0, 32),
+            (p.audio.packets_per_second() * 32.0) as usize
+        );
     }
 }

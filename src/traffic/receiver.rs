@@ -2,7 +2,12 @@
 //! continuity (through [`RtpStream`]), payload integrity, one-way latency, and
 //! the RTCP receiver reports it answers with (RFC 3550 §6.4.2: fraction and
 //! cumulative lost, extended highest sequence, jitter, LSR/DLSR).
+//!
+//! Video payloads are read as H.264 (RFC 6184, [`h264`]): their structure is
+//! checked, slice packets carry the probe after their header bytes, and the
+//! parameter sets are kept for comparison with what a relay announces.
 
+use super::h264::{self, FragmentOrder, Unit};
 use super::probe::{self, ProbeError};
 use crate::packet::rtp::RtpHeader;
 use crate::stats::rtp::{RtpSnapshot, RtpStream};
@@ -16,16 +21,93 @@ pub struct StreamReceiver {
     ssrc: u32,
     /// Payloads whose checksum failed.
     pub corrupt: u64,
-    /// Packets that are not RTP or carry no probe.
+    /// Packets that are not RTP, or carry neither a probe nor (video)
+    /// parameter sets.
     pub foreign: u64,
+    /// Video packets whose H.264 structure is wrong: a payload RFC 6184's
+    /// mode 1 does not allow, or FU-A fragments out of order
+    /// ([`h264::Malformed`]).
+    pub malformed: u64,
+    /// Video packets of parameter sets: an SPS, a PPS, or a STAP-A with them.
+    pub parameter_set_packets: u64,
     /// Receiver reports built.
     pub reports: u64,
     last_sr: Option<(u32, Instant)>,
     prior: (u64, u64),
+    /// Video: what the H.264 checks keep; `None` for audio.
+    h264: Option<H264>,
+}
+
+/// A video stream's H.264 state.
+#[derive(Clone, Debug, Default)]
+struct H264 {
+    order: FragmentOrder,
+    /// The last SPS and PPS seen (empty until then).
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+}
+
+/// What a well-formed H.264 payload carries, for the counters.
+enum Carries {
+    /// A slice or a fragment of one: the probe follows its header bytes.
+    Slice,
+    /// Parameter sets, no probe.
+    ParameterSets,
+    /// Neither (another NAL unit type): not the generator's.
+    Other,
+}
+
+impl H264 {
+    /// Reads a payload's structure, keeping its parameter sets; whether its
+    /// fragments are in order besides.
+    fn read(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<(Carries, bool), h264::Malformed> {
+        let unit = h264::parse(payload)?;
+        let in_order = self
+            .order
+            .on_packet(h.sequence, h.timestamp, h.marker, &unit)
+            .is_ok();
+        let carries = match unit {
+            Unit::Single(nal) => match h264::nal_type(nal[0]) {
+                h264::SLICE | h264::IDR => Carries::Slice,
+                _ if self.keep(nal) => Carries::ParameterSets,
+                _ => Carries::Other,
+            },
+            Unit::Aggregate(a) => {
+                let mut any = false;
+                for nal in a.units() {
+                    any |= self.keep(nal);
+                }
+                if any {
+                    Carries::ParameterSets
+                } else {
+                    Carries::Other
+                }
+            }
+            Unit::Fragment { .. } => Carries::Slice,
+        };
+        Ok((carries, in_order))
+    }
+
+    /// Keeps `nal` if it is an SPS or a PPS (copying only when it changed:
+    /// the same ones come before every keyframe); whether it was one.
+    fn keep(&mut self, nal: &[u8]) -> bool {
+        let kept = match h264::nal_type(nal[0]) {
+            h264::SPS => &mut self.sps,
+            h264::PPS => &mut self.pps,
+            _ => return false,
+        };
+        if kept[..] != *nal {
+            kept.clear();
+            kept.extend_from_slice(nal);
+        }
+        true
+    }
 }
 
 impl StreamReceiver {
-    /// A receiver for a stream on `clock_rate`; `ssrc` is the sink's own (RR sender).
+    /// A receiver for a stream on `clock_rate`; `ssrc` is the sink's own (RR
+    /// sender). A stream on H.264's 90 kHz clock ([`h264::CLOCK_RATE`]) is
+    /// read as H.264: in the traffic profiles only video has that clock.
     pub fn new(clock_rate: u32, ssrc: u32) -> Self {
         StreamReceiver {
             stats: RtpStream::new(clock_rate),
@@ -33,9 +115,12 @@ impl StreamReceiver {
             ssrc,
             corrupt: 0,
             foreign: 0,
+            malformed: 0,
+            parameter_set_packets: 0,
             reports: 0,
             last_sr: None,
             prior: (0, 0),
+            h264: (clock_rate == h264::CLOCK_RATE).then(H264::default),
         }
     }
 
@@ -48,7 +133,38 @@ impl StreamReceiver {
         };
         self.stats.on_packet(&h, data.len(), now);
         let payload = &data[data.len() - h.payload_len - padding(data)..data.len() - padding(data)];
-        match probe::read(payload) {
+        let Some(video) = &mut self.h264 else {
+            return self.probe(payload, now_ns);
+        };
+        match video.read(&h, payload) {
+            Err(_) => {
+                self.malformed += 1;
+                None
+            }
+            Ok((carries, in_order)) => {
+                // A fragment out of order still has its bytes: its probe
+                // is checked.
+                self.malformed += u64::from(!in_order);
+                match carries {
+                    Carries::Slice => {
+                        self.probe(payload.get(h264::PROBE_AT..).unwrap_or(&[]), now_ns)
+                    }
+                    Carries::ParameterSets => {
+                        self.parameter_set_packets += 1;
+                        None
+                    }
+                    Carries::Other => {
+                        self.foreign += 1;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the probe at the start of `at`.
+    fn probe(&mut self, at: &[u8], now_ns: u64) -> Option<u64> {
+        match probe::read(at) {
             Ok(p) => Some(now_ns.saturating_sub(p.sent_ns)),
             Err(ProbeError::Corrupt) => {
                 self.corrupt += 1;
@@ -59,6 +175,16 @@ impl StreamReceiver {
                 None
             }
         }
+    }
+
+    /// The last SPS and PPS (NAL units) the stream carried, in single NAL
+    /// unit packets or STAP-As, once both have come; `None` before, and for
+    /// audio.
+    pub fn parameter_sets(&self) -> Option<(&[u8], &[u8])> {
+        self.h264
+            .as_ref()
+            .filter(|v| !v.sps.is_empty() && !v.pps.is_empty())
+            .map(|v| (&v.sps[..], &v.pps[..]))
     }
 
     /// Notes a sender report (for LSR/DLSR) received at `now`.
@@ -192,5 +318,142 @@ mod tests {
         assert_eq!(rx.corrupt, 1);
         assert_eq!(rx.on_rtp(b"junk", t0, 0), None);
         assert_eq!(rx.foreign, 1);
+    }
+
+    /// Four seconds of a video stream: two keyframes.
+    fn video(index: u32) -> (StreamSource, Vec<Vec<u8>>) {
+        let t0 = Instant::now();
+        let mut src = StreamSource::new(index, Profile::echo360_live().video, 9, 0, 0, t0);
+        let mut packets = Vec::new();
+        for _ in 0..60 {
+            src.frame(1_000, |p| packets.push(p.to_vec()));
+        }
+        (src, packets)
+    }
+
+    #[test]
+    fn parameter_sets_are_counted_and_kept_not_taken_for_foreign() {
+        let t0 = Instant::now();
+        // Stream 0 sends a STAP-A per keyframe, stream 1 an SPS and a PPS packet.
+        for (index, per_keyframe) in [(0, 1), (1, 2)] {
+            let (src, packets) = video(index);
+            let mut rx = StreamReceiver::new(90_000, 2);
+            assert_eq!(rx.parameter_sets(), None);
+            let mut probed = 0;
+            for p in &packets {
+                if let Some(ns) = rx.on_rtp(p, t0, 3_000) {
+                    assert_eq!(ns, 2_000);
+                    probed += 1;
+                }
+            }
+            assert_eq!(rx.parameter_set_packets, 2 * per_keyframe);
+            assert_eq!(
+                probed,
+                packets.len() as u64 - 2 * per_keyframe,
+                "every slice packet"
+            );
+            assert_eq!((rx.foreign, rx.corrupt, rx.malformed), (0, 0, 0));
+            assert_eq!(rx.parameter_sets(), src.parameter_sets());
+            assert_eq!(
+                rx.snapshot().packets,
+                packets.len() as u64,
+                "RTP counts them all"
+            );
+        }
+    }
+
+    #[test]
+    fn new_parameter_sets_replace_the_old() {
+        let t0 = Instant::now();
+        let (_, packets) = video(1);
+        let mut rx = StreamReceiver::new(90_000, 2);
+        for p in &packets[..2] {
+            rx.on_rtp(p, t0, 0);
+        }
+        let (sps, pps) = rx
+            .parameter_sets()
+            .map(|(s, p)| (s.to_vec(), p.to_vec()))
+            .unwrap();
+        // An encoder restart: another SPS in a STAP-A, the PPS alone.
+        let other = crate::traffic::h264::parameter_sets(&Profile::echo360_live().display, 5).0;
+        let mut stap = packets[0][..12].to_vec();
+        stap[3] = 100;
+        stap.extend(crate::traffic::h264::stap_a(&[&other]));
+        rx.on_rtp(&stap, t0, 0);
+        assert_eq!(rx.parameter_sets(), Some((&other[..], &pps[..])));
+        assert_ne!(other, sps);
+        assert_eq!(rx.parameter_set_packets, 3);
+    }
+
+    #[test]
+    fn fragments_out_of_order_or_misflagged_are_malformed() {
+        let t0 = Instant::now();
+        let (_, packets) = video(0);
+        // The first keyframe: a STAP-A, then FU-A fragments 1..=12.
+        assert_eq!(packets[1][12] & 0x1f, 28);
+        assert_eq!(packets[1][13] & 0xc0, 0x80, "S");
+        let run = |packets: &[Vec<u8>]| {
+            let mut rx = StreamReceiver::new(90_000, 2);
+            for p in packets {
+                rx.on_rtp(p, t0, 0);
+            }
+            rx
+        };
+        assert_eq!(run(&packets).malformed, 0);
+        // Two fragments' contents swapped, sequence numbers kept: the start
+        // comes second.
+        let mut swapped = packets.clone();
+        let (a, b) = (swapped[1][12..].to_vec(), swapped[2][12..].to_vec());
+        swapped[1].truncate(12);
+        swapped[1].extend(b);
+        swapped[2].truncate(12);
+        swapped[2].extend(a);
+        let rx = run(&swapped);
+        assert_eq!(
+            rx.malformed, 2,
+            "a middle without start, then a start inside"
+        );
+        assert_eq!(
+            (rx.corrupt, rx.foreign),
+            (0, 0),
+            "the bytes themselves are intact"
+        );
+        // No S on the first fragment.
+        let mut no_start = packets.clone();
+        no_start[1][13] &= !0x80;
+        assert_eq!(run(&no_start).malformed, 1);
+        // E on a middle fragment: the next one continues an ended unit.
+        let mut early_end = packets.clone();
+        early_end[5][13] |= 0x40;
+        assert_eq!(run(&early_end).malformed, 1);
+        // S and E together: not a fragment at all.
+        let mut both = packets.clone();
+        both[1][13] |= 0x40;
+        let rx = run(&both);
+        assert_eq!(rx.malformed, 1);
+        assert_eq!(rx.foreign, 0);
+        // A fragment lost on the network is a loss, not malformed.
+        let mut lost = packets.clone();
+        lost.remove(4);
+        let rx = run(&lost);
+        assert_eq!((rx.malformed, rx.snapshot().lost), (0, 1));
+    }
+
+    proptest::proptest! {
+        /// Whatever follows a valid RTP header, reading it never panics and
+        /// every packet is counted by RTP.
+        #[test]
+        fn any_video_payload_is_read_without_panic(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..20),
+        ) {
+            let t0 = Instant::now();
+            let mut rx = StreamReceiver::new(90_000, 2);
+            for (i, payload) in payloads.iter().enumerate() {
+                let mut p = vec![0x80, 96, 0, i as u8, 0, 0, 0, 0, 0, 0, 0, 1];
+                p.extend(payload);
+                rx.on_rtp(&p, t0, 0);
+            }
+            proptest::prop_assert_eq!(rx.snapshot().packets, payloads.len() as u64);
+        }
     }
 }
