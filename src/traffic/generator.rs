@@ -205,19 +205,25 @@ fn run_thread(
             Ok(s)
         })
         .collect::<io::Result<_>>()?;
-    // The schedule starts once the sockets are open (thousands of them take a while).
-    let start = Instant::now();
-    let mut sources: Vec<StreamSource> = mine
+    let made = Instant::now();
+    let sources: Vec<(StreamSource, Duration)> = mine
         .iter()
         .map(|&i| {
-            // Spread first frames over one frame interval.
             let p = o.profile.role(o.targets[i].role);
-            let offset = Duration::from_secs_f64(fastrand::f64() / p.frame_rate);
             let (ssrc, seq, ts) = (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..));
-            let source = StreamSource::new(i as u32, p, ssrc, seq, ts, start + offset);
+            let source = StreamSource::new(i as u32, p, ssrc, seq, ts, made);
             let gop = source.frames_per_keyframe();
-            source.keyframe_phase(fastrand::u64(..gop))
+            // Spread first frames over one frame interval.
+            let offset = Duration::from_secs_f64(fastrand::f64() / p.frame_rate);
+            (source.keyframe_phase(fastrand::u64(..gop)), offset)
         })
+        .collect();
+    // The schedule starts once the sockets are open and the streams made
+    // (thousands of each take a while).
+    let start = Instant::now();
+    let mut sources: Vec<StreamSource> = sources
+        .into_iter()
+        .map(|(s, offset)| s.starting_at(start + offset))
         .collect();
     let mut wheel = Wheel::new(WHEEL_SLOTS);
     for (i, s) in sources.iter().enumerate() {

@@ -70,6 +70,12 @@ impl ParameterSets {
     }
 }
 
+/// How long after its first frame a stream sends its first sender report:
+/// spread over the interval so that the streams' reports do not coincide.
+fn first_report(index: u32) -> Duration {
+    SR_INTERVAL.mul_f64(f64::from(index % 97) / 97.0)
+}
+
 /// NTP seconds at the Unix epoch.
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
@@ -102,8 +108,7 @@ impl StreamSource {
             sizes: profile.frame_sizes(),
             packets: 0,
             octets: 0,
-            // Spread first reports over the interval so they do not all coincide.
-            next_sr: start + SR_INTERVAL.mul_f64(f64::from(index % 97) / 97.0),
+            next_sr: start + first_report(index),
             buf: {
                 let mut buf = vec![0; MAX_PACKET];
                 let at = if profile.is_video() {
@@ -140,6 +145,15 @@ impl StreamSource {
     /// Keyframes come every this many frames (`u64::MAX`: never, as audio).
     pub fn frames_per_keyframe(&self) -> u64 {
         self.frames_per_gop
+    }
+
+    /// The same stream, its first frame at `start` instead (and its first
+    /// report as far after it). A sender makes thousands of streams before it
+    /// starts the clock: building them is no part of the schedule.
+    pub fn starting_at(mut self, start: Instant) -> Self {
+        self.start = start;
+        self.next_sr = start + first_report(self.index);
+        self
     }
 
     /// When the next frame is due.
