@@ -12,6 +12,7 @@
 #   benches/load_tools.sh                          # 3 runs of this build
 #   BASELINE=/tmp/before/rtp-relay RUNS=3 benches/load_tools.sh
 #   WEBCASTS=1024 DURATION=10 EXTRA="--receive per-port" benches/load_tools.sh
+#   BASELINE=target/release/rtp-relay EXTRA=--realtime BASELINE_EXTRA= benches/load_tools.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin rtp-relay
@@ -20,6 +21,7 @@ WEBCASTS=${WEBCASTS:-2048}
 DURATION=${DURATION:-8}
 RUNS=${RUNS:-3}
 EXTRA=${EXTRA:-}
+BASELINE_EXTRA=${BASELINE_EXTRA-$EXTRA}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
@@ -30,11 +32,11 @@ all_cpu() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk '{ sub(/.*\) /, ""); t += $12 + $13 } END { print t / 100 }'
 }
 
-measure() { # name binary run
-    local name=$1 bin=$2 run=$3 window
+measure() { # name binary run extra-arguments
+    local name=$1 bin=$2 run=$3 extra=$4 window
     window=$(awk -v d="$DURATION" 'BEGIN { print d - 2.5 }')
     # shellcheck disable=SC2086
-    "$bin" loadtest --direct --groups "$WEBCASTS" --duration "${DURATION}s" --json $EXTRA \
+    "$bin" loadtest --direct --groups "$WEBCASTS" --duration "${DURATION}s" --json $extra \
         > "$OUT/$name-$run.json" 2> /dev/null &
     local pid=$!
     sleep 1.5
@@ -48,9 +50,9 @@ measure() { # name binary run
 
 for run in $(seq 1 "$RUNS"); do
     if [ -n "${BASELINE:-}" ]; then
-        measure baseline "$BASELINE" "$run"
+        measure baseline "$BASELINE" "$run" "$BASELINE_EXTRA"
     fi
-    measure current "$BIN" "$run"
+    measure current "$BIN" "$run" "$EXTRA"
 done
 
 python3 - "$OUT" "$RUNS" <<'PY'

@@ -109,7 +109,10 @@ fn gen_to_sink(first_group: u32, receive: sink::Receive) -> sink::Report {
         localhost,
         &streams,
         &profile,
-        sink::Options { receive, cpu: None },
+        sink::Options {
+            receive,
+            ..Default::default()
+        },
     )
     .unwrap();
     let options = generator::Options {
@@ -120,6 +123,7 @@ fn gen_to_sink(first_group: u32, receive: sink::Receive) -> sink::Report {
         bind: localhost,
         threads: 2,
         cpus: Vec::new(),
+        realtime: false,
     };
     let g = generator::run(&options, &AtomicBool::new(false), &AtomicU64::new(0)).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -33,6 +33,10 @@ pub struct GenArgs {
     /// i-th, round robin).
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
+    /// Run the sending threads at a real-time priority (SCHED_FIFO; root or
+    /// CAP_SYS_NICE), so that other tasks do not delay them.
+    #[arg(long)]
+    pub realtime: bool,
     /// Bitrate and frame-rate overrides of the profile.
     #[command(flatten)]
     pub rates: RateArgs,
@@ -63,6 +67,7 @@ pub fn generate(a: GenArgs) -> ExitCode {
         bind: a.bind,
         threads: a.threads,
         cpus: a.cpus,
+        realtime: a.realtime,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     match generator::run(&options, &stop, &std::sync::atomic::AtomicU64::new(0)) {

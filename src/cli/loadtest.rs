@@ -59,6 +59,11 @@ pub struct LoadtestArgs {
     /// Pin the sink's thread to this CPU.
     #[arg(long)]
     pub sink_cpu: Option<usize>,
+    /// Run gen's and sink's threads at a real-time priority (SCHED_FIFO; root
+    /// or CAP_SYS_NICE), so that the tools' own waits for a CPU stay out of
+    /// the latency figures. The relay is not changed.
+    #[arg(long)]
+    pub realtime: bool,
     /// How the sink reads its media ports: through one steered socket when
     /// allowed (CAP_BPF and CAP_NET_ADMIN), or a socket per port.
     #[arg(long, value_enum, default_value = "auto")]
@@ -114,9 +119,13 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
         sockets: a.sockets,
         generator_threads: a.generator_threads,
         generator_cpus: a.generator_cpus,
+        realtime: a.realtime,
         sink: crate::traffic::sink::Options {
             receive: a.receive,
-            cpu: a.sink_cpu,
+            placement: crate::traffic::scheduling::Placement {
+                cpu: a.sink_cpu,
+                realtime: a.realtime,
+            },
         },
         progress: !a.json,
         scrape_every: a.scrape_every,

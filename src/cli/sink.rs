@@ -28,6 +28,10 @@ pub struct SinkArgs {
     /// Pin the receiving thread to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// Run the receiving thread at a real-time priority (SCHED_FIFO; root or
+    /// CAP_SYS_NICE), so that other tasks do not delay it.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 /// `rtp-relay sink …`.
@@ -52,7 +56,10 @@ pub fn sink(a: SinkArgs) -> ExitCode {
         &t.profile,
         sink::Options {
             receive: a.receive,
-            cpu: a.cpu,
+            placement: crate::traffic::scheduling::Placement {
+                cpu: a.cpu,
+                realtime: a.realtime,
+            },
         },
     ) {
         Ok(s) => s,

@@ -4,6 +4,7 @@
 
 use super::probe;
 use super::profile::Profile;
+use super::scheduling::Placement;
 use super::source::StreamSource;
 use super::wheel::Wheel;
 use crate::group::Role;
@@ -49,6 +50,8 @@ pub struct Options {
     pub threads: usize,
     /// CPUs to pin the threads to, round robin (none: not pinned).
     pub cpus: Vec<usize>,
+    /// Run the threads at a real-time priority.
+    pub realtime: bool,
 }
 
 /// What was generated.
@@ -111,8 +114,12 @@ enum Event {
 /// Streams are split between `threads` threads, each pacing and sending its own.
 pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<Report> {
     let threads = o.threads.clamp(1, o.targets.len().max(1));
-    for &cpu in &o.cpus {
-        super::affinity::check(cpu)?;
+    let placement = |t: usize| Placement {
+        cpu: (!o.cpus.is_empty()).then(|| o.cpus[t % o.cpus.len()]),
+        realtime: o.realtime,
+    };
+    for t in 0..threads.max(o.cpus.len()) {
+        placement(t).check()?;
     }
     let counts: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let reports: Vec<io::Result<Report>> = std::thread::scope(|scope| {
@@ -120,11 +127,9 @@ pub fn run(o: &Options, stop: &AtomicBool, progress: &AtomicU64) -> io::Result<R
             .map(|t| {
                 let mine: Vec<usize> = (t..o.targets.len()).step_by(threads).collect();
                 let count = &counts[t];
-                let cpu = (!o.cpus.is_empty()).then(|| o.cpus[t % o.cpus.len()]);
+                let placement = placement(t);
                 scope.spawn(move || {
-                    if let Some(cpu) = cpu {
-                        super::affinity::pin_current_thread(cpu)?;
-                    }
+                    placement.apply()?;
                     run_thread(o, &mine, (o.sockets / threads).max(1), stop, count)
                 })
             })

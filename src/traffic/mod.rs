@@ -13,13 +13,13 @@
 //! - [`wheel`]: the timer wheel that paces every stream on one timer;
 //! - [`generator`] (`gen`), [`sink`], [`loadtest`]: the I/O around them.
 
-pub mod affinity;
 pub mod generator;
 pub mod h264;
 pub mod loadtest;
 pub mod probe;
 pub mod profile;
 pub mod receiver;
+pub mod scheduling;
 pub mod sink;
 pub mod source;
 pub mod steer;

@@ -4,6 +4,7 @@
 
 use super::profile::{Profile, SR_INTERVAL};
 use super::receiver::StreamReceiver;
+use super::scheduling::Placement;
 use super::steer::Steering;
 use crate::group::Role;
 use crate::udp::{BATCH, Batch};
@@ -109,8 +110,8 @@ pub enum Receive {
 pub struct Options {
     /// How media ports are read.
     pub receive: Receive,
-    /// Pin the sink's thread to this CPU.
-    pub cpu: Option<usize>,
+    /// Where and how its thread runs.
+    pub placement: Placement,
 }
 
 /// A running sink.
@@ -146,9 +147,7 @@ impl Sink {
         profile: &Profile,
         options: Options,
     ) -> io::Result<Sink> {
-        if let Some(cpu) = options.cpu {
-            super::affinity::check(cpu)?;
-        }
+        options.placement.check()?;
         let poll = Poll::new()?;
         let mut ports = Vec::with_capacity(streams.len() * 2);
         for (i, s) in streams.iter().enumerate() {
@@ -208,10 +207,8 @@ impl Sink {
         let thread = std::thread::Builder::new()
             .name("sink".into())
             .spawn(move || {
-                if let Some(cpu) = options.cpu {
-                    // Checked above; a refusal now leaves the thread unpinned.
-                    let _ = super::affinity::pin_current_thread(cpu);
-                }
+                // Checked above; a refusal now leaves the thread as it was.
+                let _ = options.placement.apply();
                 let mut sink = Receiving {
                     states,
                     by_port,

@@ -48,6 +48,7 @@ pub(super) fn measure(
         bind: localhost,
         threads: o.generator_threads,
         cpus: o.generator_cpus.clone(),
+        realtime: o.realtime,
     };
     let cpu_before = relay_cpu(pid, url);
     let started = Instant::now();

@@ -78,6 +78,9 @@ pub struct Options {
     pub generator_threads: usize,
     /// CPUs the generator's threads are pinned to (none: not pinned).
     pub generator_cpus: Vec<usize>,
+    /// The generator's threads at a real-time priority (the sink's says so in
+    /// `sink`).
+    pub realtime: bool,
     /// How the sink reads, and the CPU its thread is pinned to.
     pub sink: crate::traffic::sink::Options,
     /// Show a progress bar.
