@@ -19,5 +19,6 @@ fn main() -> ExitCode {
         Command::Gen(args) => cli::generate(args),
         Command::Sink(args) => cli::sink(args),
         Command::Loadtest(args) => cli::loadtest(args),
+        Command::Sdp(args) => cli::sdp(args),
     }
 }

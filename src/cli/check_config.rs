@@ -33,5 +33,16 @@ pub fn check_config(path: &Path) -> ExitCode {
         "# data path: {}",
         crate::dataplane::ebpf::plan(&config.fast_path_options())
     );
+    let dir = &config.wowza.sdp_dir;
+    if dir.as_os_str().is_empty() {
+        println!("# sdp_dir: not set (SDP only from GET /v1/reservations/{{event_id}}/sdp)");
+    } else {
+        match crate::sdp::files::check_writable(dir) {
+            Ok(()) => println!("# sdp_dir: {} is writable", dir.display()),
+            Err(e) => println!(
+                "# sdp_dir: WARNING: {e} — the relay runs, but writes no SDP file until it can"
+            ),
+        }
+    }
     ExitCode::SUCCESS
 }

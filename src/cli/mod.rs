@@ -1,7 +1,7 @@
 //! The command line (docs/cli.md): parsing with one-line errors (exit status 2),
 //! and one module per command besides `run` (which is [`crate::service::run`]):
 //!
-//! - `ports` and `check_config`: the small commands;
+//! - `ports`, `check_config` and `sdp`: the small commands;
 //! - `generate` (`gen`), `sink` and `loadtest` (with its ramp): the traffic
 //!   tools, over [`crate::traffic`];
 //! - `traffic` and `groups`: what `gen` and `sink` share — their arguments,
@@ -14,6 +14,7 @@ mod groups;
 mod loadtest;
 mod ports;
 mod report;
+mod sdp;
 mod sink;
 mod traffic;
 
@@ -22,6 +23,7 @@ pub use generate::{GenArgs, generate};
 pub use groups::Groups;
 pub use loadtest::{LoadtestArgs, loadtest};
 pub use ports::ports;
+pub use sdp::{SdpArgs, sdp};
 pub use sink::{SinkArgs, sink};
 pub use traffic::{RateArgs, TrafficArgs};
 
@@ -65,6 +67,8 @@ pub enum Command {
     Sink(SinkArgs),
     /// Drive gen and sink through a relay and report throughput, loss, latency, CPU.
     Loadtest(LoadtestArgs),
+    /// Print a reservation's SDP (Wowza's RTP ingest) from a running relay.
+    Sdp(SdpArgs),
 }
 
 /// `--config PATH`.
@@ -85,7 +89,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 ExitCode::SUCCESS
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("rtp-relay: a command is required: run, check-config, ports, gen, sink or loadtest (see 'rtp-relay --help')");
+                eprintln!("rtp-relay: a command is required: run, check-config, ports, gen, sink, loadtest or sdp (see 'rtp-relay --help')");
                 ExitCode::from(2)
             }
             _ => {

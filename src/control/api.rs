@@ -5,13 +5,14 @@ use super::body::{parse, read};
 use super::coordinator::{Coordinator, Created};
 use super::error::ApiError;
 use super::published::Published;
-use super::{Shared, view};
+use super::{Shared, sdp, view};
 use crate::clock::Now;
-use crate::group::GroupId;
+use crate::group::{GroupId, Role};
 use crate::reservation::{Change, Reservation};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -24,13 +25,14 @@ pub async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> 
     let now = Now::read();
     let views: Vec<_> = published
         .entries()
-        .map(|e| view::reservation(&published, e, false, &now))
+        .map(|e| with_sdp_error(&shared, view::reservation(&published, e, false, &now)))
         .collect();
     Json(json!({ "reservations": views }))
 }
 
 pub async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
-    Ok(Json(view_of(&shared.published(), &id, &Now::read())?).into_response())
+    let view = view_of(&shared.published(), &id, &Now::read())?;
+    Ok(Json(with_sdp_error(&shared, view)).into_response())
 }
 
 pub async fn group(
@@ -46,7 +48,8 @@ pub async fn group(
     let entry = published
         .occupant(group, now.wall)
         .ok_or_else(|| ApiError::not_found(format!("no reservation occupies group {group} now")))?;
-    Ok(Json(view::reservation(&published, entry, false, &now)).into_response())
+    let view = view::reservation(&published, entry, false, &now);
+    Ok(Json(with_sdp_error(&shared, view)).into_response())
 }
 
 pub async fn create(
@@ -112,11 +115,54 @@ pub async fn delete(
     .await
 }
 
-pub async fn sdp(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response> {
-    view_of(&shared.published(), &id, &Now::read())?;
-    Err(ApiError::not_implemented(
-        "SDP generation is not available in this version; configure Wowza's RTP ingest with the ports from GET /v1/reservations/{event_id}",
-    ))
+/// `?video=ROLE` of the SDP route.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdpQuery {
+    video: Option<String>,
+}
+
+pub async fn sdp(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    query: std::result::Result<Query<SdpQuery>, QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::invalid(format!(
+            "{}; the one parameter is video=ROLE",
+            e.body_text()
+        ))
+    })?;
+    let video = match query.video.as_deref() {
+        None => None,
+        Some(name) => Some(
+            name.parse::<Role>()
+                .map_err(|e| ApiError::invalid(format!("video: {e}")))?,
+        ),
+    };
+    let published = shared.published();
+    let entry = published
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no reservation with event_id {id:?}")))?;
+    match sdp::describe(
+        &published,
+        entry,
+        video,
+        &shared.sdp_defaults(),
+        &Now::read(),
+    ) {
+        Ok(text) => Ok(([(header::CONTENT_TYPE, "application/sdp")], text).into_response()),
+        Err(sdp::SdpError::NoSuchVideo(why)) => Err(ApiError::not_found(why)),
+        Err(sdp::SdpError::NotReady(why)) => Err(ApiError::not_ready(format!(
+            "the SDP of {id:?} is not ready: {why}; it is once the appliance's packets carry it (an H.264 encoder sends its SPS and PPS with every keyframe)"
+        ))),
+    }
+}
+
+/// A view with its reservation's current `sdp_dir` error, if any.
+fn with_sdp_error(shared: &Shared, mut view: view::ReservationView) -> view::ReservationView {
+    view.sdp_file_error = shared.sdp_file_error(&view.event_id);
+    view
 }
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response> {

@@ -64,9 +64,9 @@ impl ApiError {
         )
     }
 
-    /// 501: the route exists but is not implemented yet.
-    pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
+    /// 503 `not_ready`: something has not been seen on the wire yet.
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
     }
 
     /// 500: something on the relay's side.

@@ -27,6 +27,7 @@ use axum::response::Response;
 use axum::routing::get;
 use coordinator::Coordinator;
 use published::{Published, Reader};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use body::MAX_BODY_BYTES;
@@ -41,6 +42,11 @@ pub struct Shared {
     pub token: RwLock<Option<String>>,
     /// The Prometheus exporter.
     pub exporter: exporter::Exporter,
+    /// `[sdp]`: the audio parameters of every SDP (replaced on reload).
+    pub sdp: RwLock<crate::config::Sdp>,
+    /// The current error writing a reservation's files into `[wowza]
+    /// sdp_dir`, by event id (kept by the task that writes them).
+    pub sdp_file_errors: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -49,13 +55,33 @@ impl Shared {
         coordinator: Coordinator,
         token: Option<String>,
         exporter: exporter::Exporter,
+        sdp: crate::config::Sdp,
     ) -> Self {
         Shared {
             reader: coordinator.reader(),
             coordinator: Mutex::new(coordinator),
             token: RwLock::new(token),
             exporter,
+            sdp: RwLock::new(sdp),
+            sdp_file_errors: Mutex::default(),
         }
+    }
+
+    /// `[sdp]` in force.
+    pub fn sdp_defaults(&self) -> crate::config::Sdp {
+        self.sdp
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current error writing `event_id`'s SDP files, if any.
+    pub fn sdp_file_error(&self, event_id: &str) -> Option<String> {
+        self.sdp_file_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(event_id)
+            .cloned()
     }
 
     /// Locks the coordinator (a mutation; may wait on `fsync` and binds: never

@@ -45,6 +45,10 @@ pub struct ReservationView {
     /// Live statistics of every stream whose ports are bound.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamView>,
+    /// Why its SDP files cannot be written into `[wowza] sdp_dir` (the relay
+    /// keeps trying).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdp_file_error: Option<String>,
 }
 
 /// One stream (pair) with the live figures of its two ports.
@@ -136,6 +140,7 @@ pub fn reservation(published: &Published, e: &Entry, ended: bool, now: &Now) -> 
         } else {
             streams(bound, e, now)
         },
+        sdp_file_error: None,
     }
 }
 

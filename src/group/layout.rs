@@ -100,7 +100,32 @@ impl FromStr for Layout {
     }
 }
 
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown stream role `{s}`, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::PrimaryAudio,
+        Role::PrimaryDisplay,
+        Role::SecondaryDisplay,
+        Role::PrimaryVideo,
+        Role::SecondaryVideo,
+    ];
+
     /// The `stream` label value, e.g. `primary_audio`.
     pub fn as_str(self) -> &'static str {
         match self {

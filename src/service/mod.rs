@@ -3,9 +3,11 @@
 //!
 //! - the scheduler (below): ticks the coordinator at the schedule's deadlines;
 //! - [`stream_watch`]: logs stream starts, stalls, SSRC changes and drops;
+//! - [`sdp_files`]: keeps every reservation's SDP in `[wowza] sdp_dir`;
 //! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`;
 //! - [`shutdown`]: the stop signal they all wait on.
 
+pub mod sdp_files;
 pub mod shutdown;
 pub mod signals;
 pub mod stream_watch;
@@ -138,6 +140,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         coordinator,
         config.control.token.clone(),
         Exporter::new(path, &interfaces),
+        config.sdp.clone(),
     ));
     let (trigger, stop) = shutdown::channel();
     let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));
@@ -146,6 +149,13 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         config.stream.stall_timeout.0,
         stop.clone(),
     ));
+    if !config.wowza.sdp_dir.as_os_str().is_empty() {
+        tokio::spawn(sdp_files::run(
+            shared.clone(),
+            config.wowza.sdp_dir.clone(),
+            stop.clone(),
+        ));
+    }
     tokio::spawn(signals::run(
         shared.clone(),
         config,

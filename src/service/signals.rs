@@ -75,6 +75,10 @@ fn reload(shared: &Shared, running: Config, path: &Path, log: &LogHandle) -> Con
         .token
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = new.control.token.clone();
+    *shared
+        .sdp
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new.sdp.clone();
     log.set_level(&new.log.level);
     info!("SIGHUP: configuration reloaded");
     new
@@ -107,6 +111,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "stream.video_clock_rate" => stream.video_clock_rate;
         "stream.stall_timeout" => stream.stall_timeout;
         "state.path" => state.path;
+        "wowza.sdp_dir" => wowza.sdp_dir;
         "log.format" => log.format;
     }
     changed
