@@ -647,6 +647,23 @@ mod tests {
     }
 
     #[test]
+    fn sdp_keys_ship_their_defaults_and_are_checked() {
+        let shipped = Config::parse(include_str!("../config/relay.toml")).unwrap();
+        assert_eq!(shipped.sdp, Sdp::default());
+        assert!(shipped.wowza.sdp_dir.as_os_str().is_empty(), "off");
+        let e = |t: &str| Config::parse(t).unwrap_err().0;
+        assert!(
+            e("[sdp]\naudio_rtpmap = \"AAC\"\n").starts_with("sdp.audio_rtpmap: \"AAC\" is not an rtpmap"),
+            "{}",
+            e("[sdp]\naudio_rtpmap = \"AAC\"\n")
+        );
+        assert!(e("[sdp]\naudio_fmtp = \"a\\nb\"\n").starts_with("sdp.audio_fmtp: contains"));
+        assert!(e("[sdp]\nvideo_fmtp = \"\"\n").contains("unknown key"));
+        let c = Config::parse("[wowza]\nport_offset = -16384\nsdp_dir = \"/srv/wowza/content\"\n").unwrap();
+        assert_eq!(c.wowza.sdp_dir, PathBuf::from("/srv/wowza/content"));
+    }
+
+    #[test]
     fn the_shipped_config_is_valid_and_does_not_loop() {
         let text = include_str!("../config/relay.toml");
         let c = Config::parse(text).unwrap();
