@@ -6,6 +6,13 @@
 //! (after the first run the frame is a duplicate). Needs root; with
 //! `RTP_RELAY_SKIP_EBPF=1` it is skipped.
 //!
+//! A video port (`learn` set) also looks at the payload's first two bytes for
+//! H.264 parameter sets (`..._video`: an ordinary slice, not copied). With
+//! `RTP_RELAY_BASELINE_OBJECT=path/to/relay.bpf.o` (an earlier build's
+//! program) the same frames run through it too, in the same run: the
+//! baseline. `benches/fast_path_before_after.sh` builds one from a git
+//! revision and runs both.
+//!
 //! `cargo bench --bench fast_path`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -23,24 +30,74 @@ fn program(c: &mut Criterion) {
         eprintln!("RTP_RELAY_SKIP_EBPF=1: fast-path benchmark skipped");
         return;
     }
-    // The rewrite leaves the frame as it was (from 127.0.0.2:PORT to
-    // 127.0.0.1:PORT), so every repeat takes the same forwarding path.
-    per_packet(c, "ebpf_program_per_packet", [127, 0, 0, 2], [127, 0, 0, 1]);
-    // The same to a host address of a relay bound on 0.0.0.0: the program
-    // finds it last of the host's four in its list of local addresses.
-    per_packet(
-        c,
-        "ebpf_program_per_packet_host_address",
-        [192, 0, 2, 2],
-        [192, 0, 2, 1],
-    );
+    let baseline = std::env::var("RTP_RELAY_BASELINE_OBJECT").ok().map(|path| {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // ELF parsing wants the object aligned: copied into u64s.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: words has room for bytes.len() bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                words.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            )
+        };
+        (words, bytes.len())
+    });
+    let programs: Vec<(&str, Option<&[u8]>)> = match &baseline {
+        // SAFETY: the first len bytes of words are the object's.
+        Some((words, len)) => vec![
+            (
+                "baseline_",
+                Some(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len) }),
+            ),
+            ("", None),
+        ],
+        None => vec![("", None)],
+    };
+    for (prefix, object) in programs {
+        // The rewrite leaves the frame as it was (from 127.0.0.2:PORT to
+        // 127.0.0.1:PORT), so every repeat takes the same forwarding path.
+        let local = ([127, 0, 0, 2], [127, 0, 0, 1]);
+        per_packet(
+            c,
+            object,
+            &format!("{prefix}ebpf_program_per_packet"),
+            local,
+            0,
+        );
+        // A video port: the payload (0xa5…, a slice) is looked at, not copied.
+        per_packet(
+            c,
+            object,
+            &format!("{prefix}ebpf_program_per_packet_video"),
+            local,
+            1,
+        );
+        // The same to a host address of a relay bound on 0.0.0.0: the program
+        // finds it last of the host's four in its list of local addresses.
+        per_packet(
+            c,
+            object,
+            &format!("{prefix}ebpf_program_per_packet_host_address"),
+            ([192, 0, 2, 2], [192, 0, 2, 1]),
+            0,
+        );
+    }
 }
 
-/// The program's time per packet for one media frame `from` → `to`, which
-/// the rewrite leaves unchanged (the rule sends to `to` from `from`).
-fn per_packet(c: &mut Criterion, name: &str, from: [u8; 4], to: [u8; 4]) {
+/// The program's (`object`'s, else this build's) time per packet for one
+/// media frame `from` → `to`, which the rewrite leaves unchanged (the rule
+/// sends to `to` from `from`); `learn`: the rule's video flag.
+fn per_packet(
+    c: &mut Criterion,
+    object: Option<&[u8]>,
+    name: &str,
+    (from, to): ([u8; 4], [u8; 4]),
+    learn: u8,
+) {
     let pins = format!("bench-{}-{name}", std::process::id());
-    let mut k = Detached::load(&pins).unwrap_or_else(|why| {
+    let mut k = Detached::load_from(object, &pins).unwrap_or_else(|why| {
         panic!("the fast path cannot load here ({why}); RTP_RELAY_SKIP_EBPF=1 skips this benchmark")
     });
     let from = SocketAddrV4::new(from.into(), PORT);
@@ -58,6 +115,7 @@ fn per_packet(c: &mut Criterion, name: &str, from: [u8; 4], to: [u8; 4]) {
     rule.clock_rate = 90_000;
     rule.policy = 2;
     rule.window_end_ns = u64::MAX;
+    rule.learn = learn;
     k.set_rule(PORT, rule).unwrap();
     let frame = rtp_frame(from, to, 0x1234, 1, 3000, 1188);
     assert_eq!(

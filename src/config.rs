@@ -653,13 +653,15 @@ mod tests {
         assert!(shipped.wowza.sdp_dir.as_os_str().is_empty(), "off");
         let e = |t: &str| Config::parse(t).unwrap_err().0;
         assert!(
-            e("[sdp]\naudio_rtpmap = \"AAC\"\n").starts_with("sdp.audio_rtpmap: \"AAC\" is not an rtpmap"),
+            e("[sdp]\naudio_rtpmap = \"AAC\"\n")
+                .starts_with("sdp.audio_rtpmap: \"AAC\" is not an rtpmap"),
             "{}",
             e("[sdp]\naudio_rtpmap = \"AAC\"\n")
         );
         assert!(e("[sdp]\naudio_fmtp = \"a\\nb\"\n").starts_with("sdp.audio_fmtp: contains"));
         assert!(e("[sdp]\nvideo_fmtp = \"\"\n").contains("unknown key"));
-        let c = Config::parse("[wowza]\nport_offset = -16384\nsdp_dir = \"/srv/wowza/content\"\n").unwrap();
+        let c = Config::parse("[wowza]\nport_offset = -16384\nsdp_dir = \"/srv/wowza/content\"\n")
+            .unwrap();
         assert_eq!(c.wowza.sdp_dir, PathBuf::from("/srv/wowza/content"));
     }
 

@@ -440,7 +440,11 @@ pub(crate) struct Loaded {
 /// Loads the object with its maps pinned in (or adopted from) `dir`, which is
 /// created, bpffs being mounted first if need be.
 pub(crate) fn load_pinned(dir: &Path) -> Result<Loaded, String> {
-    let object = OBJECT.ok_or("this build has no eBPF program")?;
+    load_object_pinned(OBJECT.ok_or("this build has no eBPF program")?, dir)
+}
+
+/// As [`load_pinned`], for a given compiled object (a benchmark's baseline).
+pub(crate) fn load_object_pinned(object: &[u8], dir: &Path) -> Result<Loaded, String> {
     route::mount_bpffs()?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;

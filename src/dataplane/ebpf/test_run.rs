@@ -3,7 +3,10 @@
 //! benchmark use, with the frame builder and checksums they check rewrites by.
 
 use super::table::{Locals, Rule};
-use super::{Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_pinned, remove_pins, unavailable};
+use super::{
+    Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_object_pinned, load_pinned, remove_pins,
+    unavailable,
+};
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,12 @@ pub struct Detached {
 impl Detached {
     /// Loads the program; `name` names the pin directory under [`PIN_ROOT`].
     pub fn load(name: &str) -> Result<Detached, String> {
+        Self::load_from(None, name)
+    }
+
+    /// Loads `object` (a compiled `relay.bpf.c`, e.g. an earlier build's, for a
+    /// benchmark's baseline) or, with `None`, this build's program.
+    pub fn load_from(object: Option<&[u8]>, name: &str) -> Result<Detached, String> {
         if let Some(why) = unavailable() {
             return Err(why);
         }
@@ -31,7 +40,10 @@ impl Detached {
             rules,
             streams,
             locals,
-        } = load_pinned(&dir)?;
+        } = match object {
+            Some(o) => load_object_pinned(o, &dir)?,
+            None => load_pinned(&dir)?,
+        };
         Ok(Detached {
             ebpf,
             rules,
