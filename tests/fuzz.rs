@@ -134,6 +134,104 @@ fn rtp_header_check() {
     valid.check("were valid RTP");
 }
 
+// ---------------------------------------------------------------- H.264
+
+/// Sequences of RTP payloads near RFC 6184's shapes: single NAL units of any
+/// type, STAP-A aggregates with random sizes, FU-A fragments with random S/E
+/// bits and inner types (mostly SPS/PPS), with random sequence numbers and
+/// timestamps around a run; or plain noise.
+fn h264_payloads() -> impl Strategy<Value = Vec<(u16, u32, Vec<u8>)>> {
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(t, body)| [
+            vec![0x60 | (t % 24)],
+            body
+        ]
+        .concat()),
+        proptest::collection::vec(
+            (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..20)),
+            0..4
+        )
+        .prop_map(|units| {
+            let mut p = vec![0x78];
+            for (t, body) in units {
+                let len = (body.len() + 1) as u16;
+                p.extend_from_slice(&len.to_be_bytes());
+                p.push(0x60 | (t % 9));
+                p.extend_from_slice(&body);
+            }
+            p
+        }),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            0u8..3,
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(s, e, t, body)| {
+                let inner = [7u8, 8, 5][usize::from(t)];
+                [
+                    vec![0x7c, u8::from(s) << 7 | u8::from(e) << 6 | inner],
+                    body,
+                ]
+                .concat()
+            }),
+    ];
+    proptest::collection::vec((0u16..6, 0u32..3, payload), 1..30).prop_map(|steps| {
+        let (mut seq, mut ts) = (65530u16, 1000u32);
+        steps
+            .into_iter()
+            .map(|(ds, dt, p)| {
+                seq = seq.wrapping_add(ds);
+                ts = ts.wrapping_add(dt * 3000);
+                (seq, ts, p)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn h264_parameter_set_learning() {
+    let learned = Reach::default();
+    fuzz("h264", h264_payloads(), |packets| {
+        let mut learner = rtp_relay::sdp::H264Learner::new();
+        let t0 = Instant::now();
+        for (i, (seq, ts, p)) in packets.iter().enumerate() {
+            let before = learner.version();
+            learner.on_packet(
+                *seq,
+                *ts,
+                p,
+                t0 + std::time::Duration::from_millis(i as u64 * 40),
+            );
+            // Whatever a payload did, the version never goes back nor jumps.
+            prop_assert!(learner.version() - before <= 1);
+            // wants() and the learner agree: an unwanted payload changes nothing.
+            if !rtp_relay::sdp::wants(p) {
+                prop_assert_eq!(learner.version(), before);
+            }
+        }
+        match learner.parameter_sets() {
+            Some(sets) => {
+                learned.hit();
+                prop_assert_eq!(sets.profile_level_id().len(), 6);
+                // A learned set always makes a description a parser reads.
+                let text = format!(
+                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\na=fmtp:96 packetization-mode=1;profile-level-id={};sprop-parameter-sets={}\r\n",
+                    sets.profile_level_id(),
+                    sets.sprop_parameter_sets()
+                );
+                prop_assert!(
+                    sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(text)).is_ok()
+                );
+            }
+            None => prop_assert!(learner.missing().is_some()),
+        }
+        Ok(())
+    });
+    learned.check("taught the learner a parameter set pair");
+}
+
 // ---------------------------------------------------------------- RTCP
 
 /// Compounds of 1–4 packets of RTCP types with random counts and lengths
