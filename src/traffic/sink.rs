@@ -49,6 +49,10 @@ pub struct Report {
     pub corrupt: u64,
     /// Datagrams not from the generator.
     pub foreign: u64,
+    /// H.264 structure out of order, all streams.
+    pub malformed: u64,
+    /// H.264 parameter-set packets (SPS, PPS, STAP-A) received.
+    pub parameter_set_packets: u64,
     /// Receiver reports sent.
     pub receiver_reports: u64,
     /// How media was read: `steered` (every media port through one socket)
@@ -92,6 +96,12 @@ pub struct StreamReport {
     pub corrupt: u64,
     /// Receiver reports sent.
     pub receiver_reports: u64,
+    /// H.264 structure out of order (FU-A fragments, S/E flags).
+    pub malformed: u64,
+    /// Video: the SPS and PPS last seen, as an SDP's `sprop-parameter-sets`
+    /// (to hold against a relay's SDP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sprop_parameter_sets: Option<String>,
 }
 
 /// How the sink reads its media ports.
@@ -381,6 +391,8 @@ impl Receiving<'_> {
             report.corrupt += state.rx.corrupt;
             report.foreign += state.rx.foreign;
             report.receiver_reports += state.rx.reports;
+            report.malformed += state.rx.malformed;
+            report.parameter_set_packets += state.rx.parameter_set_packets;
             report.streams.push(StreamReport {
                 port,
                 packets: s.packets,
@@ -389,6 +401,12 @@ impl Receiving<'_> {
                 reordered: s.reordered,
                 corrupt: state.rx.corrupt,
                 receiver_reports: state.rx.reports,
+                malformed: state.rx.malformed,
+                sprop_parameter_sets: state.rx.parameter_sets().and_then(|(sps, pps)| {
+                    crate::sdp::ParameterSets::new(sps, pps)
+                        .ok()
+                        .map(|p| p.sprop_parameter_sets())
+                }),
             });
         }
         let ms = |ns: u64| ns as f64 / 1e6;

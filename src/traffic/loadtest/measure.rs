@@ -20,6 +20,7 @@ pub(super) fn measure(
     through_relay: bool,
     pid: Option<u32>,
     url: Option<&str>,
+    client: Option<&super::relay::Client>,
 ) -> Result<Report, String> {
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let sink_streams: Vec<sink::Stream> = streams
@@ -93,6 +94,9 @@ pub(super) fn measure(
     let cpu_after = relay_cpu(pid, url);
     let box_after = box_cpu().map(|(busy, _)| busy);
     let delivered = sink.finish();
+    let sdp = client
+        .filter(|_| through_relay)
+        .map(|c| c.check_sdp(streams, &delivered));
     Ok(Report::new(Measurement {
         mode: o.mode.name(),
         groups: o.groups,
@@ -108,6 +112,7 @@ pub(super) fn measure(
         sending_seconds: ended.duration_since(started).as_secs_f64(),
         scrapes: scrapes.count.load(Ordering::Relaxed),
         slowest_scrape_us: scrapes.slowest_us.load(Ordering::Relaxed),
+        sdp,
     }))
 }
 

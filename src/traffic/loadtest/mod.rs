@@ -200,7 +200,14 @@ pub fn run(o: &Options) -> Result<Report, String> {
             streams.extend(ports);
         }
         let through_relay = !matches!(o.mode, Mode::Direct);
-        measure::measure(o, &streams, through_relay, pid, url.as_deref())
+        measure::measure(
+            o,
+            &streams,
+            through_relay,
+            pid,
+            url.as_deref(),
+            client.as_ref(),
+        )
     })();
     if let Some(c) = &client {
         for &g in &groups {

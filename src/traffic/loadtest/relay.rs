@@ -102,6 +102,54 @@ impl Client {
             .collect())
     }
 
+    /// Holds the relay's SDP of every video stream against what the sink
+    /// received: the `sprop-parameter-sets` the relay learned must be the
+    /// SPS and PPS the sink saw (`streams`: role, relay port, sink port).
+    pub(super) fn check_sdp(
+        &self,
+        streams: &[(Role, u16, u16)],
+        delivered: &crate::traffic::sink::Report,
+    ) -> SdpCheck {
+        let mut check = SdpCheck::default();
+        for &(role, port, sink_port) in streams.iter().filter(|s| !s.0.is_audio()) {
+            let Some(slot) = crate::group::GroupId::locate(port) else {
+                continue;
+            };
+            let url = format!(
+                "{}/v1/reservations/loadtest-{}/sdp?video={}",
+                self.url,
+                slot.group,
+                role.as_str()
+            );
+            check.checked += 1;
+            let sent = delivered
+                .streams
+                .iter()
+                .find(|s| s.port == sink_port)
+                .and_then(|s| s.sprop_parameter_sets.clone());
+            let learned = match self.agent.get(&url).call() {
+                Ok(mut r) if r.status().is_success() => {
+                    let text = r.body_mut().read_to_string().unwrap_or_default();
+                    sprop(&text).map(str::to_string)
+                }
+                _ => {
+                    check.not_ready += 1;
+                    continue;
+                }
+            };
+            if learned.is_some() && learned == sent {
+                check.matched += 1;
+            } else if check.mismatched.len() < 5 {
+                check.mismatched.push(format!(
+                    "group {} {}: relay {learned:?}, sink {sent:?}",
+                    slot.group,
+                    role.as_str()
+                ));
+            }
+        }
+        check
+    }
+
     /// Deletes the group's reservation (best effort).
     pub(super) fn release(&self, g: GroupId) {
         let _ = self
@@ -204,5 +252,39 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The relay's SDPs held against what the sink received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SdpCheck {
+    /// Video streams whose SDP was asked for.
+    pub checked: u64,
+    /// … whose `sprop-parameter-sets` were the SPS and PPS the sink saw.
+    pub matched: u64,
+    /// … for which the relay had no SDP (yet).
+    pub not_ready: u64,
+    /// The first few that differ.
+    pub mismatched: Vec<String>,
+}
+
+/// The `sprop-parameter-sets` value of an SDP's first `a=fmtp` line.
+fn sprop(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().split("sprop-parameter-sets=").nth(1))
+        .map(|v| v.split(';').next().unwrap_or(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sprop_value_is_read_from_the_fmtp_line() {
+        let sdp = "v=0\r\nm=video 1 RTP/AVP 96\r\na=fmtp:96 packetization-mode=1;profile-level-id=42E01F;sprop-parameter-sets=Z0I=,aM4=\r\n";
+        assert_eq!(sprop(sdp), Some("Z0I=,aM4="));
+        let later = "a=fmtp:96 sprop-parameter-sets=Z0I=,aM4=;packetization-mode=1\r\n";
+        assert_eq!(sprop(later), Some("Z0I=,aM4="));
+        assert_eq!(sprop("v=0\r\n"), None);
     }
 }

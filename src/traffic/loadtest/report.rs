@@ -2,6 +2,7 @@
 //! ([`Ramp`]), the arithmetic that makes them from what was measured, and
 //! the table an operator reads.
 
+use super::relay::SdpCheck;
 use crate::group::Layout;
 use crate::traffic::{generator, sink};
 use serde::Serialize;
@@ -73,6 +74,12 @@ pub struct Report {
     pub scrapes: u64,
     /// The slowest scrape, milliseconds.
     pub slowest_scrape_ms: f64,
+    /// Through a relay: its SDP of every video stream held against the SPS
+    /// and PPS the sink received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<SdpCheck>,
+    /// H.264 structure the sink found out of order.
+    pub malformed: u64,
     /// What makes the figures doubtful (empty when they are sound).
     pub warnings: Vec<String>,
 }
@@ -139,6 +146,8 @@ pub(super) struct Measurement {
     pub scrapes: u64,
     /// The slowest of them, microseconds.
     pub slowest_scrape_us: u64,
+    /// The relay's SDPs against what the sink received, when checked.
+    pub sdp: Option<SdpCheck>,
 }
 
 impl Report {
@@ -156,7 +165,10 @@ impl Report {
         };
         let tools_cpu = difference((start.tools, end.tools));
         let tools_idle_share = idle(tools_cpu);
-        let warnings = warnings(offered, m.through_relay, cpu.is_some(), tools_idle_share);
+        let mut warnings = warnings(offered, m.through_relay, cpu.is_some(), tools_idle_share);
+        if let Some(check) = &m.sdp {
+            warnings.extend(sdp_warning(check));
+        }
         Report {
             mode: m.mode.into(),
             groups: m.groups,
@@ -190,6 +202,8 @@ impl Report {
             generator_fell_behind: offered.fell_behind(),
             scrapes: m.scrapes,
             slowest_scrape_ms: m.slowest_scrape_us as f64 / 1e3,
+            sdp: m.sdp,
+            malformed: s.malformed,
             warnings,
         }
     }
@@ -232,6 +246,20 @@ fn us_per_packet(seconds: f64, packets: u64) -> Option<f64> {
 fn idle_share(busy: f64, cores: u32, seconds: f64) -> Option<f64> {
     let capacity = f64::from(cores) * seconds;
     (capacity > 0.0 && busy.is_finite()).then(|| (1.0 - busy / capacity).clamp(0.0, 1.0))
+}
+
+/// A relay whose SDPs do not carry what the streams did.
+fn sdp_warning(c: &SdpCheck) -> Option<String> {
+    (c.matched < c.checked).then(|| {
+        format!(
+            "the relay's SDP matched the sink's parameter sets for {} of {} video streams ({} not ready){}{}",
+            c.matched,
+            c.checked,
+            c.not_ready,
+            if c.mismatched.is_empty() { "" } else { ": " },
+            c.mismatched.join("; ")
+        )
+    })
 }
 
 /// What makes a run's figures doubtful.
@@ -358,6 +386,16 @@ pub fn table(r: &Report) -> String {
         "receiver reports returned",
         r.receiver_reports_returned.to_string(),
     );
+    if let Some(c) = &r.sdp {
+        line(
+            &mut out,
+            "relay's SDP vs what arrived",
+            format!(
+                "{} of {} video streams match ({} not ready)",
+                c.matched, c.checked, c.not_ready
+            ),
+        );
+    }
     line(
         &mut out,
         "sink reads",
@@ -459,6 +497,12 @@ pub(super) mod tests {
             sending_seconds: 2.0,
             scrapes: 4,
             slowest_scrape_us: 2500,
+            sdp: Some(SdpCheck {
+                checked: 2,
+                matched: 2,
+                not_ready: 0,
+                mismatched: Vec::new(),
+            }),
         }
     }
 
@@ -693,6 +737,34 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn an_sdp_that_does_not_carry_what_arrived_is_a_warning() {
+        let mut m = measurement();
+        m.sdp = Some(SdpCheck {
+            checked: 4,
+            matched: 2,
+            not_ready: 1,
+            mismatched: vec!["group 3 primary_video: relay None, sink Some(\"Z0I=,aM4=\")".into()],
+        });
+        let r = Report::new(m);
+        assert_eq!(
+            r.warnings.last().unwrap(),
+            "the relay's SDP matched the sink's parameter sets for 2 of 4 video streams (1 not ready): group 3 primary_video: relay None, sink Some(\"Z0I=,aM4=\")"
+        );
+        let mut m = measurement();
+        m.sdp.as_mut().unwrap().matched = 1;
+        let r = Report::new(m);
+        assert!(
+            r.warnings.last().unwrap().ends_with("(0 not ready)"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            Report::new(measurement()).warnings.is_empty(),
+            "all matched"
+        );
+    }
+
+    #[test]
     fn the_table_shows_the_figures_an_operator_reads() {
         let t = table(&Report::new(measurement()));
         for (key, value) in [
@@ -717,6 +789,10 @@ pub(super) mod tests {
                 "0.50 s, 500.00 µs per RTP packet sent; alone they leave 87.5 % idle",
             ),
             ("receiver reports returned", "2"),
+            (
+                "relay's SDP vs what arrived",
+                "2 of 2 video streams match (0 not ready)",
+            ),
             ("sink reads", "per-port (not steered: no CAP_BPF)"),
             ("/metrics scrapes", "4 (slowest 2.5 ms)"),
             ("relay CPU", "0.25 s, 250.00 µs per forwarded packet"),
