@@ -8,6 +8,7 @@ use super::report::{CpuCounters, Measurement, Report};
 use crate::group::Role;
 use crate::traffic::generator::{self, Target};
 use crate::traffic::sink::{self, Sink};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +54,8 @@ pub(super) fn measure(
     };
     let cpu_before = relay_cpu(pid, url);
     let started = Instant::now();
-    let sending_start = cpu_counters();
+    let reference = ProcessTimes::read();
+    let sending_start = cpu_counters(&reference);
     let stop = AtomicBool::new(false);
     let progress = AtomicU64::new(0);
     let scrapes = Scrapes::default();
@@ -64,7 +66,7 @@ pub(super) fn measure(
         // and the scrapes notice it only later.
         let handle = scope.spawn(|| {
             let offered = generator::run(&generator_options, &stop, &progress);
-            (offered, (cpu_counters(), Instant::now()))
+            (offered, (cpu_counters(&reference), Instant::now()))
         });
         if let (Some(every), Some(url)) = (o.scrape_every, url) {
             let (scrapes, generating) = (&scrapes, &generating);
@@ -92,7 +94,7 @@ pub(super) fn measure(
         last = now;
     }
     let cpu_after = relay_cpu(pid, url);
-    let box_after = box_cpu().map(|(busy, _)| busy);
+    let box_after = box_cpu(&reference).map(|(busy, _)| busy);
     let delivered = sink.finish();
     let sdp = client
         .filter(|_| through_relay)
@@ -162,9 +164,9 @@ fn show_progress(duration: Duration, target: f64, sent: &AtomicU64, done: impl F
     bar.finish_and_clear();
 }
 
-/// The machine's and this process's CPU counters now.
-fn cpu_counters() -> CpuCounters {
-    let machine = box_cpu();
+/// The machine's (since `reference`) and this process's CPU counters now.
+fn cpu_counters(reference: &ProcessTimes) -> CpuCounters {
+    let machine = box_cpu(reference);
     CpuCounters {
         box_busy: machine.map(|(busy, _)| busy),
         cores: machine.and_then(|(_, cores)| cores),
@@ -172,7 +174,7 @@ fn cpu_counters() -> CpuCounters {
     }
 }
 
-/// Busy CPU seconds of the whole machine so far, and its CPUs.
+/// Busy CPU seconds of the whole machine since `reference`, and its CPUs.
 ///
 /// The busy time is the sum of every process's CPU time (`/proc/<pid>/stat`,
 /// user + system, kernel threads included), not `/proc/stat`'s busy ticks:
@@ -182,19 +184,46 @@ fn cpu_counters() -> CpuCounters {
 /// own total is kept exact (scaled to the scheduler's runtime). Time spent in
 /// softirq is charged to the task it interrupted, so it is counted too; a
 /// process that ends during the run takes its time with it.
-fn box_cpu() -> Option<(f64, Option<u32>)> {
+fn box_cpu(reference: &ProcessTimes) -> Option<(f64, Option<u32>)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let mut ticks = 0.0;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
+    Some((ProcessTimes::read().since(reference), cpus(&stat)))
+}
+
+/// Every process's CPU seconds (user + system), by process ID.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ProcessTimes(HashMap<u32, f64>);
+
+impl ProcessTimes {
+    /// Now, from `/proc`.
+    fn read() -> ProcessTimes {
+        let mut times = HashMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return ProcessTimes(times);
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some(ticks) = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|s| process_ticks(&s))
+            {
+                times.insert(pid, ticks / clock_ticks());
+            }
         }
-        if let Ok(s) = std::fs::read_to_string(entry.path().join("stat")) {
-            ticks += process_ticks(&s).unwrap_or(0.0);
-        }
+        ProcessTimes(times)
     }
-    Some((ticks / clock_ticks(), cpus(&stat)))
+
+    /// CPU seconds used since `earlier`: the growth of every process still
+    /// there, all of one that started since. A process that ended is left
+    /// out rather than subtracted, so that the machine's busy time never
+    /// comes out negative on a machine where others start and end processes.
+    fn since(&self, earlier: &ProcessTimes) -> f64 {
+        self.0
+            .iter()
+            .map(|(pid, &t)| (t - earlier.0.get(pid).copied().unwrap_or(0.0)).max(0.0))
+            .sum()
+    }
 }
 
 /// The CPUs of `/proc/stat`: its `cpuN` lines, one per online CPU. Its `cpu`
@@ -273,9 +302,20 @@ mod tests {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(20) {}
         assert!(own_cpu_seconds().is_some_and(|s| s > 0.0));
-        let counters = cpu_counters();
+        let counters = cpu_counters(&ProcessTimes::default());
         assert!(counters.cores.is_some_and(|n| n >= 1), "{counters:?}");
         assert!(counters.box_busy.is_some_and(|b| b > 0.0), "{counters:?}");
+    }
+
+    #[test]
+    fn busy_time_counts_growth_and_newcomers_never_the_ones_gone() {
+        let earlier = ProcessTimes(HashMap::from([(1, 10.0), (2, 5.0), (3, 7.0)]));
+        // 1 grew by 2, 2 ended, 3 is a new process on a reused ID (less than
+        // before: left out), 4 started since.
+        let now = ProcessTimes(HashMap::from([(1, 12.0), (3, 1.0), (4, 0.5)]));
+        assert_eq!(now.since(&earlier), 2.5);
+        assert_eq!(earlier.since(&earlier), 0.0);
+        assert_eq!(now.since(&ProcessTimes::default()), 13.5);
     }
 
     #[test]
