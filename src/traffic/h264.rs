@@ -9,21 +9,12 @@
 //! both keeps restamping a datagram as cheap as for audio.
 
 use super::profile::RoleProfile;
+use crate::sdp::h264::{FU_A, NalHeader, PPS, SPS, STAP_A};
 
 /// NAL unit type of a non-IDR slice.
 pub const SLICE: u8 = 1;
 /// NAL unit type of an IDR slice (a keyframe).
 pub const IDR: u8 = 5;
-/// NAL unit type of a sequence parameter set.
-pub const SPS: u8 = 7;
-/// NAL unit type of a picture parameter set.
-pub const PPS: u8 = 8;
-/// The type (in a payload's first byte) of a single-time aggregation packet
-/// (RFC 6184 §5.7.1).
-pub const STAP_A: u8 = 24;
-/// The type (in a payload's first byte) of a fragmentation unit (RFC 6184
-/// §5.8).
-pub const FU_A: u8 = 28;
 
 /// The RTP clock of H.264 (RFC 6184 §8.2.1).
 pub const CLOCK_RATE: u32 = 90_000;
@@ -34,11 +25,6 @@ pub const PROBE_AT: usize = 2;
 /// Width and height of the generated pictures, in pixels (multiples of 16,
 /// so the SPS needs no cropping).
 const PICTURE: (u32, u32) = (1280, 720);
-
-/// The NAL unit type of a NAL unit header (or of a payload's first byte).
-pub fn nal_type(header: u8) -> u8 {
-    header & 0x1f
-}
 
 /// The NAL unit header of a generated frame: an IDR slice with the highest
 /// nal_ref_idc (3) for a keyframe, a non-IDR reference slice (2) otherwise.
@@ -58,7 +44,7 @@ pub fn slice_start(key: bool) -> u8 {
 pub fn fu_a(nal_header: u8, start: bool, end: bool) -> [u8; 2] {
     [
         (nal_header & 0xe0) | FU_A,
-        (u8::from(start) << 7) | (u8::from(end) << 6) | nal_type(nal_header),
+        (u8::from(start) << 7) | (u8::from(end) << 6) | NalHeader(nal_header).nal_type(),
     ]
 }
 
@@ -292,7 +278,7 @@ pub enum Malformed {
 /// Reads an H.264 RTP payload's structure; never panics.
 pub fn parse(payload: &[u8]) -> Result<Unit<'_>, Malformed> {
     let &header = payload.first().ok_or(Malformed::Empty)?;
-    match nal_type(header) {
+    match NalHeader(header).nal_type() {
         1..=23 => {
             check_nal_header(header)?;
             Ok(Unit::Single(payload))
@@ -312,8 +298,8 @@ pub fn parse(payload: &[u8]) -> Result<Unit<'_>, Malformed> {
                 if size == 0 || size > tail.len() {
                     return Err(Malformed::Aggregate);
                 }
-                if !(1..=23).contains(&nal_type(tail[0])) {
-                    return Err(Malformed::Type(nal_type(tail[0])));
+                if !(1..=23).contains(&NalHeader(tail[0]).nal_type()) {
+                    return Err(Malformed::Type(NalHeader(tail[0]).nal_type()));
                 }
                 check_nal_header(tail[0])?;
                 rest = &tail[size..];
@@ -328,9 +314,9 @@ pub fn parse(payload: &[u8]) -> Result<Unit<'_>, Malformed> {
                 return Err(Malformed::StartAndEnd);
             }
             // R (0x20) must be ignored by a receiver (§5.8).
-            let nal_header = (header & 0xe0) | nal_type(fu);
-            if !(1..=23).contains(&nal_type(fu)) {
-                return Err(Malformed::Type(nal_type(fu)));
+            let nal_header = (header & 0xe0) | NalHeader(fu).nal_type();
+            if !(1..=23).contains(&NalHeader(fu).nal_type()) {
+                return Err(Malformed::Type(NalHeader(fu).nal_type()));
             }
             check_nal_header(nal_header)?;
             Ok(Unit::Fragment {
@@ -352,7 +338,7 @@ fn check_forbidden(header: u8) -> Result<(), Malformed> {
 
 fn check_nal_header(header: u8) -> Result<(), Malformed> {
     check_forbidden(header)?;
-    if nal_type(header) == IDR && header & 0x60 == 0 {
+    if NalHeader(header).nal_type() == IDR && header & 0x60 == 0 {
         return Err(Malformed::UnreferencedIdr);
     }
     Ok(())

@@ -10,6 +10,7 @@
 use super::h264::{self, FragmentOrder, Unit};
 use super::probe::{self, ProbeError};
 use crate::packet::rtp::RtpHeader;
+use crate::sdp::h264::{NalHeader, PPS, SPS};
 use crate::stats::rtp::{RtpSnapshot, RtpStream};
 use std::time::Instant;
 
@@ -67,7 +68,7 @@ impl H264 {
             .on_packet(h.sequence, h.timestamp, h.marker, &unit)
             .is_ok();
         let carries = match unit {
-            Unit::Single(nal) => match h264::nal_type(nal[0]) {
+            Unit::Single(nal) => match NalHeader(nal[0]).nal_type() {
                 h264::SLICE | h264::IDR => Carries::Slice,
                 _ if self.keep(nal) => Carries::ParameterSets,
                 _ => Carries::Other,
@@ -91,9 +92,9 @@ impl H264 {
     /// Keeps `nal` if it is an SPS or a PPS (copying only when it changed:
     /// the same ones come before every keyframe); whether it was one.
     fn keep(&mut self, nal: &[u8]) -> bool {
-        let kept = match h264::nal_type(nal[0]) {
-            h264::SPS => &mut self.sps,
-            h264::PPS => &mut self.pps,
+        let kept = match NalHeader(nal[0]).nal_type() {
+            SPS => &mut self.sps,
+            PPS => &mut self.pps,
             _ => return false,
         };
         if kept[..] != *nal {
