@@ -7,10 +7,10 @@
 //! checked, slice packets carry the probe after their header bytes, and the
 //! parameter sets are kept for comparison with what a relay announces.
 
-use super::h264::{self, FragmentOrder, Unit};
+use super::h264::{self, FragmentOrder, Malformed};
 use super::probe::{self, ProbeError};
 use crate::packet::rtp::RtpHeader;
-use crate::sdp::h264::{NalHeader, PPS, SPS};
+use crate::sdp::h264::{NalHeader, PPS, Payload, SPS};
 use crate::stats::rtp::{RtpSnapshot, RtpStream};
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ pub struct StreamReceiver {
     pub foreign: u64,
     /// Video packets whose H.264 structure is wrong: a payload RFC 6184's
     /// mode 1 does not allow, or FU-A fragments out of order
-    /// ([`h264::Malformed`]).
+    /// ([`Malformed`]).
     pub malformed: u64,
     /// Video packets of parameter sets: an SPS, a PPS, or a STAP-A with them.
     pub parameter_set_packets: u64,
@@ -61,21 +61,21 @@ enum Carries {
 impl H264 {
     /// Reads a payload's structure, keeping its parameter sets; whether its
     /// fragments are in order besides.
-    fn read(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<(Carries, bool), h264::Malformed> {
-        let unit = h264::parse(payload)?;
+    fn read(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<(Carries, bool), Malformed> {
+        let payload = h264::check(payload)?;
         let in_order = self
             .order
-            .on_packet(h.sequence, h.timestamp, h.marker, &unit)
+            .on_packet(h.sequence, h.timestamp, h.marker, &payload)
             .is_ok();
-        let carries = match unit {
-            Unit::Single(nal) => match NalHeader(nal[0]).nal_type() {
+        let carries = match payload {
+            Payload::Single(nal) => match NalHeader(nal[0]).nal_type() {
                 h264::SLICE | h264::IDR => Carries::Slice,
                 _ if self.keep(nal) => Carries::ParameterSets,
                 _ => Carries::Other,
             },
-            Unit::Aggregate(a) => {
+            Payload::StapA(stap) => {
                 let mut any = false;
-                for nal in a.units() {
+                for nal in stap.units() {
                     any |= self.keep(nal);
                 }
                 if any {
@@ -84,7 +84,9 @@ impl H264 {
                     Carries::Other
                 }
             }
-            Unit::Fragment { .. } => Carries::Slice,
+            Payload::FuA(_) => Carries::Slice,
+            // Refused by `check`; were one to pass, it carries no probe.
+            Payload::Unsupported(_) => Carries::Other,
         };
         Ok((carries, in_order))
     }
