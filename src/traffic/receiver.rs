@@ -435,6 +435,12 @@ mod tests {
         let rx = run(&both);
         assert_eq!(rx.malformed, 1);
         assert_eq!(rx.foreign, 0);
+        // Nothing after the FU header: malformed too, and the fragments
+        // after it are not blamed for the one refused.
+        let mut cut = packets.clone();
+        cut[1].truncate(14);
+        let rx = run(&cut);
+        assert_eq!((rx.malformed, rx.foreign, rx.corrupt), (1, 0, 0));
         // A fragment lost on the network is a loss, not malformed.
         let mut lost = packets.clone();
         lost.remove(4);
