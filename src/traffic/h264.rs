@@ -1,7 +1,9 @@
 //! H.264 over RTP (RFC 6184, packetization mode 1) as the traffic tools speak
 //! it, sans-IO: the parameter sets a generated video stream announces, the
 //! header bytes of its packets, and the checks the sink applies to what
-//! arrives (the payload structure, and FU-A fragments in order).
+//! arrives: the payload structure as the relay's parser reads it
+//! ([`crate::sdp::h264`]), what mode 1 does not carry, and FU-A fragments in
+//! order.
 //!
 //! A generated slice packet carries the probe ([`super::probe`]) at
 //! [`PROBE_AT`]: after a single NAL unit's header and the first byte of its
@@ -9,21 +11,12 @@
 //! both keeps restamping a datagram as cheap as for audio.
 
 use super::profile::RoleProfile;
+use crate::sdp::h264::{FU_A, FuA, H264Error, NalHeader, PPS, Payload, SPS, STAP_A, parse_payload};
 
 /// NAL unit type of a non-IDR slice.
 pub const SLICE: u8 = 1;
 /// NAL unit type of an IDR slice (a keyframe).
 pub const IDR: u8 = 5;
-/// NAL unit type of a sequence parameter set.
-pub const SPS: u8 = 7;
-/// NAL unit type of a picture parameter set.
-pub const PPS: u8 = 8;
-/// The type (in a payload's first byte) of a single-time aggregation packet
-/// (RFC 6184 §5.7.1).
-pub const STAP_A: u8 = 24;
-/// The type (in a payload's first byte) of a fragmentation unit (RFC 6184
-/// §5.8).
-pub const FU_A: u8 = 28;
 
 /// The RTP clock of H.264 (RFC 6184 §8.2.1).
 pub const CLOCK_RATE: u32 = 90_000;
@@ -34,11 +27,6 @@ pub const PROBE_AT: usize = 2;
 /// Width and height of the generated pictures, in pixels (multiples of 16,
 /// so the SPS needs no cropping).
 const PICTURE: (u32, u32) = (1280, 720);
-
-/// The NAL unit type of a NAL unit header (or of a payload's first byte).
-pub fn nal_type(header: u8) -> u8 {
-    header & 0x1f
-}
 
 /// The NAL unit header of a generated frame: an IDR slice with the highest
 /// nal_ref_idc (3) for a keyframe, a non-IDR reference slice (2) otherwise.
@@ -58,7 +46,7 @@ pub fn slice_start(key: bool) -> u8 {
 pub fn fu_a(nal_header: u8, start: bool, end: bool) -> [u8; 2] {
     [
         (nal_header & 0xe0) | FU_A,
-        (u8::from(start) << 7) | (u8::from(end) << 6) | nal_type(nal_header),
+        (u8::from(start) << 7) | (u8::from(end) << 6) | NalHeader(nal_header).nal_type(),
     ]
 }
 
@@ -225,61 +213,18 @@ fn nal_unit(header: u8, rbsp: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What an H.264 RTP payload holds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Unit<'a> {
-    /// A single NAL unit packet (types 1–23): the NAL unit, header included.
-    Single(&'a [u8]),
-    /// A STAP-A: its NAL units, already checked.
-    Aggregate(Aggregate<'a>),
-    /// An FU-A fragment.
-    Fragment {
-        /// S: the fragment starts its NAL unit.
-        start: bool,
-        /// E: the fragment ends its NAL unit.
-        end: bool,
-        /// The header of the NAL unit it is part of (F and NRI from the FU
-        /// indicator, the type from the FU header).
-        nal_header: u8,
-    },
-}
-
-/// The NAL units of a well-formed STAP-A.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Aggregate<'a>(&'a [u8]);
-
-impl<'a> Aggregate<'a> {
-    /// Each aggregated NAL unit, header included.
-    pub fn units(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-        let mut rest = self.0;
-        std::iter::from_fn(move || {
-            let (size, tail) = rest.split_first_chunk::<2>()?;
-            let (unit, tail) = tail.split_at(usize::from(u16::from_be_bytes(*size)));
-            rest = tail;
-            Some(unit)
-        })
-    }
-}
-
-/// Why a payload is not well-formed H.264 in packetization mode 1.
+/// Why the sink counts a video payload as malformed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Malformed {
-    /// No payload at all.
-    Empty,
-    /// The forbidden_zero_bit (F) is set.
-    ForbiddenBit,
-    /// A type that mode 1 does not carry here: 0 and 30–31 are undefined,
-    /// STAP-B, MTAP and FU-B belong to the interleaved mode, and an FU-A or
-    /// a STAP-A cannot hold an aggregate or a fragment.
-    Type(u8),
-    /// An IDR slice with nal_ref_idc 0 (H.264 §7.4.1 forbids it).
+    /// The payload's RFC 6184 structure is wrong, as [`parse_payload`]
+    /// refuses it (empty, F bit set, a broken STAP-A or FU-A).
+    Structure(H264Error),
+    /// A type mode 1 does not carry ([`Payload::Unsupported`]): 0 and 30–31
+    /// are unspecified, STAP-B, MTAP and FU-B belong to the interleaved mode.
+    Unsupported(u8),
+    /// An IDR slice with nal_ref_idc 0 (H.264 §7.4.1 forbids it), whether
+    /// sent whole, in a STAP-A or in FU-A fragments.
     UnreferencedIdr,
-    /// An FU-A without its FU header.
-    Truncated,
-    /// An FU-A with both S and E: a NAL unit cannot be sent in one fragment.
-    StartAndEnd,
-    /// A STAP-A that is empty, or whose sizes are zero or run past its end.
-    Aggregate,
     /// An FU-A fragment out of order: a middle or end fragment with no start
     /// before it, a start before the previous NAL unit ended, another packet
     /// inside a fragmented NAL unit, or a fragment of another NAL unit or
@@ -289,73 +234,37 @@ pub enum Malformed {
     MarkerInsideFragment,
 }
 
-/// Reads an H.264 RTP payload's structure; never panics.
-pub fn parse(payload: &[u8]) -> Result<Unit<'_>, Malformed> {
-    let &header = payload.first().ok_or(Malformed::Empty)?;
-    match nal_type(header) {
-        1..=23 => {
-            check_nal_header(header)?;
-            Ok(Unit::Single(payload))
-        }
-        STAP_A => {
-            check_forbidden(header)?;
-            let body = &payload[1..];
-            let mut rest = body;
-            if rest.is_empty() {
-                return Err(Malformed::Aggregate);
-            }
-            while !rest.is_empty() {
-                let Some((size, tail)) = rest.split_first_chunk::<2>() else {
-                    return Err(Malformed::Aggregate);
-                };
-                let size = usize::from(u16::from_be_bytes(*size));
-                if size == 0 || size > tail.len() {
-                    return Err(Malformed::Aggregate);
-                }
-                if !(1..=23).contains(&nal_type(tail[0])) {
-                    return Err(Malformed::Type(nal_type(tail[0])));
-                }
-                check_nal_header(tail[0])?;
-                rest = &tail[size..];
-            }
-            Ok(Unit::Aggregate(Aggregate(body)))
-        }
-        FU_A => {
-            check_forbidden(header)?;
-            let &fu = payload.get(1).ok_or(Malformed::Truncated)?;
-            let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
-            if start && end {
-                return Err(Malformed::StartAndEnd);
-            }
-            // R (0x20) must be ignored by a receiver (§5.8).
-            let nal_header = (header & 0xe0) | nal_type(fu);
-            if !(1..=23).contains(&nal_type(fu)) {
-                return Err(Malformed::Type(nal_type(fu)));
-            }
-            check_nal_header(nal_header)?;
-            Ok(Unit::Fragment {
-                start,
-                end,
-                nal_header,
-            })
-        }
-        other => Err(Malformed::Type(other)),
+impl From<H264Error> for Malformed {
+    fn from(e: H264Error) -> Self {
+        Malformed::Structure(e)
     }
 }
 
-fn check_forbidden(header: u8) -> Result<(), Malformed> {
-    if header & 0x80 != 0 {
-        return Err(Malformed::ForbiddenBit);
-    }
-    Ok(())
-}
-
-fn check_nal_header(header: u8) -> Result<(), Malformed> {
-    check_forbidden(header)?;
-    if nal_type(header) == IDR && header & 0x60 == 0 {
+/// Reads a video payload as the sink does: [`parse_payload`], then what the
+/// relay lets pass (it only looks for parameter sets) but a mode 1 sender
+/// must not send: a type of another mode, an unreferenced IDR. What it
+/// accepts is never [`Payload::Unsupported`]. Never panics.
+pub fn check(payload: &[u8]) -> Result<Payload<'_>, Malformed> {
+    let parsed = parse_payload(payload)?;
+    let unreferenced = match parsed {
+        Payload::Single(nal) => nal.first().is_some_and(|&h| unreferenced_idr(h)),
+        Payload::StapA(stap) => stap
+            .units()
+            .filter_map(<[u8]>::first)
+            .any(|&h| unreferenced_idr(h)),
+        Payload::FuA(fu) => unreferenced_idr(fu.nal_header),
+        Payload::Unsupported(t) => return Err(Malformed::Unsupported(t)),
+    };
+    if unreferenced {
         return Err(Malformed::UnreferencedIdr);
     }
-    Ok(())
+    Ok(parsed)
+}
+
+/// Whether a NAL unit header is an IDR slice's with nal_ref_idc 0.
+fn unreferenced_idr(header: u8) -> bool {
+    let h = NalHeader(header);
+    h.nal_type() == IDR && h.nri() == 0
 }
 
 /// Checks that FU-A fragments follow each other as RFC 6184 §5.8 requires,
@@ -381,14 +290,14 @@ enum Fragmenting {
 }
 
 impl FragmentOrder {
-    /// Accounts a packet (`unit` parsed from its payload); `Err` when it
+    /// Accounts a packet (`payload` as [`check`] read it); `Err` when it
     /// breaks the order.
     pub fn on_packet(
         &mut self,
         sequence: u16,
         timestamp: u32,
         marker: bool,
-        unit: &Unit<'_>,
+        payload: &Payload<'_>,
     ) -> Result<(), Malformed> {
         let consecutive = self.last_seq == Some(sequence.wrapping_sub(1));
         self.last_seq = Some(sequence);
@@ -397,11 +306,12 @@ impl FragmentOrder {
         } else {
             Fragmenting::Unknown
         };
-        let Unit::Fragment {
+        let Payload::FuA(FuA {
             start,
             end,
             nal_header,
-        } = *unit
+            ..
+        }) = *payload
         else {
             self.state = Fragmenting::Idle;
             return match before {
@@ -435,6 +345,7 @@ impl FragmentOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sdp::h264::{ParameterSetKind, parameter_set};
     use crate::traffic::profile::Profile;
     use proptest::prelude::*;
 
@@ -568,59 +479,102 @@ mod tests {
     }
 
     #[test]
-    fn payload_structures_are_recognised_or_refused() {
-        assert_eq!(parse(&[0x65, 0x88]), Ok(Unit::Single(&[0x65, 0x88])));
+    fn built_headers_read_back_as_sent() {
         let stap = stap_a(&[&[0x67, 1, 2], &[0x68, 3]]);
-        assert_eq!(stap[0], 0x78, "NRI 3");
-        let Ok(Unit::Aggregate(a)) = parse(&stap) else {
+        assert_eq!(stap[0], 0x78, "NRI 3, the highest of its units'");
+        let Ok(Payload::StapA(a)) = check(&stap) else {
             panic!("{stap:?}")
         };
         assert_eq!(
             a.units().collect::<Vec<_>>(),
             [&[0x67, 1, 2][..], &[0x68, 3]]
         );
-        assert_eq!(
-            parse(&[0x7c, 0x85, 9]),
-            Ok(Unit::Fragment {
-                start: true,
-                end: false,
-                nal_header: 0x65
-            })
-        );
-        assert_eq!(fu_a(0x41, false, true), [0x5c, 0x41]);
-        for (payload, why) in [
-            (&[][..], Malformed::Empty),
-            (&[0xe5, 0], Malformed::ForbiddenBit),
-            (&[0x05, 0], Malformed::UnreferencedIdr),
-            (&[0x00], Malformed::Type(0)),
-            (&[0x19, 0], Malformed::Type(25)),
-            (&[0x1d, 0], Malformed::Type(29)),
-            (&[0x7c], Malformed::Truncated),
-            (&[0x7c, 0xc5], Malformed::StartAndEnd),
-            (&[0x7c, 0x98], Malformed::Type(24)),
-            (&[0x1c, 0x85], Malformed::UnreferencedIdr),
-            (&[0x78], Malformed::Aggregate),
-            (&[0x78, 0, 0], Malformed::Aggregate),
-            (&[0x78, 0, 3, 0x67, 1], Malformed::Aggregate),
-            (&[0x78, 0, 1, 0x67, 0], Malformed::Aggregate),
-            (&[0x78, 0, 1, 0x7c], Malformed::Type(28)),
+        assert_eq!(stap_a(&[&[0x41, 1], &[0x06, 2]])[0], 0x58, "NRI 2");
+        for (nal_header, start, end, bytes) in [
+            (frame_header(true), true, false, [0x7c, 0x85]),
+            (frame_header(false), false, true, [0x5c, 0x41]),
+            (frame_header(false), false, false, [0x5c, 0x01]),
         ] {
-            assert_eq!(parse(payload), Err(why), "{payload:02x?}");
+            let head = fu_a(nal_header, start, end);
+            assert_eq!(head, bytes);
+            let payload = [&head[..], &[slice_start(true)]].concat();
+            assert_eq!(
+                check(&payload),
+                Ok(Payload::FuA(FuA {
+                    start,
+                    end,
+                    nal_header,
+                    fragment: &[0x88]
+                }))
+            );
+        }
+        let single = [frame_header(true), slice_start(true)];
+        assert_eq!(check(&single), Ok(Payload::Single(&single[..])));
+    }
+
+    #[test]
+    fn the_sink_refuses_more_than_the_relays_parser() {
+        // The structure, refused as `parse_payload` refuses it.
+        for (payload, why) in [
+            (&[][..], H264Error::Empty),
+            (&[0xe5, 0x88], H264Error::Forbidden),
+            (&[0x78, 0, 3, 0x67, 1], H264Error::StapTruncated),
+            (&[0x7c, 0xc5, 9], H264Error::FuStartAndEnd),
+            // The generator always sends bytes after the FU header.
+            (&[0x7c, 0x85], H264Error::FuTruncated),
+        ] {
+            assert_eq!(
+                check(payload),
+                Err(Malformed::Structure(why)),
+                "{payload:02x?}"
+            );
+        }
+        // Types the relay skips and mode 1 does not carry.
+        for t in [0u8, 25, 26, 27, 29, 30, 31] {
+            assert_eq!(
+                check(&[0x60 | t, 0]),
+                Err(Malformed::Unsupported(t)),
+                "type {t}"
+            );
+        }
+        // An IDR with nal_ref_idc 0, sent whole, aggregated or fragmented;
+        // other units with nal_ref_idc 0 are fine.
+        for payload in [
+            &[0x05, 0x88][..],
+            &[0x78, 0, 2, 0x67, 1, 0, 2, 0x05, 0x88],
+            &[0x1c, 0x85, 9],
+        ] {
+            assert_eq!(
+                check(payload),
+                Err(Malformed::UnreferencedIdr),
+                "{payload:02x?}"
+            );
+            assert!(parse_payload(payload).is_ok(), "the relay takes it");
+        }
+        for payload in [
+            &[0x01, 0x9a][..],
+            &[0x06, 5],
+            &[0x38, 0, 2, 0x25, 0x88, 0, 2, 0x06, 5],
+            &[0x3c, 0x85, 9],
+            &[0x1c, 0x81, 9],
+        ] {
+            assert!(check(payload).is_ok(), "{payload:02x?}");
         }
     }
 
-    fn fragment(start: bool, end: bool) -> Unit<'static> {
-        Unit::Fragment {
+    fn fragment(start: bool, end: bool) -> Payload<'static> {
+        Payload::FuA(FuA {
             start,
             end,
             nal_header: 0x41,
-        }
+            fragment: &[0x9a],
+        })
     }
 
     #[test]
     fn fragments_out_of_order_are_caught_and_network_gaps_are_not() {
-        let single = Unit::Single(&[0x41, 0x9a]);
-        let run = |packets: &[(u16, u32, bool, Unit<'static>)]| {
+        let single = Payload::Single(&[0x41, 0x9a]);
+        let run = |packets: &[(u16, u32, bool, Payload<'static>)]| {
             let mut order = FragmentOrder::default();
             packets
                 .iter()
@@ -660,11 +614,12 @@ mod tests {
         );
         // A fragment of another timestamp or NAL unit type continuing.
         assert_eq!(run(&[(1, 0, false, s), (2, 6000, true, e)]), [true, false]);
-        let idr_end = Unit::Fragment {
+        let idr_end = Payload::FuA(FuA {
             start: false,
             end: true,
             nal_header: 0x65,
-        };
+            fragment: &[0x88],
+        });
         assert_eq!(
             run(&[(1, 0, false, s), (2, 0, true, idr_end)]),
             [true, false]
@@ -700,11 +655,24 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the bytes, the sink's check never panics, keeps
+        /// `parse_payload`'s verdict and reading, and adds only its own
+        /// reasons.
         #[test]
-        fn parsing_any_bytes_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok(Unit::Aggregate(a)) = parse(&payload) {
-                let total: usize = a.units().map(|u| u.len() + 2).sum();
-                prop_assert_eq!(total, payload.len() - 1);
+        fn the_check_only_adds_to_the_relays_parser(
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let checked = check(&payload);
+            match parse_payload(&payload) {
+                Err(e) => prop_assert_eq!(checked, Err(Malformed::Structure(e))),
+                Ok(Payload::Unsupported(t)) => {
+                    prop_assert_eq!(checked, Err(Malformed::Unsupported(t)))
+                }
+                Ok(parsed) => prop_assert!(
+                    checked == Ok(parsed) || checked == Err(Malformed::UnreferencedIdr),
+                    "{:?}",
+                    checked
+                ),
             }
         }
 
@@ -720,7 +688,9 @@ mod tests {
             let (sps, pps) = parameter_sets(&role, index);
             prop_assert!(no_start_code_emulation(&sps), "{:02x?}", sps);
             prop_assert!(no_start_code_emulation(&pps), "{:02x?}", pps);
-            prop_assert_eq!(parse(&sps), Ok(Unit::Single(&sps[..])));
+            prop_assert_eq!(check(&sps), Ok(Payload::Single(&sps[..])));
+            prop_assert_eq!(parameter_set(&sps), Ok(Some(ParameterSetKind::Sps)));
+            prop_assert_eq!(parameter_set(&pps), Ok(Some(ParameterSetKind::Pps)));
             // The tick decodes back (past the fields before it).
             let bytes = rbsp(&sps);
             let mut r = Reader { bytes: &bytes, pos: 24 };

@@ -7,9 +7,10 @@
 //! checked, slice packets carry the probe after their header bytes, and the
 //! parameter sets are kept for comparison with what a relay announces.
 
-use super::h264::{self, FragmentOrder, Unit};
+use super::h264::{self, FragmentOrder, Malformed};
 use super::probe::{self, ProbeError};
 use crate::packet::rtp::RtpHeader;
+use crate::sdp::h264::{NalHeader, PPS, Payload, SPS};
 use crate::stats::rtp::{RtpSnapshot, RtpStream};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ pub struct StreamReceiver {
     pub foreign: u64,
     /// Video packets whose H.264 structure is wrong: a payload RFC 6184's
     /// mode 1 does not allow, or FU-A fragments out of order
-    /// ([`h264::Malformed`]).
+    /// ([`Malformed`]).
     pub malformed: u64,
     /// Video packets of parameter sets: an SPS, a PPS, or a STAP-A with them.
     pub parameter_set_packets: u64,
@@ -60,21 +61,21 @@ enum Carries {
 impl H264 {
     /// Reads a payload's structure, keeping its parameter sets; whether its
     /// fragments are in order besides.
-    fn read(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<(Carries, bool), h264::Malformed> {
-        let unit = h264::parse(payload)?;
+    fn read(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<(Carries, bool), Malformed> {
+        let payload = h264::check(payload)?;
         let in_order = self
             .order
-            .on_packet(h.sequence, h.timestamp, h.marker, &unit)
+            .on_packet(h.sequence, h.timestamp, h.marker, &payload)
             .is_ok();
-        let carries = match unit {
-            Unit::Single(nal) => match h264::nal_type(nal[0]) {
+        let carries = match payload {
+            Payload::Single(nal) => match NalHeader(nal[0]).nal_type() {
                 h264::SLICE | h264::IDR => Carries::Slice,
                 _ if self.keep(nal) => Carries::ParameterSets,
                 _ => Carries::Other,
             },
-            Unit::Aggregate(a) => {
+            Payload::StapA(stap) => {
                 let mut any = false;
-                for nal in a.units() {
+                for nal in stap.units() {
                     any |= self.keep(nal);
                 }
                 if any {
@@ -83,7 +84,9 @@ impl H264 {
                     Carries::Other
                 }
             }
-            Unit::Fragment { .. } => Carries::Slice,
+            Payload::FuA(_) => Carries::Slice,
+            // Refused by `check`; were one to pass, it carries no probe.
+            Payload::Unsupported(_) => Carries::Other,
         };
         Ok((carries, in_order))
     }
@@ -91,9 +94,9 @@ impl H264 {
     /// Keeps `nal` if it is an SPS or a PPS (copying only when it changed:
     /// the same ones come before every keyframe); whether it was one.
     fn keep(&mut self, nal: &[u8]) -> bool {
-        let kept = match h264::nal_type(nal[0]) {
-            h264::SPS => &mut self.sps,
-            h264::PPS => &mut self.pps,
+        let kept = match NalHeader(nal[0]).nal_type() {
+            SPS => &mut self.sps,
+            PPS => &mut self.pps,
             _ => return false,
         };
         if kept[..] != *nal {
@@ -432,6 +435,12 @@ mod tests {
         let rx = run(&both);
         assert_eq!(rx.malformed, 1);
         assert_eq!(rx.foreign, 0);
+        // Nothing after the FU header: malformed too, and the fragments
+        // after it are not blamed for the one refused.
+        let mut cut = packets.clone();
+        cut[1].truncate(14);
+        let rx = run(&cut);
+        assert_eq!((rx.malformed, rx.foreign, rx.corrupt), (1, 0, 0));
         // A fragment lost on the network is a loss, not malformed.
         let mut lost = packets.clone();
         lost.remove(4);
