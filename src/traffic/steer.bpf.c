@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 //
-// The sink's receive steering (docs/traffic-tools.md, "How the sink receives"):
+// The sink's receive steering (docs/traffic-tools.md, "How the tools stay lighter than what they measure"):
 // an sk_lookup program that hands every UDP datagram addressed to one of the
 // sink's media ports on its address to one socket, so that the sink reads
 // thousands of ports with one recvmmsg per batch instead of one system call
