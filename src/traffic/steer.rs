@@ -1,7 +1,7 @@
-//! The sink's receive steering (docs/traffic-tools.md, "How the tools
-//! stay lighter than what they measure"): the I/O around `steer.bpf.c`, an sk_lookup program that
-//! delivers the datagrams of thousands of media ports to one socket. The sink
-//! then reads them 32 at a time with one `recvmmsg`,
+//! The sink's receive steering (docs/traffic-tools.md, "How the tools stay
+//! lighter than what they measure"): the I/O around `steer.bpf.c`, an
+//! sk_lookup program that delivers the datagrams of thousands of media ports
+//! to one socket. The sink then reads them 32 at a time with one `recvmmsg`,
 //! learning each one's port from `IP_ORIGDSTADDR`, instead of one system call
 //! and one epoll event per port and datagram, which cost more than the
 //! datagrams themselves at thousands of ports.
