@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod wowza;
 
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::reception_report::ReceptionReport;
