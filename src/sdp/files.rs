@@ -102,7 +102,14 @@ impl SdpDir {
                         ));
                         continue;
                     }
-                    _ => {}
+                    Some(_) => {}
+                    None => {
+                        // Never over a file someone else put there.
+                        if let Some(e) = foreign(&self.dir.join(name)) {
+                            error = Some(e);
+                            continue;
+                        }
+                    }
                 }
                 match write_atomically(&self.dir, name, content) {
                     Ok(()) => {
@@ -179,6 +186,21 @@ fn write_atomically(dir: &Path, name: &str, content: &str) -> Result<(), String>
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// Why `path` must not be written: a file there that the relay did not write.
+fn foreign(path: &Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let ours = std::str::from_utf8(&text)
+        .ok()
+        .and_then(origin_session)
+        .is_some();
+    (!ours).then(|| {
+        format!(
+            "{} exists and was not written by the relay; move it away, or give the reservation another event_id",
+            path.display()
+        )
     })
 }
 
@@ -312,6 +334,37 @@ mod tests {
             std::fs::read_to_string(tmp.path().join("a_primary_display.sdp")).unwrap(),
             sdp("a_primary_display", 1)
         );
+    }
+
+    #[test]
+    fn a_file_the_relay_did_not_write_is_never_written_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hand = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=a\r\n";
+        std::fs::write(tmp.path().join("a.sdp"), hand).unwrap();
+        // A file of the relay's from before a restart is its own to rewrite.
+        std::fs::write(tmp.path().join("b.sdp"), sdp("b", 1)).unwrap();
+        let mut d = SdpDir::new(tmp.path());
+        let s = d.sync(&[
+            wanted("a", &[("a.sdp", sdp("a", 1))]),
+            wanted("b", &[("b.sdp", sdp("b", 2))]),
+        ]);
+        assert_eq!(s.written, ["b.sdp"]);
+        assert!(
+            d.error("a")
+                .unwrap()
+                .contains("was not written by the relay"),
+            "{:?}",
+            d.error("a")
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a.sdp")).unwrap(),
+            hand
+        );
+        // Moved away: written at the next pass.
+        std::fs::remove_file(tmp.path().join("a.sdp")).unwrap();
+        let s = d.sync(&[wanted("a", &[("a.sdp", sdp("a", 1))])]);
+        assert_eq!(s.written, ["a.sdp"]);
+        assert_eq!(d.error("a"), None);
     }
 
     #[test]
