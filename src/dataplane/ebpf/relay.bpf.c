@@ -341,8 +341,17 @@ static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, _
 	__u8 b[2];
 	if (payload + 2 > len || payload > 0xffff)
 		return;
-	if (bpf_skb_load_bytes(skb, RTP_OFF + payload, b, 2) < 0)
+	// Read in place when the payload's start is in the linear part (a header
+	// without a long extension always is), else copied out.
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *p = data + RTP_OFF + (payload & 0x3ff);
+	if (payload <= 0x3ff && (void *)(p + 2) <= data_end) {
+		b[0] = p[0];
+		b[1] = p[1];
+	} else if (bpf_skb_load_bytes(skb, RTP_OFF + payload, b, 2) < 0) {
 		return;
+	}
 	__u8 type = b[0] & 0x1f, inner = b[1] & 0x1f;
 	if (type != 7 && type != 8 && type != 24 && !(type == 28 && (inner == 7 || inner == 8)))
 		return;
