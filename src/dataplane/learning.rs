@@ -8,11 +8,10 @@ use super::counters::PortCounters;
 use super::ebpf::LearnRing;
 use crate::packet::rtp::RtpHeader;
 use dashmap::DashMap;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The video ports whose learners the kernel's copies feed, by port.
 pub type Learners = Arc<DashMap<u16, Arc<PortCounters>>>;
@@ -24,8 +23,10 @@ pub struct Learning {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How long a wait for the ring lasts before the stop flag is looked at.
-const POLL_MS: u16 = 200;
+/// How often the ring is read. The program does not wake the reader (a
+/// wake-up per copy cost more than the copies), so this is how late a new
+/// parameter set can reach the SDP; the ring holds several times as long.
+const READ_EVERY: Duration = Duration::from_millis(50);
 
 impl Learning {
     /// Reads `ring` on a thread of its own until dropped.
@@ -37,11 +38,7 @@ impl Learning {
             .name("learn".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    let mut fds = [nix::poll::PollFd::new(
-                        ring.as_fd(),
-                        nix::poll::PollFlags::POLLIN,
-                    )];
-                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(POLL_MS));
+                    std::thread::sleep(READ_EVERY);
                     let now = Instant::now();
                     ring.drain(|copy| {
                         let Some(counters) = map.get(&copy.port) else {

@@ -334,7 +334,8 @@ static __always_inline __u32 rtp_valid(struct __sk_buff *skb, const __u8 *h, __u
 // Copies a forwarded packet to `learn` when its payload may carry a parameter
 // set: NAL type 7 (SPS), 8 (PPS), 24 (STAP-A), or 28 (FU-A) of an SPS or PPS.
 // The same rule as the relay's userspace path (src/sdp/learn.rs, wants). An
-// ordinary packet costs one 2-byte load.
+// ordinary packet costs one 2-byte load. The ring (1 MiB) holds 500 copies:
+// at 2048 webcasts with two videos each, about 150 ms of them.
 static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, __u32 payload,
 					    __u32 len)
 {
@@ -365,7 +366,9 @@ static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, _
 		bpf_ringbuf_discard(c, 0);
 		return;
 	}
-	bpf_ringbuf_submit(c, 0);
+	// No wake-up: the relay reads the ring on a timer. A wake-up per copy
+	// would cost the sender's CPU an interrupt and the relay a context switch.
+	bpf_ringbuf_submit(c, BPF_RB_NO_WAKEUP);
 }
 
 // Would the relay's socket take a packet to `daddr`? Bound to one address,
