@@ -52,6 +52,31 @@ pub fn skip_root(what: &str) -> bool {
     skip
 }
 
+/// Makes `command` start in the network namespace at `ns` (the test's own
+/// when `None`); the namespace's file, which must stay open until the spawn.
+pub fn in_netns_when_spawned(
+    command: &mut Command,
+    ns: Option<&Path>,
+) -> std::io::Result<Option<std::fs::File>> {
+    // Opened before the fork: the child only calls setns (async-signal-safe).
+    let file = ns.map(std::fs::File::open).transpose()?;
+    if let Some(file) = &file {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = file.as_raw_fd();
+        // SAFETY: setns on an fd that stays open until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    Ok(file)
+}
+
 /// Runs a command that needs root (`ip`, `losetup`, `mount`, …) and returns
 /// its output; panics with its error and the variable that skips such tests.
 pub fn root_command(program: &str, args: &[&str], skip_variable: &str) -> String {
@@ -342,23 +367,8 @@ impl Relay {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         prepare(&mut command);
-        // Opened before the fork: the child only calls setns (async-signal-safe).
-        let ns_file = netns
-            .map(|ns| std::fs::File::open(ns).unwrap_or_else(|e| panic!("{}: {e}", ns.display())));
-        if let Some(file) = &ns_file {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = file.as_raw_fd();
-            // SAFETY: setns on an fd that stays open until spawn returns.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        let _ns_file =
+            in_netns_when_spawned(&mut command, netns).unwrap_or_else(|e| panic!("{netns:?}: {e}"));
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));

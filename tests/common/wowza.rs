@@ -18,22 +18,7 @@ impl Spawned {
     /// Spawns `command` inside the network namespace at `ns` (the test's own
     /// when None).
     pub fn start(command: &mut Command, ns: Option<&Path>) -> std::io::Result<Spawned> {
-        // Opened before the fork: the child only calls setns (async-signal-safe).
-        let file = ns.map(std::fs::File::open).transpose()?;
-        if let Some(file) = &file {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = file.as_raw_fd();
-            // SAFETY: setns on an fd that stays open until spawn returns.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        let _file = super::in_netns_when_spawned(command, ns)?;
         Ok(Spawned {
             child: command.spawn()?,
         })
