@@ -944,9 +944,11 @@ mod tests {
         if !stap.is_empty() {
             payloads.push((u32::MAX, stap_a(&stap)));
         }
-        (first_seq..)
-            .zip(payloads)
-            .map(|(seq, (ts, p))| (seq, ts, p))
+        // Sequence numbers wrap past 65535, as on the wire.
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ts, p))| (first_seq.wrapping_add(i as u16), ts, p))
             .collect()
     }
 
