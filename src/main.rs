@@ -20,5 +20,6 @@ fn main() -> ExitCode {
         Command::Sink(args) => cli::sink(args),
         Command::Loadtest(args) => cli::loadtest(args),
         Command::Sdp(args) => cli::sdp(args),
+        Command::Status(args) => cli::status(args),
     }
 }

@@ -196,3 +196,93 @@ fn json_logs_are_one_object_per_line() {
         "{seen:?}"
     );
 }
+
+/// `rtp-relay status` against a running relay: a line for the open window
+/// with its packet rate, and nothing for a scheduled one.
+#[test]
+fn status_shows_every_open_window_with_its_rate() {
+    use common::{Setup, at, base, reservation, rtp};
+    let group = 640;
+    let relay = Setup::new().start();
+    relay.create(
+        &reservation("status-live", Some(group), "audio-only", &at(0), &at(600)),
+        "active",
+    );
+    relay.create(
+        &reservation(
+            "status-later",
+            Some(641),
+            "audio-only",
+            &at(7200),
+            &at(9000),
+        ),
+        "scheduled",
+    );
+    // 100 packets a second into the open window for 3 s, while status reads.
+    let sender = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..300u16 {
+            s.send_to(&rtp(9, seq, 100), ("127.0.0.1", base(group)))
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = run(&[
+        "status",
+        "--relay",
+        &relay.url,
+        "--interval",
+        "1s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["data_path"], "userspace", "{s}");
+    let windows = s["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1, "{s}");
+    let w = &windows[0];
+    assert_eq!(
+        (
+            w["group"].as_u64(),
+            w["event_id"].as_str(),
+            w["state"].as_str()
+        ),
+        (Some(u64::from(group)), Some("status-live"), Some("active"))
+    );
+    let rate = w["packets_per_second"].as_f64().unwrap();
+    assert!(
+        (60.0..=110.0).contains(&rate),
+        "about 100 packets/s: {rate}"
+    );
+    assert_eq!(w["loss_percent"], 0.0);
+    assert!(w["last_packet_age_s"].as_f64().unwrap() < 1.0, "{w}");
+    let table = run(&["status", "--relay", &relay.url, "--interval", "100ms"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("data path: userspace\n"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("status-live") && l.contains("active")),
+        "{text}"
+    );
+    assert!(!text.contains("status-later"), "{text}");
+    sender.join().unwrap();
+    // No relay there: status 1, naming where it looked.
+    let none = run(&[
+        "status",
+        "--relay",
+        "http://127.0.0.1:9",
+        "--interval",
+        "10ms",
+    ]);
+    assert_eq!(none.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        stderr.contains("cannot read http://127.0.0.1:9/v1/reservations"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,7 @@
 //! The command line (docs/cli.md): parsing with one-line errors (exit status 2),
 //! and one module per command besides `run` (which is [`crate::service::run`]):
 //!
-//! - `ports`, `check_config` and `sdp`: the small commands;
+//! - `ports`, `check_config`, `sdp` and `status`: the small commands;
 //! - `generate` (`gen`), `sink` and `loadtest` (with its ramp): the traffic
 //!   tools, over [`crate::traffic`];
 //! - `traffic` and `groups`: what `gen` and `sink` share — their arguments,
@@ -16,6 +16,7 @@ mod ports;
 mod report;
 mod sdp;
 mod sink;
+mod status;
 mod traffic;
 
 pub use check_config::check_config;
@@ -25,6 +26,7 @@ pub use loadtest::{LoadtestArgs, loadtest};
 pub use ports::ports;
 pub use sdp::{SdpArgs, sdp};
 pub use sink::{SinkArgs, sink};
+pub use status::{StatusArgs, status};
 pub use traffic::{RateArgs, TrafficArgs};
 
 use crate::config;
@@ -69,6 +71,8 @@ pub enum Command {
     Loadtest(LoadtestArgs),
     /// Print a reservation's SDP (Wowza's RTP ingest) from a running relay.
     Sdp(SdpArgs),
+    /// One line per open window of a running relay: rates, loss, jitter, last packet.
+    Status(StatusArgs),
 }
 
 /// `--config PATH`.
@@ -89,7 +93,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 ExitCode::SUCCESS
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("rtp-relay: a command is required: run, check-config, ports, gen, sink, loadtest or sdp (see 'rtp-relay --help')");
+                eprintln!("rtp-relay: a command is required: run, check-config, ports, gen, sink, loadtest, sdp or status (see 'rtp-relay --help')");
                 ExitCode::from(2)
             }
             _ => {
