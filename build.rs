@@ -18,6 +18,7 @@ fn main() {
         println!("cargo::rerun-if-changed={source}");
     }
     println!("cargo::rerun-if-env-changed=CLANG");
+    revision();
     println!("cargo::rustc-check-cfg=cfg(ebpf_program)");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let built = PROGRAMS
@@ -28,6 +29,28 @@ fn main() {
         Err(why) => {
             println!("cargo::warning=the eBPF fast path is left out of this build: {why}");
             println!("cargo::rustc-env=RTP_RELAY_EBPF_MISSING={why}");
+        }
+    }
+}
+
+/// The git revision built, for `rtp_relay_build_info` (none outside a clone).
+fn revision() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(rev) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo::rustc-env=RTP_RELAY_REVISION={rev}");
+    }
+    // A new commit or checkout changes HEAD or the branch it names.
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo::rerun-if-changed={dir}/HEAD");
+        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo::rerun-if-changed={dir}/{head}");
         }
     }
 }

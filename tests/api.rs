@@ -414,3 +414,41 @@ fn delete_frees_ports_at_once_and_metrics_follow() {
         "{m}"
     );
 }
+
+/// `rtp_relay_build_info` names the build: its version, the git revision it
+/// was built from, and whether the kernel fast path is in it.
+#[test]
+fn build_info_names_the_running_build() {
+    let relay = Setup::new().start();
+    let m = relay.get("/metrics").text;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("rtp_relay_build_info{"))
+        .unwrap_or_else(|| panic!("no build info in\n{m}"));
+    assert!(line.ends_with("} 1"), "{line}");
+    assert!(
+        line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    // Built in a clone (the test command's case): the revision git names.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert!(
+            line.contains(&format!("revision=\"{head}\"")),
+            "{line} (HEAD {head})"
+        );
+    }
+    let built = std::env::var("RTP_RELAY_SKIP_EBPF").is_err();
+    if built {
+        assert!(
+            line.contains("fast_path_built=\"true\""),
+            "{line}: the test command installs clang"
+        );
+    }
+}

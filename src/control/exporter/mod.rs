@@ -69,8 +69,17 @@ impl Exporter {
             &["path", "interfaces"],
         )
         .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "rtp_relay_build_info",
+                "The running build (value 1): version, git revision, whether the kernel fast path is in it.",
+            ),
+            &["version", "revision", "fast_path_built"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build.clone()),
             Box::new(reservations.clone()),
             Box::new(bound_sockets.clone()),
             Box::new(group_info.clone()),
@@ -80,6 +89,17 @@ impl Exporter {
             registry.register(c).expect("unique metric names");
         }
         data_path.with_label_values(&[path, interfaces]).set(1);
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("RTP_RELAY_REVISION").unwrap_or("unknown"),
+                if crate::dataplane::ebpf::built() {
+                    "true"
+                } else {
+                    "false"
+                },
+            ])
+            .set(1);
         Exporter {
             registry,
             requests,

@@ -167,6 +167,11 @@ fn refusal(why: &str) -> String {
     )
 }
 
+/// Whether this build carries the kernel fast path's program.
+pub fn built() -> bool {
+    OBJECT.is_some()
+}
+
 /// Why the kernel fast path cannot run here, checked before loading so that
 /// the error names the missing piece rather than a syscall.
 pub fn unavailable() -> Option<String> {
