@@ -407,4 +407,10 @@ fn stream_lifecycle_is_logged_not_per_packet() {
         "drops are rate-limited:\n{log}"
     );
     assert_eq!(log.matches("stream started").count(), 1, "{log}");
+    // Fields print plain values: the SSRC as the number it is (0xaa).
+    let started = log.lines().find(|l| l.contains("stream started")).unwrap();
+    assert!(
+        started.contains("ssrc=170") && !started.contains("Some("),
+        "{started}"
+    );
 }

@@ -274,7 +274,7 @@ impl Coordinator {
         };
         self.store.put(&stored).map_err(|e| self.storage_error(e))?;
         info!(event_id, end = %crate::reservation::rfc3339(stored.reservation.end),
-            source = ?stored.reservation.source, "reservation changed");
+            source = stored.reservation.source.map(tracing::field::display), "reservation changed");
         self.schedule.update(stored.reservation);
         // A new source (re-)latches the appliance; a new end moves the kernel's
         // window end.

@@ -44,7 +44,8 @@ fn log(event: &Event, rule: &PortRule) {
     );
     match *event {
         Event::Started { ssrc, .. } => {
-            info!(group, stream, plane, port, ssrc = ?ssrc, "stream started")
+            // A plain number (none for RTCP), not `Some(…)`.
+            info!(group, stream, plane, port, ssrc, "stream started")
         }
         Event::Stalled { silent_for, .. } => warn!(
             group,
