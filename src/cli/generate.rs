@@ -44,6 +44,9 @@ pub struct GenArgs {
 
 /// `rtp-relay gen …`.
 pub fn generate(a: GenArgs) -> ExitCode {
+    if let Err(code) = super::traffic::check_cpus("--cpus", &a.cpus) {
+        return code;
+    }
     use crate::traffic::generator;
     let t = &a.traffic;
     let ports = match streams(t, a.relay.as_deref(), a.port_offset, false) {

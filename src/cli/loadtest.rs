@@ -105,6 +105,11 @@ pub fn loadtest(a: LoadtestArgs) -> ExitCode {
             fast_path: a.fast_path,
         },
     };
+    let cpus = super::traffic::check_cpus("--generator-cpus", &a.generator_cpus)
+        .and_then(|()| super::traffic::check_cpus("--sink-cpu", a.sink_cpu.as_slice()));
+    if let Err(code) = cpus {
+        return code;
+    }
     if a.groups == 0 {
         return fail("--groups: give at least 1 webcast", 2);
     }

@@ -50,6 +50,9 @@ pub fn sink(a: SinkArgs) -> ExitCode {
             control_port: port + 1,
         })
         .collect();
+    if let Err(code) = super::traffic::check_cpus("--cpu", a.cpu.as_slice()) {
+        return code;
+    }
     let s = match sink::Sink::start(
         a.bind,
         &streams,

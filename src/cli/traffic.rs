@@ -107,3 +107,13 @@ pub(super) fn streams(
     }
     Ok(out)
 }
+
+/// Checks CPUs given on the command line (`flag` names them): one this
+/// process may not use is a bad argument, exit status 2.
+pub(super) fn check_cpus(flag: &str, cpus: &[usize]) -> Result<(), std::process::ExitCode> {
+    for &cpu in cpus {
+        crate::traffic::scheduling::check(cpu)
+            .map_err(|e| super::report::fail(format!("{flag}: {e}"), 2))?;
+    }
+    Ok(())
+}
