@@ -1,6 +1,9 @@
 //! Per-port counters shared between the port's one writer (its worker thread)
 //! and readers (API, exporter) at any time. Single writer: updates are a load
-//! and a store, never a locked read-modify-write.
+//! and a store, never a locked read-modify-write. Two exceptions take a lock,
+//! never per ordinary packet: the latched appliance (when it changes) and a
+//! video stream's H.264 learner (the rare packet carrying parameter sets, fed
+//! by the worker or by the reader of the kernel's copies).
 
 use crate::packet::rtp::RtpHeader;
 use crate::sdp::{H264Learner, Missing, ParameterSets};
