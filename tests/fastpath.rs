@@ -58,18 +58,34 @@ fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
     lane.send(0xabc, 42..43, |_| 1100);
     assert!(lane.drain().is_empty(), "nothing else arrives");
 
-    // RTCP: the sender report goes to Wowza, its receiver report back to the
-    // appliance (control ports are forwarded in userspace).
+    // RTCP: the sender report goes to Wowza — by the kernel (the relay
+    // stopped), counted — and its receiver report back to the appliance (by
+    // userspace: Wowza's side, vrw, is not among the program's interfaces).
+    freeze(&relay);
     lane.appliance
         .send_to(&sender_report(0xabc), control)
         .unwrap();
     let (sr, from) = wowza_control.recv_from(&mut [0u8; 64]).unwrap();
+    relay.signal(Signal::SIGCONT);
     assert_eq!((sr, from), (28, control));
-    let rr = receiver_report(0xabc, 0);
+    let rr = receiver_report(0xabc, 7);
     wowza_control.send_to(&rr, control).unwrap();
     let mut buf = [0u8; 64];
     let (n, from) = lane.appliance.recv_from(&mut buf).unwrap();
     assert_eq!((&buf[..n], from), (&rr[..], control));
+    let c = &relay.get("/v1/reservations/strict").body["streams"][0]["rtcp"];
+    assert_eq!(c["packets_to_wowza"], 1, "{c}");
+    assert_eq!(c["packets_to_appliance"], 1, "{c}");
+    assert_eq!(c["control"]["sender_reports"], 1, "{c}");
+    assert_eq!(c["control"]["wowza_cumulative_lost"], 7, "{c}");
+    assert_eq!(c["control"]["wowza_fraction_lost"], 51.0 / 256.0, "{c}");
+    // A malformed compound still goes up to userspace, which drops it.
+    lane.appliance.send_to(&[0x80, 200, 0, 9], control).unwrap();
+    let control = || relay.get("/v1/reservations/strict").body["streams"][0]["rtcp"].clone();
+    assert!(wait_until(Duration::from_secs(3), || control()["dropped"]
+        ["malformed"]
+        == 1));
+    assert_eq!(control()["packets_to_wowza"], 1);
 
     // The API's figures: the kernel's and userspace's together.
     let s = media_stats(&relay, "strict");
@@ -194,7 +210,9 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
     if skip_fast_path() {
         return;
     }
-    let net = Net::with_fast_path();
+    let mut net = Net::with_fast_path();
+    // Both sides: Wowza's RTCP comes in on vrw.
+    net.setup.data += "fast_path_interfaces = [\"vra\", \"vrw\"]\n";
     let relay = net.start();
     let Lane {
         appliance,
@@ -228,7 +246,22 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
     std::thread::sleep(Duration::from_millis(500));
     relay.crash();
     assert!(net.pins().join("rules").exists(), "the maps stay pinned");
-    std::thread::sleep(Duration::from_millis(500));
+    // RTCP, too, goes both ways while no relay process runs.
+    let (appliance_rtcp, wowza_control) = (net.sender(APPLIANCE), net.wowza(CONTROL));
+    let control = relay_port(CONTROL);
+    let (sr, rr) = (sender_report(0x5eed), receiver_report(0x5eed, 0));
+    let mut buf = [0u8; 64];
+    appliance_rtcp.send_to(&sr, control).unwrap();
+    let (n, from) = wowza_control.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from),
+        (&sr[..], control),
+        "RTCP with the relay dead"
+    );
+    wowza_control.send_to(&rr, control).unwrap();
+    let (n, from) = appliance_rtcp.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&rr[..], control), "and back");
+    std::thread::sleep(Duration::from_millis(300));
     let relay = net.start();
     sender.join().unwrap();
     let got = counter.join().unwrap();
@@ -241,6 +274,9 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
     assert_eq!(s["packets_to_wowza"], COUNT, "counters continue: {s}");
     assert_eq!(s["media"]["lost"], 0, "{s}");
     assert_eq!(s["media"]["extended_highest_sequence"], COUNT - 1, "{s}");
+    let c = &relay.get("/v1/reservations/steady").body["streams"][0]["rtcp"];
+    assert_eq!(c["control"]["sender_reports"], 1, "counted while dead: {c}");
+    assert_eq!(c["packets_to_appliance"], 1, "{c}");
 
     // SIGTERM detaches and removes every pin.
     let mut relay = relay;

@@ -344,6 +344,16 @@ pub struct ControlSnapshot {
     pub wowza_jitter_ms: Option<f64>,
 }
 
+impl ControlSnapshot {
+    /// Sets the destination's report: (fraction lost 0–1, cumulative lost,
+    /// jitter in timestamp units of `clock_rate`).
+    pub fn set_wowza_report(&mut self, (fraction, lost, jitter): (f64, i64, u32), clock_rate: u32) {
+        self.wowza_fraction_lost = Some(fraction);
+        self.wowza_cumulative_lost = Some(lost);
+        self.wowza_jitter_ms = Some(f64::from(jitter) * 1e3 / f64::from(clock_rate.max(1)));
+    }
+}
+
 impl PortCounters {
     /// Reads everything; `clock_rate` converts Wowza's jitter to time.
     pub fn snapshot(
@@ -370,13 +380,18 @@ impl PortCounters {
             appliance: self.latched(),
             seconds_since_last_packet: self.last_packet_age(epoch, now),
             media: media.then(|| self.media.load().snapshot(clock_rate)),
-            control: (!media).then(|| ControlSnapshot {
-                sender_reports: c.sender_reports.get(),
-                receiver_reports: c.receiver_reports.get(),
-                wowza_fraction_lost: report.map(|r| r.0),
-                wowza_cumulative_lost: report.map(|r| r.1),
-                wowza_jitter_ms: report
-                    .map(|r| f64::from(r.2) * 1e3 / f64::from(clock_rate.max(1))),
+            control: (!media).then(|| {
+                let mut s = ControlSnapshot {
+                    sender_reports: c.sender_reports.get(),
+                    receiver_reports: c.receiver_reports.get(),
+                    wowza_fraction_lost: None,
+                    wowza_cumulative_lost: None,
+                    wowza_jitter_ms: None,
+                };
+                if let Some(r) = report {
+                    s.set_wowza_report(r, clock_rate);
+                }
+                s
             }),
         }
     }

@@ -108,6 +108,16 @@ impl BoundPort {
         if let (Some(m), true) = (s.media.as_mut(), k.has_source()) {
             *m = k.counts().snapshot(clock_rate);
         }
+        if let Some(c) = s.control.as_mut() {
+            // Reports add up; the destination's latest is the kernel's once
+            // it has one (it then sees every valid compound).
+            c.sender_reports += k.sender_reports;
+            c.receiver_reports += k.receiver_reports;
+            if let Some((fraction, lost, jitter)) = k.wowza_report() {
+                let report = (f64::from(fraction) / 256.0, i64::from(lost), jitter);
+                c.set_wowza_report(report, clock_rate);
+            }
+        }
         s
     }
 }
@@ -349,8 +359,6 @@ impl DataPlane {
                 rule: k,
                 streams: fast.streams().clone(),
             }),
-            // RTCP never goes kernel-side: nothing to warn about.
-            Err(ebpf::Refused::Unsupported(ebpf::table::Unsupported::Control)) => None,
             Err(e) => {
                 tracing::warn!(port = rule.port, error = %e, "port forwarded in userspace only");
                 None

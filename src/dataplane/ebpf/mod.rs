@@ -203,9 +203,6 @@ impl std::fmt::Display for Refused {
             Refused::Unsupported(Unsupported::Ipv6) => {
                 f.write_str("IPv6 is forwarded in userspace")
             }
-            Refused::Unsupported(Unsupported::Control) => {
-                f.write_str("RTCP is forwarded in userspace")
-            }
             Refused::Error(e) => f.write_str(e),
         }
     }

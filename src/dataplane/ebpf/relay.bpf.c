@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // rtp-relay's kernel fast path (docs/forwarding.md, "Kernel fast path"): a TC ingress
-// program that forwards the RTP packets of established streams inside the
-// kernel and measures them exactly as the userspace statistics module does
-// (src/stats/rtp.rs). It takes only packets addressed to the relay, as its
-// socket would. A sender the policy refuses (strict, or latch once latched)
-// is dropped here, whatever it sends, and counted as userspace would
-// (unknown_source): a stranger's flood never reaches the socket. Anything
+// program that forwards the RTP and RTCP packets of established streams inside
+// the kernel and measures them exactly as the userspace statistics modules do
+// (src/stats/rtp.rs, src/stats/rtcp.rs). It takes only packets addressed to
+// the relay, as its socket would. A sender the policy refuses (strict, or latch
+// once latched) is dropped here, whatever it sends, and counted as userspace
+// would (unknown_source): a stranger's flood never reaches the socket. Anything
 // else it does not forward is left untouched for the userspace data plane,
-// which applies docs/forwarding.md as always: malformed and oversize packets, packets
-// from Wowza before an appliance is latched, RTCP, fragments, IP options, IPv6.
+// which applies docs/forwarding.md as always: malformed and oversize packets,
+// packets from Wowza before an appliance is latched, RTCP compounds of more
+// than RTCP_MAX_PARTS packets, fragments, IP options, IPv6.
 //
 // The forwarding table is the userspace data plane's, mirrored into `rules`
 // (src/dataplane/ebpf/table.rs has the same layouts). Per-stream state lives
@@ -26,6 +27,7 @@
 #include <bpf/bpf_helpers.h>
 
 #define PLANE_RTP 0
+#define PLANE_RTCP 1
 #define POLICY_STRICT 0
 #define POLICY_LATCH 1
 #define POLICY_ANY 2
@@ -106,6 +108,15 @@ struct stream {
 	__u64 to_appliance_bytes;
 	__u64 send_errors;
 	__u64 unknown_source;  // packets of senders the policy refused, dropped here
+	// A control port's (src/stats/rtcp.rs RtcpStream): the appliance's reports,
+	// and the first report block of the destination's latest compound.
+	__u64 sender_reports;
+	__u64 receiver_reports;
+	__u32 wowza_jitter;
+	__u32 wowza_lost;      // 24-bit two's complement, sign-extended
+	__u8 wowza_fraction;
+	__u8 has_wowza_report;
+	__u8 pad2[6];
 };
 
 #define MAX_LOCALS 64
@@ -331,6 +342,57 @@ static __always_inline __u32 rtp_valid(struct __sk_buff *skb, const __u8 *h, __u
 	return header;
 }
 
+// The most packets of one compound the program walks: reports come as SR or
+// RR + SDES (+ BYE), rarely more; a longer compound goes to userspace, which
+// judges it as always.
+#define RTCP_MAX_PARTS 8
+
+// What a valid compound carries (src/packet/rtcp.rs Summary, report_blocks).
+struct rtcp_summary {
+	__u32 sender_reports;
+	__u32 receiver_reports;
+	__u32 block;           // offset of the first report block; 0: none
+};
+
+// docs/forwarding.md RTCP check on a control port (packet/rtcp.rs check): every
+// packet version 2 with type 192–223, the length fields adding up to the
+// datagram, SR/RR report counts fitting their length. 1: valid; 0: not (or
+// longer than RTCP_MAX_PARTS packets): userspace decides.
+static __always_inline int rtcp_valid(struct __sk_buff *skb, __u32 len, struct rtcp_summary *out)
+{
+	__u32 off = 0;
+	if (len < 4)
+		return 0;
+	for (int i = 0; i < RTCP_MAX_PARTS; i++) {
+		__u8 h[4];
+		if (off + 4 > len)
+			return 0;
+		if (bpf_skb_load_bytes(skb, RTP_OFF + (off & 0xffff), h, 4) < 0)
+			return 0;
+		if ((h[0] >> 6) != 2 || h[1] < 192 || h[1] > 223)
+			return 0;
+		__u32 size = 4 * ((((__u32)h[2] << 8) | h[3]) + 1);
+		if (off + size > len)
+			return 0;
+		if (h[1] == 200 || h[1] == 201) {
+			__u32 fixed = h[1] == 200 ? 24 : 4;
+			__u32 count = h[0] & 0x1f;
+			if (size - 4 < fixed + 24 * count)
+				return 0;
+			if (h[1] == 200)
+				out->sender_reports++;
+			else
+				out->receiver_reports++;
+			if (!out->block && count)
+				out->block = off + 4 + fixed;
+		}
+		off += size;
+		if (off == len)
+			return 1;
+	}
+	return 0;
+}
+
 // Copies a forwarded packet to `learn` when its payload may carry a parameter
 // set: NAL type 7 (SPS), 8 (PPS), 24 (STAP-A), or 28 (FU-A) of an SPS or PPS.
 // The same rule as the relay's userspace path (src/sdp/learn.rs, wants). An
@@ -463,7 +525,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 
 	__u32 port = bpf_ntohs(udp->dest);
 	struct rule *r = bpf_map_lookup_elem(&rules, &port);
-	if (!r || !r->active || r->plane != PLANE_RTP)
+	if (!r || !r->active || r->plane > PLANE_RTCP)
 		return TC_ACT_UNSPEC;
 	if (!addressed_to_relay(r, skb, ip->daddr))
 		return TC_ACT_UNSPEC;
@@ -479,21 +541,33 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	if (!s)
 		return TC_ACT_UNSPEC;
 
-	// May the kernel forward it? A valid RTP packet within max_packet_size
-	// (else userspace drops it by reason), by a route the stack takes (below).
-	// Judged before the sender, as a refused sender's packet is dropped here
-	// whatever it is.
+	// May the kernel forward it? A valid RTP packet (media port) or RTCP
+	// compound (control port) within max_packet_size (else userspace drops it
+	// by reason), by a route the stack takes (below). Judged before the
+	// sender, as a refused sender's packet is dropped here whatever it is.
 	__u32 udp_len = bpf_ntohs(udp->len);
 	__u32 len = udp_len - UDP_LEN;
-	__u8 h[12] = {};
-	int ok = udp_len >= UDP_LEN + 12 && len <= r->max_packet_size;
-	// Read in place, or copied out when it is not in the linear part.
-	if (ok && data + RTP_OFF + 12 <= data_end)
-		__builtin_memcpy(h, data + RTP_OFF, 12);
-	else if (ok && bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
-		ok = 0;
-	__u32 payload = ok ? rtp_valid(skb, h, len) : 0;
-	ok = payload != 0;
+	int rtcp = r->plane == PLANE_RTCP;
+	__u8 h[16] = {};
+	struct rtcp_summary reports = {};
+	__u32 payload = 0;
+	int ok = udp_len >= UDP_LEN + 4 && len <= r->max_packet_size;
+	if (!rtcp) {
+		ok = ok && len >= 12;
+		// Read in place, or copied out when it is not in the linear part.
+		if (ok && data + RTP_OFF + 12 <= data_end)
+			__builtin_memcpy(h, data + RTP_OFF, 12);
+		else if (ok && bpf_skb_load_bytes(skb, RTP_OFF, h, 12) < 0)
+			ok = 0;
+		payload = ok ? rtp_valid(skb, h, len) : 0;
+		ok = payload != 0;
+	} else {
+		ok = ok && rtcp_valid(skb, len, &reports);
+		// The first report block (ssrc, fraction and cumulative lost, highest
+		// sequence, jitter): read now, as no helper may run under the lock.
+		if (ok && reports.block && bpf_skb_load_bytes(skb, RTP_OFF + (reports.block & 0xffff), h, 16) < 0)
+			ok = 0;
+	}
 	// Handed to lo, a packet from a local address (to 127.0.0.0/8, too) has
 	// no route of its own as the relay's send has: the stack takes it only
 	// with lo's accept_local (and route_localnet). Else userspace forwards it.
@@ -529,6 +603,15 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		ifindex = s->latched_ifindex;
 		s->to_appliance_packets++;
 		s->to_appliance_bytes += len;
+		if (rtcp && reports.block) {
+			// RtcpStream::on_destination_report: its first block.
+			s->wowza_fraction = h[4];
+			s->wowza_lost = (__u32)((__s32)(((__u32)h[5] << 24) | ((__u32)h[6] << 16) |
+							((__u32)h[7] << 8)) >> 8);
+			s->wowza_jitter = ((__u32)h[12] << 24) | ((__u32)h[13] << 16) |
+					  ((__u32)h[14] << 8) | h[15];
+			s->has_wowza_report = 1;
+		}
 	} else {
 		// Mirrors Forwarder::accepts (src/dataplane/forwarder.rs); tests/fastpath.rs runs
 		// each policy through this path and the userspace one.
@@ -556,10 +639,15 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		s->latched_port = sport;
 		s->latched_local = daddr;
 		s->latched_ifindex = skb->ifindex;
-		on_rtp(s, r, ((__u16)h[2] << 8) | h[3],
-		       ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7],
-		       ((__u32)h[8] << 24) | ((__u32)h[9] << 16) | ((__u32)h[10] << 8) | h[11],
-		       h[1] & 0x7f, len, now);
+		if (rtcp) {
+			s->sender_reports += reports.sender_reports;
+			s->receiver_reports += reports.receiver_reports;
+		} else {
+			on_rtp(s, r, ((__u16)h[2] << 8) | h[3],
+			       ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7],
+			       ((__u32)h[8] << 24) | ((__u32)h[9] << 16) | ((__u32)h[10] << 8) | h[11],
+			       h[1] & 0x7f, len, now);
+		}
 		s->last_ns = now;
 		s->to_wowza_packets++;
 		s->to_wowza_bytes += len;
@@ -575,7 +663,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		// Back to the appliance: from the address it sent to, out of the
 		// interface its packets came in on.
 		local = ifindex == r->loopback_ifindex;
-	} else if (r->learn) {
+	} else if (r->learn && !rtcp) {
 		hand_to_learner(skb, port, payload, len);
 	}
 	int verdict = forward(skb, saddr, daddr, sport, dport, from_addr, to_addr, dport,

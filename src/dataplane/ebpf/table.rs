@@ -105,6 +105,15 @@ pub struct Stream {
     /// Packets of senders the policy refused, dropped by the kernel (they
     /// never reach userspace, which counts the rest).
     pub unknown_source: u64,
+    /// A control port's sender reports from the appliance.
+    pub sender_reports: u64,
+    /// … receiver reports from the appliance.
+    pub receiver_reports: u64,
+    wowza_jitter: u32,
+    wowza_lost: u32,
+    wowza_fraction: u8,
+    has_wowza_report: u8,
+    pad2: [u8; 6],
 }
 
 /// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
@@ -180,7 +189,7 @@ impl<'a> LearnCopy<'a> {
 
 const _: () = assert!(size_of::<Rule>() == 64);
 const _: () = assert!(size_of::<Locals>() == 4 + 4 * MAX_LOCALS);
-const _: () = assert!(size_of::<Stream>() == 208);
+const _: () = assert!(size_of::<Stream>() == 240);
 
 // SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
 unsafe impl aya::Pod for Rule {}
@@ -208,8 +217,6 @@ pub struct Route {
 pub enum Unsupported {
     /// IPv6 destination, source or bind address.
     Ipv6,
-    /// RTCP stays in userspace.
-    Control,
 }
 
 /// A port the kernel can carry, with its addresses in the rule's form.
@@ -220,17 +227,14 @@ pub struct Eligible {
     source_addr: u32,
 }
 
-/// Decides which ports go kernel-side: media ports whose bind address,
-/// destination and source are IPv4. The one place this is decided; everything
+/// Decides which ports go kernel-side: media and control ports whose bind
+/// address, destination and source are IPv4. The one place this is decided; everything
 /// else stays in userspace. The addresses come canonical (IPv4-mapped ones as
 /// IPv4): the rule's from [`GroupPlan::rules`], the bind address from
 /// `Config::fast_path_options`.
 ///
 /// [`GroupPlan::rules`]: crate::dataplane::rule::GroupPlan::rules
 pub fn eligible(rule: &PortRule, bind: IpAddr) -> Result<Eligible, Unsupported> {
-    if rule.plane == Plane::Rtcp {
-        return Err(Unsupported::Control);
-    }
     let v4 = |ip: IpAddr| match ip {
         IpAddr::V4(a) => Ok(u32::from_ne_bytes(a.octets())),
         IpAddr::V6(_) => Err(Unsupported::Ipv6),
@@ -271,7 +275,7 @@ impl Rule {
             max_packet_size: u32::try_from(rule.max_packet_size).unwrap_or(u32::MAX),
             clock_rate,
             dest_port: rule.destination.port(),
-            plane: 0,
+            plane: u8::from(rule.plane == Plane::Rtcp),
             policy: POLICIES.iter().position(|p| *p == rule.policy).unwrap_or(0) as u8,
             owner,
             local_ok: u8::from(route.local_ok),
@@ -328,6 +332,17 @@ impl Stream {
                     u16::from_be(self.latched_port),
                 ))
             })
+    }
+
+    /// A control port's destination report (the first report block of its
+    /// latest compound): fraction lost in 1/256, cumulative lost, jitter in
+    /// timestamp units, as [`crate::stats::rtcp::RtcpStream`] reads it.
+    pub fn wowza_report(&self) -> Option<(u8, i32, u32)> {
+        (self.has_wowza_report != 0).then_some((
+            self.wowza_fraction,
+            self.wowza_lost as i32,
+            self.wowza_jitter,
+        ))
     }
 
     /// The raw RFC 3550 state, in the shape the userspace [`RtpStream`]
@@ -402,12 +417,14 @@ mod tests {
     }
 
     #[test]
-    fn only_ipv4_media_ports_are_eligible() {
+    fn only_ipv4_ports_are_eligible() {
         let v4: IpAddr = "0.0.0.0".parse().unwrap();
         let rtp = port_rule(Plane::Rtp, SourcePolicy::Strict, "192.0.2.10");
         assert!(eligible(&rtp, v4).is_ok());
         let rtcp = port_rule(Plane::Rtcp, SourcePolicy::Strict, "192.0.2.10");
-        assert_eq!(eligible(&rtcp, v4), Err(Unsupported::Control));
+        assert!(eligible(&rtcp, v4).is_ok());
+        assert_eq!(kernel_rule(&rtcp, 1).plane, 1);
+        assert_eq!(kernel_rule(&rtp, 1).plane, 0);
         assert_eq!(
             eligible(&rtp, "::".parse().unwrap()),
             Err(Unsupported::Ipv6)

@@ -145,22 +145,31 @@ pub fn rtp_frame(
     ts: u32,
     payload: usize,
 ) -> Vec<u8> {
-    let rtp_len = 12 + payload;
+    let mut rtp = vec![0x80, 96];
+    rtp.extend_from_slice(&seq.to_be_bytes());
+    rtp.extend_from_slice(&ts.to_be_bytes());
+    rtp.extend_from_slice(&ssrc.to_be_bytes());
+    rtp.resize(12 + payload, 0xa5);
+    udp_frame(from, to, &rtp)
+}
+
+/// An Ethernet + IPv4 + UDP frame carrying `datagram` (for [`Detached::run`]).
+pub fn udp_frame(
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    datagram: &[u8],
+) -> Vec<u8> {
     let mut f = vec![0u8; 12];
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f[16..18].copy_from_slice(&((20 + 8 + rtp_len) as u16).to_be_bytes());
+    f[16..18].copy_from_slice(&((20 + 8 + datagram.len()) as u16).to_be_bytes());
     f.extend_from_slice(&from.ip().octets());
     f.extend_from_slice(&to.ip().octets());
     f.extend_from_slice(&from.port().to_be_bytes());
     f.extend_from_slice(&to.port().to_be_bytes());
-    f.extend_from_slice(&((8 + rtp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&((8 + datagram.len()) as u16).to_be_bytes());
     f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&[0x80, 96]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&ts.to_be_bytes());
-    f.extend_from_slice(&ssrc.to_be_bytes());
-    f.resize(14 + 20 + 8 + rtp_len, 0xa5);
+    f.extend_from_slice(datagram);
     // Both checksums set, as a NIC that verifies none would deliver it.
     let ip = internet_checksum([&f[14..34]]);
     f[24..26].copy_from_slice(&ip.to_be_bytes());
@@ -405,5 +414,109 @@ mod tests {
         // Any: no stranger.
         k.set_rule(PORT, any_rule()).unwrap();
         assert_eq!(run(&k, stranger, 6, 100), TC_ACT_OK);
+    }
+
+    /// One packet of a compound: (second byte, count, body words, whether
+    /// its length field tells the truth). Mostly SR/RR, now and then another
+    /// type or a wrong one; bodies mostly what the count needs, now and then
+    /// a word short.
+    fn rtcp_part() -> impl proptest::strategy::Strategy<Value = (u8, u8, u16, bool)> {
+        use proptest::prelude::*;
+        let pt = prop_oneof![
+            4 => Just(200u8),
+            4 => Just(201u8),
+            2 => Just(202u8),
+            1 => 190u8..=226,
+        ];
+        (
+            pt,
+            0u8..4,
+            prop_oneof![9 => 0u16..3, 1 => Just(u16::MAX)],
+            proptest::bool::weighted(0.97),
+        )
+            .prop_map(|(pt, count, extra, honest)| {
+                let needed = match pt {
+                    200 => 6 + 6 * u16::from(count),
+                    201 => 1 + 6 * u16::from(count),
+                    _ => 0,
+                };
+                (pt, count, needed.wrapping_add(extra).min(40), honest)
+            })
+    }
+
+    fn compound(parts: &[(u8, u8, u16, bool)], version: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &(pt, count, words, honest)) in parts.iter().enumerate() {
+            let length = if honest { words } else { words + 1 };
+            out.push((if i == 0 { version } else { 2 }) << 6 | count);
+            out.push(pt);
+            out.extend_from_slice(&length.to_be_bytes());
+            let start = out.len();
+            out.extend((0..4 * usize::from(words)).map(|b| (b * 37 + start) as u8));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+        /// RTCP on a control port: the kernel forwards exactly the compounds
+        /// `rtcp::check` accepts (up to RTCP_MAX_PARTS packets; longer ones go
+        /// to userspace, which judges them as always), counts the appliance's
+        /// reports as `RtcpStream::on_compound` does and reads the
+        /// destination's first report block as `on_destination_report` does.
+        #[test]
+        fn the_kernel_judges_and_counts_rtcp_as_userspace_does(
+            parts in proptest::collection::vec(rtcp_part(), 1..11),
+            // (around RTCP_MAX_PARTS, too)
+            version in proptest::prop_oneof![9 => proptest::strategy::Just(2u8), 1 => 0u8..4],
+            generation in 2u32..1_000_000,
+        ) {
+            use crate::packet::rtcp;
+            use crate::stats::rtcp::RtcpStream;
+            use std::sync::OnceLock;
+            static K: OnceLock<Option<std::sync::Mutex<Detached>>> = OnceLock::new();
+            let Some(k) = K.get_or_init(|| load("rtcp").map(std::sync::Mutex::new)) else {
+                return Ok(());
+            };
+            let mut k = k.lock().unwrap();
+            let mut rule = any_rule();
+            rule.plane = 1;
+            rule.generation = generation;
+            k.set_rule(PORT, rule).unwrap();
+            let data = compound(&parts, version);
+            let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+            let appliance = "127.0.0.2:5005".parse().unwrap();
+            let wowza = "127.0.0.1:40000".parse().unwrap();
+            let checked = rtcp::check(&data);
+            let kernel_takes = checked.is_ok() && parts.len() <= 8;
+
+            let run = k.run(&udp_frame(appliance, to, &data), 1).unwrap();
+            let mut user = RtcpStream::default();
+            if kernel_takes {
+                proptest::prop_assert_eq!(run.verdict, TC_ACT_OK);
+                check_rewrite(&udp_frame(appliance, to, &data), &run.frame);
+                user.on_compound(checked.unwrap());
+            } else {
+                proptest::prop_assert_eq!(run.verdict, TC_ACT_UNSPEC, "{:?}", checked);
+            }
+            let s = k.streams().get(PORT).unwrap();
+            proptest::prop_assert_eq!(s.sender_reports, user.sender_reports);
+            proptest::prop_assert_eq!(s.receiver_reports, user.receiver_reports);
+            proptest::prop_assert_eq!(s.to_wowza_packets, u64::from(kernel_takes));
+
+            // The destination's compound back, once an appliance is latched.
+            if kernel_takes {
+                let run = k.run(&udp_frame(wowza, to, &data), 1).unwrap();
+                proptest::prop_assert_eq!(run.verdict, TC_ACT_OK);
+                user.on_destination_report(&data, None);
+                let s = k.streams().get(PORT).unwrap();
+                let kernel = s.wowza_report().map(|(f, l, j)| (f64::from(f) / 256.0, i64::from(l), j));
+                let expected = user.wowza_fraction_lost.map(|f| {
+                    (f, user.wowza_cumulative_lost.unwrap(), user.wowza_jitter.unwrap())
+                });
+                proptest::prop_assert_eq!(kernel, expected);
+                proptest::prop_assert_eq!(s.to_appliance_packets, 1);
+            }
+        }
     }
 }
