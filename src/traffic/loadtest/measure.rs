@@ -13,16 +13,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Where the relay of a run is, as far as known.
+pub(super) struct RelayAt<'a> {
+    /// Its process, for its CPU time.
+    pub pid: Option<u32>,
+    /// Its control plane.
+    pub url: Option<&'a str>,
+    /// … as a client.
+    pub client: Option<&'a super::relay::Client>,
+    /// Its fast path's pin directory (a relay the run spawned): its program
+    /// is told apart from other relays' by the links pinned there.
+    pub pins: Option<&'a std::path::Path>,
+}
+
 /// Sends `o`'s load over `streams` (role, port gen sends to, sink port) and
-/// measures it; `pid` and `url` are the relay's, when there is one.
+/// measures it, with the relay at `relay` when there is one.
 pub(super) fn measure(
     o: &Options,
     streams: &[(Role, u16, u16)],
     through_relay: bool,
-    pid: Option<u32>,
-    url: Option<&str>,
-    client: Option<&super::relay::Client>,
+    relay: &RelayAt,
 ) -> Result<Report, String> {
+    let RelayAt {
+        pid,
+        url,
+        client,
+        pins,
+    } = *relay;
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let sink_streams: Vec<sink::Stream> = streams
         .iter()
@@ -52,6 +69,18 @@ pub(super) fn measure(
         cpus: o.generator_cpus.clone(),
         realtime: o.realtime,
     };
+    let data_path = url.and_then(|u| data_path(&metrics(u)?));
+    // The fast path's work is the kernel's, in the senders' time: counted
+    // apart (while this descriptor is open) and charged to the relay.
+    let counting = (through_relay && data_path.as_deref() == Some("ebpf"))
+        .then(crate::dataplane::ebpf::count_program_time)
+        .flatten();
+    let program_time = || {
+        counting
+            .as_ref()
+            .and_then(|_| crate::dataplane::ebpf::program_time(pins))
+    };
+    let kernel_before = program_time();
     let cpu_before = relay_cpu(pid, url);
     let started = Instant::now();
     let reference = ProcessTimes::read();
@@ -94,6 +123,7 @@ pub(super) fn measure(
         last = now;
     }
     let cpu_after = relay_cpu(pid, url);
+    let kernel_after = program_time();
     let box_after = box_cpu(&reference).map(|(busy, _)| busy);
     let delivered = sink.finish();
     let sdp = client
@@ -109,6 +139,8 @@ pub(super) fn measure(
         offered,
         delivered,
         relay_cpu: (cpu_before, cpu_after),
+        kernel: (kernel_before, kernel_after),
+        data_path,
         box_busy: (sending_start.box_busy, box_after),
         sending: (sending_start, sending_end),
         sending_seconds: ended.duration_since(started).as_secs_f64(),
@@ -266,15 +298,29 @@ fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         return Some(process_ticks(&stat)? / clock_ticks());
     }
-    let text = ureq::get(format!("{}/metrics", url?))
+    metrics(url?)?
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The relay's `/metrics` text.
+fn metrics(url: &str) -> Option<String> {
+    ureq::get(format!("{url}/metrics"))
         .call()
         .ok()?
         .body_mut()
         .read_to_string()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
-        .and_then(|v| v.trim().parse().ok())
+        .ok()
+}
+
+/// The `path` label of the relay's `rtp_relay_data_path_info` series.
+fn data_path(metrics: &str) -> Option<String> {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("rtp_relay_data_path_info{"))?;
+    let rest = &line[line.find("path=\"")? + 6..];
+    Some(rest[..rest.find('"')?].to_string())
 }
 
 /// A process's user + system clock ticks from its `/proc/<pid>/stat`.
@@ -288,6 +334,15 @@ fn process_ticks(stat: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_path_is_read_from_the_relays_series() {
+        let text = "# HELP x\nrtp_relay_data_path_info{interfaces=\"lo\",path=\"ebpf\"} 1\n";
+        assert_eq!(data_path(text).as_deref(), Some("ebpf"));
+        let text = "rtp_relay_data_path_info{interfaces=\"\",path=\"userspace\"} 1\n";
+        assert_eq!(data_path(text).as_deref(), Some("userspace"));
+        assert_eq!(data_path("process_cpu_seconds_total 1\n"), None);
+    }
 
     #[test]
     fn cpus_are_the_numbered_cpu_lines() {

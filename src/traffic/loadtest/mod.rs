@@ -200,14 +200,13 @@ pub fn run(o: &Options) -> Result<Report, String> {
             streams.extend(ports);
         }
         let through_relay = !matches!(o.mode, Mode::Direct);
-        measure::measure(
-            o,
-            &streams,
-            through_relay,
+        let relay_at = measure::RelayAt {
             pid,
-            url.as_deref(),
-            client.as_ref(),
-        )
+            url: url.as_deref(),
+            client: client.as_ref(),
+            pins: relay.as_ref().map(|r| r.pins.as_path()),
+        };
+        measure::measure(o, &streams, through_relay, &relay_at)
     })();
     if let Some(c) = &client {
         for &g in &groups {

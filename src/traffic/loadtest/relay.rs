@@ -167,6 +167,8 @@ pub(super) struct Spawned {
     pub(super) child: Child,
     /// Its control plane, e.g. `http://127.0.0.1:40123`.
     pub(super) url: String,
+    /// Where its fast path pins its program's links.
+    pub(super) pins: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -221,6 +223,7 @@ impl Spawned {
         Ok(Spawned {
             child,
             url: format!("http://{addr}"),
+            pins: crate::dataplane::ebpf::pin_dir(&dir.0.join("state")),
             _dir: dir,
         })
     }

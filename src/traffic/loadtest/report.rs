@@ -50,9 +50,18 @@ pub struct Report {
     pub sink_receive: String,
     /// Why the sink could not steer, when it tried.
     pub sink_steering_refused: Option<String>,
-    /// Relay CPU seconds (user + system) during the run.
+    /// Which data path the relay ran: `ebpf` or `userspace` (its
+    /// `rtp_relay_data_path_info`); none without a relay or its `/metrics`.
+    pub data_path: Option<String>,
+    /// Relay process CPU seconds (user + system) during the run.
     pub relay_cpu_seconds: Option<f64>,
-    /// Relay CPU per forwarded packet, microseconds.
+    /// The kernel's seconds in the fast path's program during the run: work
+    /// done for the relay that the kernel charges to the senders' CPU time,
+    /// not the relay's (none when not measured: no fast path, or no
+    /// CAP_SYS_ADMIN to count it).
+    pub relay_kernel_cpu_seconds: Option<f64>,
+    /// Relay CPU per forwarded packet, microseconds: the process's and the
+    /// program's together.
     pub relay_cpu_us_per_packet: Option<f64>,
     /// The whole machine's busy CPU (generator, sink, relay, kernel) from the
     /// generator's start until the sink settled, per RTP packet sent, microseconds.
@@ -136,6 +145,13 @@ pub(super) struct Measurement {
     pub delivered: sink::Report,
     /// Relay CPU seconds before and after, when known.
     pub relay_cpu: (Option<f64>, Option<f64>),
+    /// The fast path's program time before and after, when counted.
+    pub kernel: (
+        Option<crate::dataplane::ebpf::ProgramTime>,
+        Option<crate::dataplane::ebpf::ProgramTime>,
+    ),
+    /// The relay's data path, when it said.
+    pub data_path: Option<String>,
     /// The machine's busy CPU seconds before and after, when known.
     pub box_busy: (Option<f64>, Option<f64>),
     /// The CPU counters as the generator started and as it ended.
@@ -156,6 +172,12 @@ impl Report {
         let (offered, s) = (&m.offered, &m.delivered);
         let seconds = offered.seconds.max(1e-9);
         let cpu = difference(m.relay_cpu).filter(|_| m.through_relay);
+        let kernel = match m.kernel {
+            (Some(a), Some(b)) if m.through_relay => {
+                Some(b.run_time.saturating_sub(a.run_time).as_secs_f64())
+            }
+            _ => None,
+        };
         let (start, end) = m.sending;
         // The CPUs that `/proc/stat`'s busy time sums over, read as it ended.
         let cores = end.cores.or(start.cores);
@@ -190,8 +212,11 @@ impl Report {
             receiver_reports_returned: offered.received_reports,
             sink_receive: s.receive.clone(),
             sink_steering_refused: s.steering_refused.clone(),
+            data_path: m.data_path.clone(),
             relay_cpu_seconds: cpu,
-            relay_cpu_us_per_packet: cpu.and_then(|c| us_per_packet(c, forwarded(offered, s))),
+            relay_kernel_cpu_seconds: kernel,
+            relay_cpu_us_per_packet: cpu
+                .and_then(|c| us_per_packet(c + kernel.unwrap_or(0.0), forwarded(offered, s))),
             box_cpu_us_per_packet: difference(m.box_busy)
                 .and_then(|busy| us_per_packet(busy, offered.packets)),
             cores,
@@ -411,12 +436,20 @@ pub fn table(r: &Report) -> String {
             format!("{} (slowest {:.1} ms)", r.scrapes, r.slowest_scrape_ms),
         );
     }
+    if let Some(path) = &r.data_path {
+        line(&mut out, "data path", path.clone());
+    }
     match (r.relay_cpu_seconds, r.relay_cpu_us_per_packet) {
-        (Some(s), Some(us)) => line(
-            &mut out,
-            "relay CPU",
-            format!("{s:.2} s, {us:.2} µs per forwarded packet"),
-        ),
+        (Some(s), Some(us)) => {
+            let kernel = r.relay_kernel_cpu_seconds.map_or(String::new(), |k| {
+                format!(" + {k:.2} s in the kernel's program")
+            });
+            line(
+                &mut out,
+                "relay CPU",
+                format!("{s:.2} s{kernel}, {us:.2} µs per forwarded packet"),
+            )
+        }
         _ => line(&mut out, "relay CPU", "n/a".into()),
     }
     if let Some(us) = r.box_cpu_us_per_packet {
@@ -479,6 +512,8 @@ pub(super) mod tests {
                 ..Default::default()
             },
             relay_cpu: (Some(10.0), Some(10.25)),
+            kernel: (None, None),
+            data_path: Some("userspace".into()),
             box_busy: (Some(100.0), Some(101.5)),
             // 2 CPUs over 2 s of sending: 4 CPU seconds, 1 of them busy, half
             // a second of it the tools'.
@@ -527,6 +562,8 @@ pub(super) mod tests {
         // 0.25 CPU seconds over 1000 forwarded packets: 250 µs each.
         assert_eq!(r.relay_cpu_seconds, Some(0.25));
         assert_eq!(r.relay_cpu_us_per_packet, Some(250.0));
+        assert_eq!(r.relay_kernel_cpu_seconds, None);
+        assert_eq!(r.data_path.as_deref(), Some("userspace"));
         // 1.5 busy seconds over the 1000 packets sent.
         assert_eq!(r.box_cpu_us_per_packet, Some(1500.0));
         // Sending: 1 of 4 CPU seconds busy, 0.5 of them the tools'.
@@ -660,6 +697,30 @@ pub(super) mod tests {
         assert_eq!(r.relay_cpu_us_per_packet, None, "but nothing forwarded");
         assert_eq!(r.box_cpu_us_per_packet, None, "nor sent");
         assert_eq!(r.loss_ratio, 0.0);
+    }
+
+    #[test]
+    fn the_fast_paths_program_time_is_charged_to_the_relay() {
+        use crate::dataplane::ebpf::ProgramTime;
+        let mut m = measurement();
+        m.data_path = Some("ebpf".into());
+        let at = |ms: u64, runs: u64| ProgramTime {
+            run_time: std::time::Duration::from_millis(ms),
+            runs,
+        };
+        // 0.25 s in the process, 0.05 s in the program: 300 µs a packet.
+        m.kernel = (Some(at(1000, 5)), Some(at(1050, 1005)));
+        let r = Report::new(m.clone());
+        assert_eq!(r.relay_kernel_cpu_seconds, Some(0.05));
+        assert_eq!(r.relay_cpu_us_per_packet, Some(300.0));
+        let text = table(&r);
+        assert!(text.contains("ebpf"), "{text}");
+        assert!(text.contains("+ 0.05 s in the kernel's program"), "{text}");
+        // Not counted at the start (or the end): nothing charged, nothing made up.
+        m.kernel.0 = None;
+        let r = Report::new(m);
+        assert_eq!(r.relay_kernel_cpu_seconds, None);
+        assert_eq!(r.relay_cpu_us_per_packet, Some(250.0));
     }
 
     #[test]
