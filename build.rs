@@ -1,6 +1,7 @@
 //! Compiles the eBPF programs with clang for the BPF target: the kernel fast
 //! path (`src/dataplane/ebpf/relay.bpf.c`) and the sink's receive steering
-//! (`src/traffic/steer.bpf.c`). Without clang (or libbpf's headers) the relay
+//! (`src/traffic/steer.bpf.c`), and the load test's yardstick, a bare
+//! rewrite (`src/traffic/bare.bpf.c`). Without clang (or libbpf's headers) the relay
 //! still builds; it then runs the userspace data plane only (and the sink one
 //! socket per port) and says why.
 
@@ -8,9 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Each program's source and the object it becomes in `OUT_DIR`.
-const PROGRAMS: [(&str, &str); 2] = [
+const PROGRAMS: [(&str, &str); 3] = [
     ("src/dataplane/ebpf/relay.bpf.c", "relay.bpf.o"),
     ("src/traffic/steer.bpf.c", "steer.bpf.o"),
+    ("src/traffic/bare.bpf.c", "bare.bpf.o"),
 ];
 
 fn main() {

@@ -13,6 +13,7 @@
 //! - [`wheel`]: the timer wheel that paces every stream on one timer;
 //! - [`generator`] (`gen`), [`sink`], [`loadtest`]: the I/O around them.
 
+pub mod bare;
 pub mod generator;
 pub mod h264;
 pub mod loadtest;

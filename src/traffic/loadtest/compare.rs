@@ -12,6 +12,9 @@ use serde::ser::{SerializeMap, Serializer};
 pub enum Baseline {
     /// gen → sink with no relay in between: the ceiling.
     Direct,
+    /// A bare kernel rewrite on loopback (ports swapped, nothing checked or
+    /// counted): the least any kernel forwarder costs, for the fast path.
+    Bare,
 }
 
 impl Baseline {
@@ -19,6 +22,7 @@ impl Baseline {
     pub fn mode(self) -> Mode {
         match self {
             Baseline::Direct => Mode::Direct,
+            Baseline::Bare => Mode::Bare,
         }
     }
 
@@ -26,6 +30,7 @@ impl Baseline {
     pub fn name(self) -> &'static str {
         match self {
             Baseline::Direct => "direct",
+            Baseline::Bare => "bare",
         }
     }
 }

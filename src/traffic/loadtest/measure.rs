@@ -21,9 +21,21 @@ pub(super) struct RelayAt<'a> {
     pub url: Option<&'a str>,
     /// … as a client.
     pub client: Option<&'a super::relay::Client>,
-    /// Its fast path's pin directory (a relay the run spawned): its program
-    /// is told apart from other relays' by the links pinned there.
-    pub pins: Option<&'a std::path::Path>,
+    /// The kernel program forwarding for it, whose time is charged to it.
+    pub program: Program<'a>,
+}
+
+/// Which kernel program does a run's forwarding.
+pub(super) enum Program<'a> {
+    /// None (no relay, or one without a fast path: told by its data path).
+    None,
+    /// The fast path of the relay whose pin directory this is (a relay the
+    /// run spawned: told apart from other relays' by the links pinned there).
+    Pinned(&'a std::path::Path),
+    /// A running relay's: every relay program on the machine.
+    AnyRelay,
+    /// The bare rewrite.
+    Bare(&'a crate::traffic::bare::BareRewrite),
 }
 
 /// Sends `o`'s load over `streams` (role, port gen sends to, sink port) and
@@ -38,7 +50,7 @@ pub(super) fn measure(
         pid,
         url,
         client,
-        pins,
+        ref program,
     } = *relay;
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let sink_streams: Vec<sink::Stream> = streams
@@ -69,16 +81,24 @@ pub(super) fn measure(
         cpus: o.generator_cpus.clone(),
         realtime: o.realtime,
     };
-    let data_path = url.and_then(|u| data_path(&metrics(u)?));
-    // The fast path's work is the kernel's, in the senders' time: counted
-    // apart (while this descriptor is open) and charged to the relay.
-    let counting = (through_relay && data_path.as_deref() == Some("ebpf"))
+    let data_path = match program {
+        Program::Bare(_) => Some("bare rewrite".to_string()),
+        _ => url.and_then(|u| data_path(&metrics(u)?)),
+    };
+    // A kernel forwarder's work is the kernel's, in the senders' time:
+    // counted apart (while this descriptor is open) and charged to it.
+    let kernel_side = matches!(program, Program::Bare(_)) || data_path.as_deref() == Some("ebpf");
+    let counting = (through_relay && kernel_side)
         .then(crate::dataplane::ebpf::count_program_time)
         .flatten();
     let program_time = || {
-        counting
-            .as_ref()
-            .and_then(|_| crate::dataplane::ebpf::program_time(pins))
+        counting.as_ref()?;
+        match program {
+            Program::None => None,
+            Program::Pinned(pins) => crate::dataplane::ebpf::program_time(Some(pins)),
+            Program::AnyRelay => crate::dataplane::ebpf::program_time(None),
+            Program::Bare(b) => b.program_time(),
+        }
     };
     let kernel_before = program_time();
     let cpu_before = relay_cpu(pid, url);

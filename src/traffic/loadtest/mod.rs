@@ -47,6 +47,9 @@ pub enum Mode {
     },
     /// No relay: gen sends straight to the sink.
     Direct,
+    /// A bare kernel rewrite the run attaches to `lo` (a benchmark baseline
+    /// for the fast path: [`crate::traffic::bare`]).
+    Bare,
     /// A forwarder with no control plane (a benchmark baseline) already
     /// listening on the group ports and sending 16384 ports lower.
     External {
@@ -96,6 +99,7 @@ impl Mode {
             Mode::Spawn { .. } => "spawn",
             Mode::Relay { .. } => "relay",
             Mode::Direct => "direct",
+            Mode::Bare => "bare",
             Mode::External { .. } => "external",
         }
     }
@@ -188,6 +192,20 @@ pub fn run(o: &Options) -> Result<Report, String> {
         _ => None,
     };
     let client = url.as_ref().map(|u| Client::new(u, o.token.clone()));
+    let bare_hops = |g: GroupId| {
+        local_ports(g, o.layout, true)
+            .into_iter()
+            .flat_map(|(_, port, sink)| [(port, sink), (port + 1, sink + 1)])
+    };
+    let bare = match o.mode {
+        Mode::Bare => Some(crate::traffic::bare::BareRewrite::attach(
+            &groups
+                .iter()
+                .flat_map(|&g| bare_hops(g))
+                .collect::<Vec<_>>(),
+        )?),
+        _ => None,
+    };
 
     // Streams: (role, relay-side media port or None, sink media port).
     let mut streams: Vec<(Role, u16, u16)> = Vec::new();
@@ -195,16 +213,26 @@ pub fn run(o: &Options) -> Result<Report, String> {
         for &g in &groups {
             let ports: Vec<(Role, u16, u16)> = match (&client, &o.mode) {
                 (Some(c), _) => c.reserve(g, o.layout, o.duration)?,
-                (None, mode) => local_ports(g, o.layout, matches!(mode, Mode::External { .. })),
+                (None, mode) => local_ports(
+                    g,
+                    o.layout,
+                    matches!(mode, Mode::External { .. } | Mode::Bare),
+                ),
             };
             streams.extend(ports);
         }
         let through_relay = !matches!(o.mode, Mode::Direct);
+        let program = match (&bare, &relay, &o.mode) {
+            (Some(b), _, _) => measure::Program::Bare(b),
+            (_, Some(r), _) => measure::Program::Pinned(&r.pins),
+            (_, _, Mode::Relay { .. }) => measure::Program::AnyRelay,
+            _ => measure::Program::None,
+        };
         let relay_at = measure::RelayAt {
             pid,
             url: url.as_deref(),
             client: client.as_ref(),
-            pins: relay.as_ref().map(|r| r.pins.as_path()),
+            program,
         };
         measure::measure(o, &streams, through_relay, &relay_at)
     })();

@@ -187,7 +187,12 @@ impl Report {
         };
         let tools_cpu = difference((start.tools, end.tools));
         let tools_idle_share = idle(tools_cpu);
-        let mut warnings = warnings(offered, m.through_relay, cpu.is_some(), tools_idle_share);
+        // A forwarder with no process of its own (the bare rewrite) is all kernel.
+        let total = match (cpu, kernel) {
+            (Some(c), k) => Some(c + k.unwrap_or(0.0)),
+            (None, k) => k,
+        };
+        let mut warnings = warnings(offered, m.through_relay, total.is_some(), tools_idle_share);
         if let Some(check) = &m.sdp {
             warnings.extend(sdp_warning(check));
         }
@@ -440,6 +445,11 @@ pub fn table(r: &Report) -> String {
         line(&mut out, "data path", path.clone());
     }
     match (r.relay_cpu_seconds, r.relay_cpu_us_per_packet) {
+        (None, Some(us)) => line(
+            &mut out,
+            "relay CPU",
+            format!("{us:.2} µs per forwarded packet, all in the kernel's program"),
+        ),
         (Some(s), Some(us)) => {
             let kernel = r.relay_kernel_cpu_seconds.map_or(String::new(), |k| {
                 format!(" + {k:.2} s in the kernel's program")
