@@ -150,10 +150,17 @@ impl BoundPorts {
         port.snapshot(self.clock_rate(port.rule.role), self.epoch, now)
     }
 
-    /// One [`Sample`] per bound port, for the stream watcher, with its rule.
-    pub fn samples(&self, now: &Now) -> Vec<(Sample, PortRule)> {
-        let mut out = Vec::with_capacity(self.bound_sockets());
-        for ports in self.groups.values() {
+    /// One [`Sample`] per bound port of the groups whose number is `part`
+    /// modulo `parts`, for the stream watcher, with its rule: the watcher
+    /// reads a share at a time (every port's kernel state is a system call).
+    pub fn samples(&self, now: &Now, part: u32, parts: u32) -> Vec<(Sample, PortRule)> {
+        let mut out = Vec::new();
+        let share = self
+            .groups
+            .iter()
+            .filter(|(g, _)| u32::from(g.get()) % parts.max(1) == part)
+            .map(|(_, ports)| ports);
+        for ports in share {
             for p in ports.iter() {
                 let s = self.snapshot(p, now);
                 let sample = Sample {
