@@ -54,8 +54,8 @@ enum Watch {
 /// Asks cargo to rerun this script when what was missing may have appeared.
 ///
 /// Cargo reruns on a watched path whose mtime is newer than its last run; a
-/// directory counts with every entry under it, its own mtime included. Two
-/// signals that look simpler are wrong (tried on cargo 1.95): a missing file
+/// directory counts with every entry under it, its own mtime included. The
+/// file itself is the wrong signal (tried on cargo 1.95): a missing path
 /// (`/usr/bin/clang`) reruns the script, and recompiles the crate, on every
 /// build while it is missing, and not once it appears, because dpkg gives
 /// installed files the package's old mtime. The folder the file lands in gets a
