@@ -7,8 +7,11 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 #[test]
 fn sigkill_after_a_burst_keeps_exactly_the_acknowledged_set() {
@@ -186,15 +189,121 @@ fn a_torn_last_record_is_dropped_with_a_warning() {
     assert_eq!(relay.get("/v1/reservations/c").status, 200);
 }
 
-#[test]
-fn two_relays_cannot_share_one_state_file() {
-    let setup = Setup::new();
-    let _first = setup.start();
-    let out = std::process::Command::new(BIN)
+/// Every file under `dir`: its path, contents and modification time.
+fn footprint(dir: &Path) -> Vec<(PathBuf, Vec<u8>, SystemTime)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(footprint(&path));
+        } else {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            files.push((path.clone(), std::fs::read(&path).unwrap(), modified));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Runs `rtp-relay run --config config` expecting it to refuse to start: its
+/// exit status and stderr (a relay still running after 20 s fails the test).
+fn refused(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
         .args(["run", "--config"])
-        .arg(setup.config_path())
-        .output()
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another rtp-relay"));
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "a second relay started: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_relay_that_cannot_start_leaves_nothing_behind() {
+    let group = 449;
+    let setup = Setup::new();
+    let first = setup.start();
+    let body = reservation("first", Some(group), "audio-only", &at(0), &at(600));
+    assert_eq!(first.post("/v1/reservations", &body).status, 201);
+    let wowza = UdpSocket::bind(("127.0.0.1", base(group) - 16384)).unwrap();
+    wowza
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let appliance = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state_dir = setup.state_path().parent().unwrap().to_path_buf();
+    let before = footprint(&state_dir);
+    assert_eq!(before.len(), 2, "journal and lock: {before:?}");
+
+    let listen = first.url.trim_start_matches("http://").to_string();
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let own_listen = "listen = \"127.0.0.1:0\"";
+    let own_state = setup.state_path().display().to_string();
+    assert!(config.contains(own_listen) && config.contains(&own_state));
+    let second = tempfile::tempdir().unwrap();
+    let second_state = second.path().join("state/reservations");
+    let cases = [
+        (
+            "the same listen address",
+            format!("listen = \"{listen}\""),
+            second_state.display().to_string(),
+            vec![
+                format!("control.listen {listen}: cannot listen"),
+                "choose another address".to_string(),
+            ],
+        ),
+        (
+            "another listen address, the same state file",
+            own_listen.to_string(),
+            own_state.clone(),
+            vec![
+                format!("state file {own_state} is in use by another rtp-relay"),
+                "give this one its own [state] path".to_string(),
+            ],
+        ),
+    ];
+    for (seq, (case, listen, state, says)) in cases.into_iter().enumerate() {
+        let path = second.path().join("relay.toml");
+        let text = config
+            .replace(own_listen, &listen)
+            .replace(&own_state, &state);
+        std::fs::write(&path, text).unwrap();
+        let (status, err) = refused(&path);
+        assert_eq!(status, Some(1), "{case}: {err}");
+        for said in says {
+            assert!(err.contains(&said), "{case}: {err:?} does not say {said:?}");
+        }
+        // Nothing of the second relay's is left: only its configuration.
+        let left: Vec<_> = std::fs::read_dir(second.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["relay.toml"], "{case}");
+        // The first one's state is as it was; it holds its port, forwards, answers.
+        assert_eq!(footprint(&state_dir), before, "{case}");
+        assert!(port_taken(base(group)), "{case}");
+        appliance
+            .send_to(&rtp(0x449, seq as u16, 100), ("127.0.0.1", base(group)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = wowza.recv_from(&mut buf).expect(case);
+        assert_eq!(&buf[..n], &rtp(0x449, seq as u16, 100)[..], "{case}");
+        let view = first.get("/v1/reservations/first");
+        assert_eq!(view.status, 200, "{case}");
+    }
 }

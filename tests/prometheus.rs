@@ -202,7 +202,8 @@ fn prometheus_sees_the_traffic_that_was_sent() {
     );
 
     // Every query of the shipped Grafana dashboard is valid PromQL over our
-    // series, and the per-group panels find this group.
+    // series, filters by the relay picked ($instance), and the per-group panels
+    // find this group on this relay and nothing on another.
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -211,22 +212,83 @@ fn prometheus_sees_the_traffic_that_was_sent() {
         .unwrap(),
     )
     .unwrap();
+    let instance = relay.url.trim_start_matches("http://");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no variable {name}"))["query"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The variables' label_values(series, label) find this relay and group.
+    for (name, series, label, value) in [
+        (
+            "instance",
+            "rtp_relay_build_info".to_string(),
+            "instance",
+            instance.to_string(),
+        ),
+        (
+            "group",
+            format!("rtp_relay_group_info{{instance=~\"{instance}\"}}"),
+            "group",
+            GROUP.to_string(),
+        ),
+    ] {
+        let query = variable(name).replace("$instance", instance);
+        assert_eq!(query, format!("label_values({series}, {label})"));
+        let found = prometheus.query(&series);
+        assert!(
+            found.iter().any(|s| s["metric"][label] == value.as_str()),
+            "{name}: {query} misses {value}: {found:?}"
+        );
+    }
     let mut exprs = 0;
+    let mut found = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$group", &GROUP.to_string());
-            assert!(
-                prometheus.accepts(&expr),
-                "dashboard panel {}: {expr}",
-                panel["title"]
+            let expr = target["expr"].as_str().unwrap();
+            let title = &panel["title"];
+            // Every selector of the query, not just one of them.
+            assert_eq!(
+                expr.matches('{').count(),
+                expr.matches("instance=~\"$instance\"").count(),
+                "dashboard panel {title}: a selector without instance=~\"$instance\": {expr}"
             );
+            assert!(
+                target["legendFormat"]
+                    .as_str()
+                    .unwrap()
+                    .contains("{{instance}}"),
+                "dashboard panel {title}: the legend does not name the relay"
+            );
+            let on = |instance: &str| {
+                expr.replace("$instance", instance)
+                    .replace("$group", &GROUP.to_string())
+            };
+            assert!(
+                prometheus.accepts(&on(instance)),
+                "dashboard panel {title}: {}",
+                on(instance)
+            );
+            assert!(
+                prometheus.query(&on("192.0.2.1:9870")).is_empty(),
+                "dashboard panel {title} shows another relay's series: {}",
+                on("192.0.2.1:9870")
+            );
+            if !prometheus.query(&on(instance)).is_empty() {
+                found += 1;
+            }
             exprs += 1;
         }
     }
     assert!(exprs >= 8);
+    // Those that need no rate over minutes: jitter, last-packet age, Wowza's
+    // loss (none reported: no series), reservations, and more once rates fill.
+    assert!(found >= 3, "{found} of {exprs} panels show this relay");
     assert!(
         !prometheus
             .query(&format!(
@@ -263,4 +325,43 @@ fn the_shipped_alert_rules_are_valid_and_behave() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_grafana_provisioning_files_load_the_shipped_dashboard_from_prometheus() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let yaml = |path: &str| -> serde_yaml::Value {
+        let text = std::fs::read_to_string(format!("{root}/{path}")).unwrap();
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let sources = yaml("config/grafana/provisioning/datasources/rtp-relay.yml");
+    assert_eq!(sources["apiVersion"], 1);
+    let source = &sources["datasources"][0];
+    assert_eq!(source["type"], "prometheus");
+    assert_eq!(source["isDefault"], true);
+    assert!(source["url"].as_str().unwrap().starts_with("http"));
+
+    let providers = yaml("config/grafana/provisioning/dashboards/rtp-relay.yml");
+    assert_eq!(providers["apiVersion"], 1);
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"], "file");
+    let path = provider["options"]["path"].as_str().unwrap();
+    assert!(path.starts_with('/'), "{path}");
+
+    // The dashboard picks its data source by type: the provisioned one.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/config/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let datasource = &dashboard["templating"]["list"][0];
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"].as_str(), source["type"].as_str());
+
+    // docs/metrics.md mounts both where these files say.
+    let docs = std::fs::read_to_string(format!("{root}/docs/metrics.md")).unwrap();
+    assert!(
+        docs.contains(&format!("config/grafana-dashboard.json:{path}/")),
+        "docs/metrics.md does not mount the dashboard in {path}"
+    );
+    assert!(docs.contains("config/grafana/provisioning:/etc/grafana/provisioning"));
 }

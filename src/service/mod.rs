@@ -93,17 +93,20 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     let open_files = crate::udp::raise_open_files_limit();
     let local = local_addresses();
     let rules = config.rules(local.clone());
-    let (store, stored) = Store::open(&config.state.path, |loaded| {
-        coordinator::vet_loaded(&rules, loaded)
-    })?;
+    // The listener first: a relay refused its address (another one running)
+    // must not create a state folder, lock or journal on its way out; and the
+    // state's lock before anything else is touched (docs/cli.md).
     let listener = tokio::net::TcpListener::bind(config.control.listen)
         .await
         .map_err(|e| {
             format!(
-                "control.listen {}: cannot listen ({e}); stop what holds it or choose another address",
+                "control.listen {}: cannot listen ({e}); stop what holds it (another rtp-relay?) or choose another address",
                 config.control.listen
             )
         })?;
+    let (store, stored) = Store::open(&config.state.path, |loaded| {
+        coordinator::vet_loaded(&rules, loaded)
+    })?;
     if let Some(warning) = config.open_api_warning() {
         warn!("{warning}");
     }
