@@ -5,8 +5,11 @@
 //! - [`stream_watch`]: logs stream starts, stalls, SSRC changes and drops;
 //! - [`sdp_files`]: keeps every reservation's SDP in `[wowza] sdp_dir`;
 //! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`;
+//! - [`notify`]: tells the service manager (systemd) it is ready, reloading,
+//!   stopping, and alive (its watchdog);
 //! - [`shutdown`]: the stop signal they all wait on.
 
+pub mod notify;
 pub mod sdp_files;
 pub mod shutdown;
 pub mod signals;
@@ -166,6 +169,16 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         log,
         trigger,
     ));
+    // Ready: the state is loaded, the open windows are bound, the API listens.
+    let published = shared.published();
+    notify::ready(&format!(
+        "reservations: {}, groups bound: {}, data path: {path}, API: {addr}",
+        published.entries().count(),
+        published.bound().groups().count(),
+    ));
+    if let Some(interval) = notify::watchdog_interval() {
+        tokio::spawn(notify::watchdog(interval, stop.clone()));
+    }
 
     let mut stop = stop;
     control::serve::serve(

@@ -32,15 +32,18 @@ pub async fn run(
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
+                super::notify::reloading();
                 // The reload waits for the coordinator's lock: off the async threads.
                 let (shared, path, log) = (shared.clone(), path.clone(), log.clone());
                 let previous = running.clone();
                 running = tokio::task::spawn_blocking(move || reload(&shared, running, &path, &log))
                     .await
                     .unwrap_or(previous);
+                super::notify::ready("serving; the last reload's outcome is in the log");
             }
         }
     }
+    super::notify::stopping();
     stop.stop();
 }
 

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 const TCX_KERNEL: (u32, u32) = (6, 6);
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The interfaces to attach to: `fast_path_interfaces`, or those carrying
@@ -193,20 +194,27 @@ pub fn missing_capability() -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))?
         .trim();
-    let caps = u64::from_str_radix(hex, 16).ok()?;
+    missing_from(u64::from_str_radix(hex, 16).ok()?)
+}
+
+/// The first capability the fast path needs that the effective set `caps`
+/// lacks. CAP_PERFMON too: without it the verifier refuses the program's
+/// arithmetic on packet pointers ("prohibited for !root", a Spectre v1
+/// hardening). CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
+fn missing_from(caps: u64) -> Option<String> {
     let has = |cap: u32| caps & (1 << cap) != 0;
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        return Some(
-            "missing capability CAP_BPF (run as root, or grant CAP_BPF and CAP_NET_ADMIN)".into(),
-        );
-    }
-    if !has(CAP_NET_ADMIN) {
-        return Some(
-            "missing capability CAP_NET_ADMIN (run as root, or grant CAP_BPF and CAP_NET_ADMIN)"
-                .into(),
-        );
-    }
-    None
+    let name = if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        "CAP_BPF"
+    } else if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        "CAP_PERFMON"
+    } else if !has(CAP_NET_ADMIN) {
+        "CAP_NET_ADMIN"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "missing capability {name} (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+    ))
 }
 
 /// Where the relay pins (under [`super::PIN_ROOT`]).
@@ -284,4 +292,32 @@ pub fn private_pins() -> Option<String> {
     Some(format!(
         "{why}, so the fast path's pins would not outlive the relay: after a crash the kernel stops forwarding and the restarted relay has nothing to adopt; mount bpffs at {BPFFS} on the host and share it with the relay (a container: bind-mount it; a network namespace: start the relay with `nsenter --net=/run/netns/NAME` rather than `ip netns exec`)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_needs_bpf_perfmon_and_net_admin_or_sys_admin_for_the_first_two() {
+        let set = |caps: &[u32]| caps.iter().fold(0u64, |s, &c| s | 1 << c);
+        let missing = |caps: &[u32]| {
+            missing_from(set(caps)).map(|m| m.split_whitespace().nth(2).unwrap().to_string())
+        };
+        assert_eq!(missing(&[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]), None);
+        assert_eq!(missing(&[CAP_SYS_ADMIN, CAP_NET_ADMIN]), None);
+        assert_eq!(
+            missing(&[CAP_BPF, CAP_NET_ADMIN]).as_deref(),
+            Some("CAP_PERFMON")
+        );
+        assert_eq!(
+            missing(&[CAP_PERFMON, CAP_NET_ADMIN]).as_deref(),
+            Some("CAP_BPF")
+        );
+        assert_eq!(
+            missing(&[CAP_BPF, CAP_PERFMON]).as_deref(),
+            Some("CAP_NET_ADMIN")
+        );
+        assert_eq!(missing(&[]).as_deref(), Some("CAP_BPF"));
+    }
 }
