@@ -220,8 +220,7 @@ impl Report {
             data_path: m.data_path.clone(),
             relay_cpu_seconds: cpu,
             relay_kernel_cpu_seconds: kernel,
-            relay_cpu_us_per_packet: cpu
-                .and_then(|c| us_per_packet(c + kernel.unwrap_or(0.0), forwarded(offered, s))),
+            relay_cpu_us_per_packet: total.and_then(|c| us_per_packet(c, forwarded(offered, s))),
             box_cpu_us_per_packet: difference(m.box_busy)
                 .and_then(|busy| us_per_packet(busy, offered.packets)),
             cores,
@@ -726,6 +725,12 @@ pub(super) mod tests {
         let text = table(&r);
         assert!(text.contains("ebpf"), "{text}");
         assert!(text.contains("+ 0.05 s in the kernel's program"), "{text}");
+        // No process of its own (the bare rewrite): all of it the program's.
+        let mut bare = m.clone();
+        bare.relay_cpu = (None, None);
+        let r = Report::new(bare);
+        assert_eq!(r.relay_cpu_us_per_packet, Some(50.0));
+        assert!(table(&r).contains("50.00 µs per forwarded packet, all in the kernel's program"));
         // Not counted at the start (or the end): nothing charged, nothing made up.
         m.kernel.0 = None;
         let r = Report::new(m);
