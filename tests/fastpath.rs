@@ -411,3 +411,65 @@ fn a_window_past_its_end_is_never_forwarded_even_with_the_relay_gone() {
         "nothing is forwarded past the window's end"
     );
 }
+
+/// Pins left by a build whose maps are laid out otherwise (an upgrade that
+/// changed `struct stream`) are replaced, not adopted: adopted, the program
+/// would not load and the old one would go on forwarding by stale rules.
+#[test]
+fn pins_of_another_layout_are_replaced() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = Net::with_fast_path();
+    let pins = net.pins();
+    std::fs::create_dir_all(&pins).unwrap();
+    // The stream map as an earlier build had it: 208-byte values.
+    pin_array(&pins.join("streams"), 208);
+    let relay = net.start();
+    let log = relay.log();
+    assert!(log.contains("is another build's"), "{log}");
+    assert!(
+        relay
+            .get("/metrics")
+            .text
+            .contains("rtp_relay_data_path_info{interfaces=\"vra\",path=\"ebpf\"} 1"),
+        "{log}"
+    );
+    let lane = net.lane(&relay, "after-upgrade", 0);
+    freeze(&relay);
+    let sent = lane.send(0xabc, 0..10, |_| 100);
+    assert_eq!(lane.drain().len(), sent.len(), "the kernel forwards again");
+    relay.signal(Signal::SIGCONT);
+}
+
+/// Creates an array map of 65536 `value_size`-byte values and pins it at `path`.
+fn pin_array(path: &std::path::Path, value_size: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    // union bpf_attr for BPF_MAP_CREATE (0): type, key size, value size, entries.
+    let mut attr = [0u8; 128];
+    for (i, v) in [2u32, 4, value_size, 65536].into_iter().enumerate() {
+        attr[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    // SAFETY: a zeroed bpf_attr of the size passed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // BPF_OBJ_PIN (6): pathname, then the fd.
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(name.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: as above; `name` outlives the call.
+    let pinned = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
+    assert_eq!(
+        pinned,
+        0,
+        "BPF_OBJ_PIN: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: our own descriptor; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}

@@ -488,7 +488,44 @@ pub(crate) struct Loaded {
 /// Loads the object with its maps pinned in (or adopted from) `dir`, which is
 /// created, bpffs being mounted first if need be.
 pub(crate) fn load_pinned(dir: &Path) -> Result<Loaded, String> {
-    load_object_pinned(OBJECT.ok_or("this build has no eBPF program")?, dir)
+    let object = OBJECT.ok_or("this build has no eBPF program")?;
+    if let Some(why) = foreign_pins(dir) {
+        // Adopted, they would fail this program (the verifier refuses it),
+        // while the other build's program, attached through the pinned
+        // links, went on forwarding by rules this relay cannot write.
+        tracing::warn!(
+            dir = %dir.display(),
+            why,
+            "the pinned fast-path state is another build's (an upgrade that changed its layout): it is replaced, and the kernel's figures of open windows restart"
+        );
+        remove_pins(dir);
+    }
+    load_object_pinned(object, dir)
+}
+
+/// Why the maps pinned in `dir` cannot be this build's (their values are of
+/// another size than `relay.bpf.c` declares); `None` when they can, or there
+/// are none.
+fn foreign_pins(dir: &Path) -> Option<String> {
+    let maps = [
+        ("rules", size_of::<Rule>()),
+        ("streams", size_of::<Stream>()),
+        ("locals", size_of::<Locals>()),
+    ];
+    maps.into_iter().find_map(|(name, size)| {
+        let path = dir.join(name);
+        if !path.exists() {
+            return None;
+        }
+        match aya::maps::MapInfo::from_pin(&path) {
+            Ok(info) if info.value_size() as usize == size => None,
+            Ok(info) => Some(format!(
+                "its {name} map holds values of {} bytes, this build's {size}",
+                info.value_size()
+            )),
+            Err(e) => Some(format!("its {name} map cannot be read: {}", chain(&e))),
+        }
+    })
 }
 
 /// As [`load_pinned`], for a given compiled object (a benchmark's baseline).
