@@ -7,6 +7,7 @@
 //! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`;
 //! - [`shutdown`]: the stop signal they all wait on.
 
+pub mod handover;
 pub mod sdp_files;
 pub mod shutdown;
 pub mod signals;
