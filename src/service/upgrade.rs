@@ -11,6 +11,7 @@
 use super::handover::{self, ENV, Handover, Inherited, InheritedPort, Kind};
 use crate::control::Shared;
 use crate::dataplane::forwarder::PortState;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
@@ -100,11 +101,16 @@ impl Upgrade {
         for &fd in &fds {
             set_cloexec(fd, false);
         }
+        // Ignored signals stay ignored across the exec: a second SIGUSR2 or a
+        // SIGHUP before the new process handles them must not end it (their
+        // default action).
+        let kept = ignore(&[Signal::SIGUSR2, Signal::SIGHUP]);
         let e = Command::new(exe)
             .args(&self.args)
             .env(ENV, &self.handover)
             .exec();
         // Still here: the exec failed and this process goes on.
+        restore(kept);
         for &fd in &fds {
             set_cloexec(fd, true);
         }
@@ -246,6 +252,24 @@ fn set_cloexec(fd: RawFd, on: bool) {
     let flags = if on { libc::FD_CLOEXEC } else { 0 };
     // SAFETY: F_SETFD on a descriptor this process holds.
     unsafe { libc::fcntl(fd, libc::F_SETFD, flags) };
+}
+
+/// Ignores `signals`; their previous actions, for [`restore`].
+fn ignore(signals: &[Signal]) -> Vec<(Signal, SigAction)> {
+    let ignored = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    signals
+        .iter()
+        // SAFETY: SIG_IGN runs no code in this process.
+        .filter_map(|&s| Some((s, unsafe { sigaction(s, &ignored) }.ok()?)))
+        .collect()
+}
+
+/// Puts back the actions [`ignore`] replaced (the runtime's handlers).
+fn restore(kept: Vec<(Signal, SigAction)>) {
+    for (s, action) in kept {
+        // SAFETY: the very action that was installed before.
+        let _ = unsafe { sigaction(s, &action) };
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for both processes.
