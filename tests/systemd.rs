@@ -105,7 +105,8 @@ fn lines(message: &str) -> Vec<&str> {
 }
 
 #[test]
-fn the_relay_tells_systemd_ready_after_binding_then_reloading_stopping_and_that_it_lives() {
+fn the_relay_tells_systemd_ready_after_binding_then_reloading_upgrading_stopping_and_that_it_lives()
+{
     let group = 1811;
     let setup = Setup::new();
     // A state holding a reservation whose window is open.
@@ -166,6 +167,14 @@ fn the_relay_tells_systemd_ready_after_binding_then_reloading_stopping_and_that_
     let again = manager.next_state(&mut pings, &relay);
     assert_eq!(lines(&again)[0], "READY=1", "{again}");
     assert!(port_taken(base(group)), "a reload leaves the group bound");
+
+    // An upgrade in place: reloading, then the new binary's own READY=1.
+    relay.signal(Signal::SIGUSR2);
+    let upgrading = manager.next_state(&mut pings, &relay);
+    assert_eq!(lines(&upgrading)[0], "RELOADING=1", "{upgrading}");
+    let upgraded = manager.next_state(&mut pings, &relay);
+    assert_eq!(lines(&upgraded)[0], "READY=1", "{upgraded}");
+    assert!(port_taken(base(group)), "an upgrade leaves the group bound");
 
     relay.signal(Signal::SIGTERM);
     let stopping = manager.next_state(&mut pings, &relay);

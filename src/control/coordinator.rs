@@ -158,6 +158,10 @@ impl Coordinator {
         );
         self.advance(now);
         self.dataplane.prune_kernel();
+        let closed = self.dataplane.release_inherited();
+        if !closed.is_empty() {
+            info!(ports = ?closed, "upgrade: handed-over sockets of windows closed meanwhile are closed");
+        }
         self.loaded = true;
         self.publish();
     }
@@ -346,6 +350,12 @@ impl Coordinator {
         self.advance(now);
         self.publish();
         Ok(())
+    }
+
+    /// The data plane, for an upgrade in place (pause, resume): the caller
+    /// holds the lock, so no change runs meanwhile.
+    pub fn data_plane(&mut self) -> &mut DataPlane {
+        &mut self.dataplane
     }
 
     /// Frees every socket (shutdown); the reservations stay on disk.

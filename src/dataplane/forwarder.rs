@@ -11,9 +11,11 @@ use crate::packet::rtp::RtpHeader;
 use crate::reservation::SourcePolicy;
 use crate::stats::rtcp::RtcpStream;
 use crate::stats::rtp::RtpStream;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 /// What to do with a datagram.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -31,6 +33,29 @@ pub enum Direction {
     ToWowza,
     /// Destination → appliance.
     ToAppliance,
+}
+
+/// What a port measured and latched, as an upgrade in place hands it to the
+/// next process (docs/configuration.md, "Signals"): with it the port's
+/// counters go on from where they were instead of from zero.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortState {
+    /// The latched appliance.
+    pub latched: Option<SocketAddr>,
+    /// Appliance → destination packets and bytes.
+    pub to_wowza: (u64, u64),
+    /// Destination → appliance packets and bytes.
+    pub to_appliance: (u64, u64),
+    /// Drops, in [`DropReason::ALL`] order.
+    pub dropped: [u64; 5],
+    /// Nanoseconds since the last accepted packet, when there was one.
+    pub last_packet_age_ns: Option<u64>,
+    /// The highest loss the exporter published (its counter never goes down).
+    pub lost_exported: u64,
+    /// The media stream's RFC 3550 state.
+    pub media: RtpStream,
+    /// The control stream's figures.
+    pub control: RtcpStream,
 }
 
 /// A port's state: its rule, latched appliance, and statistics.
@@ -84,6 +109,54 @@ impl Forwarder {
             self.set_latched(None);
         }
         self.rule = rule;
+    }
+
+    /// Everything the port measured and latched, at `now`, for the next
+    /// process of an upgrade (the worker has stopped reading: nothing changes
+    /// it meanwhile).
+    pub fn state(&self, now: Instant) -> PortState {
+        let c = &self.counters;
+        let last = c.last_packet_nanos.get();
+        let since_epoch = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        PortState {
+            latched: self.latched,
+            to_wowza: (c.to_wowza_packets.get(), c.to_wowza_bytes.get()),
+            to_appliance: (c.to_appliance_packets.get(), c.to_appliance_bytes.get()),
+            dropped: DropReason::ALL.map(|r| c.dropped(r)),
+            last_packet_age_ns: (last != 0).then(|| since_epoch.saturating_sub(last)),
+            lost_exported: c.media.lost_exported.load(Relaxed),
+            media: self.media.clone(),
+            control: self.control.clone(),
+        }
+    }
+
+    /// Goes on from a previous process's [`PortState`] (before its first
+    /// datagram here): its counters, streams and latched appliance.
+    pub fn restore(&mut self, state: PortState, now: Instant) {
+        let c = &self.counters;
+        c.to_wowza_packets.set(state.to_wowza.0);
+        c.to_wowza_bytes.set(state.to_wowza.1);
+        c.to_appliance_packets.set(state.to_appliance.0);
+        c.to_appliance_bytes.set(state.to_appliance.1);
+        for (counter, n) in c.dropped.iter().zip(state.dropped) {
+            counter.set(n);
+        }
+        if let Some(age) = state.last_packet_age_ns {
+            // Before this data plane's epoch: the age as far as it goes, at least 1 ns (0 is "none").
+            let since_epoch = now.saturating_duration_since(self.epoch);
+            let at = since_epoch.saturating_sub(Duration::from_nanos(age));
+            c.last_packet_nanos.set((at.as_nanos() as u64).max(1));
+        }
+        c.media
+            .lost_exported
+            .fetch_max(state.lost_exported, Relaxed);
+        self.media = state.media.resumed(self.media.clock_rate());
+        if self.rule.plane == Plane::Rtp {
+            c.media.store(&self.media.counts());
+        }
+        self.control = state.control;
+        c.publish_control(&self.control);
+        self.set_latched(state.latched);
     }
 
     /// Takes the appliance the kernel fast path latched (a port on the fast
@@ -268,6 +341,82 @@ mod tests {
 
     fn send(p: &mut Forwarder, from: &str, data: &[u8]) -> Verdict {
         p.on_datagram(from.parse().unwrap(), data, data.len(), Instant::now())
+    }
+
+    /// `p`'s state through JSON into a new forwarder of the same rule, with
+    /// counters and an epoch of its own, as the next process makes it.
+    fn handed_over(p: &Forwarder) -> Forwarder {
+        let now = Instant::now();
+        let json = serde_json::to_vec(&p.state(now)).unwrap();
+        let mut next = Forwarder::new(*p.rule(), 48_000, Arc::default(), now);
+        next.restore(serde_json::from_slice(&json).unwrap(), now);
+        next
+    }
+
+    fn figures(p: &Forwarder) -> super::super::counters::PortSnapshot {
+        let mut s = p.counters().snapshot(
+            p.rule().plane == Plane::Rtp,
+            48_000,
+            p.epoch,
+            Instant::now(),
+        );
+        s.seconds_since_last_packet = s.seconds_since_last_packet.map(|a| (a * 10.0).round());
+        s
+    }
+
+    #[test]
+    fn a_media_port_handed_over_counts_on_from_where_it_was() {
+        let mut p = port(Plane::Rtp, SourcePolicy::Latch);
+        for seq in 0..10 {
+            send(&mut p, APPLIANCE, &rtp(seq));
+        }
+        p.sent(Direction::ToWowza, 32);
+        send(&mut p, "192.0.2.99:1", &rtp(10));
+        send(&mut p, APPLIANCE, &[0x80, 96]);
+        p.counters().media.lost_exported.store(3, Relaxed);
+        let next = &mut handed_over(&p);
+        assert_eq!(figures(next), figures(&p));
+        assert_eq!(next.counters().media.lost_exported.load(Relaxed), 3);
+        // The latch holds: the stranger is still refused, the appliance goes on.
+        assert_eq!(
+            send(next, "192.0.2.99:1", &rtp(11)),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        send(next, APPLIANCE, &rtp(10));
+        next.sent(Direction::ToWowza, 32);
+        let s = figures(next);
+        assert_eq!(s.packets_to_wowza, 2);
+        assert_eq!(s.dropped.unknown_source, 2);
+        assert_eq!(s.dropped.malformed, 1);
+        let m = s.media.unwrap();
+        assert_eq!((m.expected, m.received, m.lost), (10, 10, 0));
+        assert_eq!(m.extended_highest_sequence, Some(10));
+    }
+
+    #[test]
+    fn a_control_port_handed_over_keeps_reports_and_the_way_back() {
+        let mut p = port(Plane::Rtcp, SourcePolicy::Strict);
+        assert!(matches!(
+            send(&mut p, APPLIANCE, &rr()),
+            Verdict::Forward(_)
+        ));
+        send(&mut p, WOWZA, &rr());
+        let next = &mut handed_over(&p);
+        assert_eq!(figures(next), figures(&p));
+        assert_eq!(
+            send(next, WOWZA, &rr()),
+            Verdict::Forward(APPLIANCE.parse().unwrap()),
+            "the destination's reports still reach the latched appliance"
+        );
+        assert_eq!(figures(next).control.unwrap().receiver_reports, 1);
+    }
+
+    #[test]
+    fn a_port_that_saw_nothing_hands_over_nothing() {
+        let p = port(Plane::Rtp, SourcePolicy::Latch);
+        let next = handed_over(&p);
+        assert_eq!(figures(&next), figures(&p));
+        assert_eq!(next.counters().last_packet_nanos.get(), 0, "no packet yet");
     }
 
     #[test]

@@ -24,15 +24,17 @@ pub mod learning;
 pub mod rule;
 mod worker;
 
+pub use worker::Paused;
+
 use crate::clock::Now;
 use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
 use crate::stats::watch::Sample;
 use counters::{PortCounters, PortSnapshot};
 use ebpf::{FastPath, KernelPort};
-use forwarder::Forwarder;
+use forwarder::{Forwarder, PortState};
 use rule::{GroupPlan, PortRule};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,6 +212,9 @@ pub struct DataPlane {
     fast: Option<FastPath>,
     /// On the fast path: the reader of the kernel's parameter-set copies.
     learning: Option<learning::Learning>,
+    /// Sockets a previous process handed over, by port, with what they had
+    /// measured: a bind takes its port's instead of binding.
+    inherited: HashMap<u16, (UdpSocket, PortState)>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -257,7 +262,52 @@ impl DataPlane {
             reserved_files,
             fast,
             learning,
+            inherited: HashMap::new(),
         })
+    }
+
+    /// Takes sockets a previous process bound (an upgrade in place), each
+    /// with its port's state: binding a group takes them instead of binding
+    /// afresh, and its ports' counters go on. The sockets must be bound on
+    /// `bind_address` at their port (the caller checked).
+    pub fn inherit(&mut self, sockets: impl IntoIterator<Item = (u16, UdpSocket, PortState)>) {
+        for (port, socket, state) in sockets {
+            self.inherited.insert(port, (socket, state));
+        }
+    }
+
+    /// Closes the inherited sockets no open window took (their window closed
+    /// meanwhile); returns their ports.
+    pub fn release_inherited(&mut self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.inherited.drain().map(|(port, _)| port).collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// Stops every worker reading, for an upgrade in place: packets wait in
+    /// the sockets' buffers, nothing changes the ports' state any more. Every
+    /// bound port's socket and state, from each worker; the sockets stay open.
+    pub fn pause(&mut self) -> Vec<Paused> {
+        let replies: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                w.send(Command::Pause(tx));
+                rx
+            })
+            .collect();
+        replies
+            .into_iter()
+            .flat_map(|rx| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
+            .collect()
+    }
+
+    /// Every worker reads again (the upgrade did not happen).
+    pub fn resume(&mut self) {
+        for w in &self.workers {
+            w.send(Command::Resume);
+        }
     }
 
     /// Sets `n` more file descriptors aside (the control plane's connections):
@@ -299,8 +349,12 @@ impl DataPlane {
                 });
                 continue;
             }
-            match open_socket(&self.options, rule.port) {
-                Ok(socket) => ports.push(self.start_port(plan, rule, socket, now)),
+            let opened = match self.inherited.remove(&rule.port) {
+                Some((socket, state)) => Ok((socket, Some(state))),
+                None => open_socket(&self.options, rule.port).map(|s| (s, None)),
+            };
+            match opened {
+                Ok((socket, state)) => ports.push(self.start_port(plan, rule, socket, state, now)),
                 Err(e) => failures.push(PortFailure {
                     port: rule.port,
                     error: e.to_string(),
@@ -325,11 +379,15 @@ impl DataPlane {
         plan: &GroupPlan,
         rule: PortRule,
         socket: UdpSocket,
+        inherited: Option<PortState>,
         now: &Now,
     ) -> BoundPort {
         let clock_rate = self.bound.clock_rate(rule.role);
         let counters = Arc::new(PortCounters::default());
-        let port = Forwarder::new(rule, clock_rate, counters.clone(), self.bound.epoch);
+        let mut port = Forwarder::new(rule, clock_rate, counters.clone(), self.bound.epoch);
+        if let Some(state) = inherited {
+            port.restore(state, now.mono);
+        }
         let kernel = self.install(plan, &rule, false, now);
         if let Some(l) = &self.learning
             && rule.plane == crate::group::Plane::Rtp
@@ -564,6 +622,137 @@ mod tests {
             "{}",
             failures[0].error
         );
+    }
+
+    /// An appliance and a destination socket, and group `g`'s audio-only plan
+    /// toward the destination.
+    fn lane(g: u32) -> (UdpSocket, UdpSocket, GroupPlan) {
+        let appliance = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wowza = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&appliance, &wowza] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let mut p = plan(g, Layout::AudioOnly);
+        p.destination.base_port = wowza.local_addr().unwrap().port();
+        (appliance, wowza, p)
+    }
+
+    fn rtp(seq: u16) -> [u8; 15] {
+        let s = seq.to_be_bytes();
+        [0x80, 96, s[0], s[1], 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3]
+    }
+
+    #[test]
+    fn a_paused_plane_reads_nothing_until_resumed_and_loses_nothing() {
+        let (appliance, wowza, p) = lane(534);
+        let relay_port = p.group.port(0, Plane::Rtp);
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        assert_eq!(dp.bind(&p, &Now::read()), vec![]);
+        let paused = dp.pause();
+        let mut ports: Vec<u16> = paused.iter().map(|p| p.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [relay_port, relay_port + 1]);
+        for seq in 0..3 {
+            appliance
+                .send_to(&rtp(seq), ("127.0.0.1", relay_port))
+                .unwrap();
+        }
+        let mut buf = [0u8; 64];
+        assert!(
+            wowza.recv_from(&mut buf).is_err(),
+            "nothing read while paused"
+        );
+        dp.resume();
+        for seq in 0..3 {
+            let (n, _) = wowza.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &rtp(seq), "each waited in the socket's buffer");
+        }
+        dp.free(p.group);
+    }
+
+    #[test]
+    fn a_plane_takes_over_handed_sockets_and_counts_on() {
+        use std::os::fd::BorrowedFd;
+        let (appliance, wowza, p) = lane(535);
+        let relay_port = p.group.port(0, Plane::Rtp);
+        let mut old = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        assert_eq!(old.bind(&p, &Now::read()), vec![]);
+        let mut buf = [0u8; 64];
+        appliance
+            .send_to(&rtp(0), ("127.0.0.1", relay_port))
+            .unwrap();
+        wowza.recv_from(&mut buf).unwrap();
+        let wait_counted = |dp: &DataPlane, n: u64| {
+            let c = dp.bound().ports(p.group)[0].counters.clone();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while c.to_wowza_packets.get() != n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            c.to_wowza_packets.get()
+        };
+        assert_eq!(wait_counted(&old, 1), 1);
+        // What an exec keeps: the descriptors (copies here: the old plane closes its own).
+        let handed: Vec<_> = old
+            .pause()
+            .into_iter()
+            .map(|h| {
+                // SAFETY: the paused worker keeps the socket open until `old` is dropped.
+                let fd = unsafe { BorrowedFd::borrow_raw(h.fd) };
+                (
+                    h.port,
+                    UdpSocket::from(fd.try_clone_to_owned().unwrap()),
+                    h.state,
+                )
+            })
+            .collect();
+        // Sent while no process reads: it waits in the buffer.
+        appliance
+            .send_to(&rtp(1), ("127.0.0.1", relay_port))
+            .unwrap();
+        drop(old);
+        let mut new = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        new.inherit(handed);
+        assert_eq!(new.bind(&p, &Now::read()), vec![]);
+        assert_eq!(
+            new.release_inherited(),
+            Vec::<u16>::new(),
+            "both ports taken"
+        );
+        let (n, from) = wowza.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&rtp(1)[..], relay_port));
+        assert_eq!(wait_counted(&new, 2), 2, "the counters go on");
+        let s = new
+            .bound()
+            .snapshot(&new.bound().ports(p.group)[0], &Now::read());
+        let m = s.media.unwrap();
+        assert_eq!((m.extended_highest_sequence, m.lost), (Some(1), 0));
+        assert_eq!(
+            s.appliance,
+            Some(appliance.local_addr().unwrap()),
+            "the latch goes on"
+        );
+        new.free(p.group);
+        assert!(!taken(relay_port), "closed when freed");
+    }
+
+    #[test]
+    fn inherited_sockets_no_window_takes_are_closed() {
+        let (_, _, p) = lane(536);
+        let port = p.group.port(0, Plane::Rtp);
+        let socket = open_socket(&options(), port).unwrap();
+        let state = Forwarder::new(
+            p.rules(1500).next().unwrap(),
+            48_000,
+            Arc::default(),
+            Instant::now(),
+        )
+        .state(Instant::now());
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        dp.inherit([(port, socket, state)]);
+        assert!(taken(port));
+        assert_eq!(dp.release_inherited(), [port]);
+        assert!(!taken(port));
     }
 
     #[test]

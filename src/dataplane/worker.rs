@@ -5,7 +5,7 @@
 //! with a waker; nothing on the packet path locks or allocates.
 
 use super::ebpf::KernelPort;
-use super::forwarder::{Forwarder, Verdict};
+use super::forwarder::{Forwarder, PortState, Verdict};
 use super::rule::PortRule;
 use crate::udp::{BATCH, Batch};
 use mio::net::UdpSocket;
@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
@@ -32,8 +32,25 @@ pub enum Command {
     Update(PortRule, bool, Option<KernelPort>),
     /// Close these ports; the sender is answered once they are closed.
     Remove(Vec<u16>, Sender<()>),
+    /// Stop reading (packets wait in the sockets' buffers) and answer with
+    /// every port's socket and state: an upgrade in place hands them over.
+    Pause(Sender<Vec<Paused>>),
+    /// Read again (the upgrade did not happen).
+    Resume,
     /// Close everything and end the thread.
     Stop,
+}
+
+/// A port of a paused worker.
+pub struct Paused {
+    /// The port.
+    pub port: u16,
+    /// Its socket's descriptor (the worker keeps the socket open).
+    pub fd: RawFd,
+    /// The socket's local address.
+    pub address: io::Result<std::net::SocketAddr>,
+    /// What its forwarder measured and latched.
+    pub state: PortState,
 }
 
 /// The control plane's side of a worker.
@@ -84,6 +101,8 @@ struct Worker {
     batch: Batch,
     /// Sockets left readable after their fair share (edge-triggered: no new event).
     again: Vec<usize>,
+    /// Paused for an upgrade: nothing is read.
+    paused: bool,
 }
 
 impl Worker {
@@ -95,6 +114,7 @@ impl Worker {
             by_port: HashMap::new(),
             batch: Batch::new(slot),
             again: Vec::with_capacity(1024),
+            paused: false,
         }
     }
 
@@ -121,6 +141,9 @@ impl Worker {
                     }
                     Token(key) => ready.push(key),
                 }
+            }
+            if self.paused {
+                continue;
             }
             for &key in &ready {
                 self.drain(key);
@@ -162,6 +185,28 @@ impl Worker {
                         }
                     }
                     let _ = done.send(());
+                }
+                Command::Pause(reply) => {
+                    self.paused = true;
+                    self.again.clear();
+                    let now = Instant::now();
+                    let ports = self
+                        .ports
+                        .iter()
+                        .map(|(_, (socket, port, _))| Paused {
+                            port: port.rule().port,
+                            fd: socket.as_raw_fd(),
+                            address: socket.local_addr(),
+                            state: port.state(now),
+                        })
+                        .collect();
+                    let _ = reply.send(ports);
+                }
+                Command::Resume => {
+                    // Edge-triggered: what arrived meanwhile raised no new
+                    // event once ignored; every socket is read again.
+                    self.paused = false;
+                    self.again = self.ports.iter().map(|(key, _)| key).collect();
                 }
                 Command::Stop => return false,
             }

@@ -4,16 +4,19 @@
 //! - the scheduler (below): ticks the coordinator at the schedule's deadlines;
 //! - [`stream_watch`]: logs stream starts, stalls, SSRC changes and drops;
 //! - [`sdp_files`]: keeps every reservation's SDP in `[wowza] sdp_dir`;
-//! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`;
+//! - [`signals`]: stop on `SIGTERM`/`SIGINT`, reload on `SIGHUP`, upgrade in
+//!   place on `SIGUSR2` ([`upgrade`], [`handover`]);
 //! - [`notify`]: tells the service manager (systemd) it is ready, reloading,
 //!   stopping, and alive (its watchdog);
 //! - [`shutdown`]: the stop signal they all wait on.
 
+pub mod handover;
 pub mod notify;
 pub mod sdp_files;
 pub mod shutdown;
 pub mod signals;
 pub mod stream_watch;
+pub mod upgrade;
 
 use crate::clock::Now;
 use crate::config::Config;
@@ -96,20 +99,38 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     let open_files = crate::udp::raise_open_files_limit();
     let local = local_addresses();
     let rules = config.rules(local.clone());
+    // Started by an upgrade in place: the previous process's sockets.
+    let mut taken = upgrade::take(config.control.listen, config.data.bind_address);
     // The listener first: a relay refused its address (another one running)
     // must not create a state folder, lock or journal on its way out; and the
     // state's lock before anything else is touched (docs/cli.md).
-    let listener = tokio::net::TcpListener::bind(config.control.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "control.listen {}: cannot listen ({e}); stop what holds it (another rtp-relay?) or choose another address",
-                config.control.listen
-            )
-        })?;
+    let listener = match taken.listener.take().map(|l| {
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l)
+    }) {
+        Some(Ok(l)) => l,
+        other => {
+            if let Some(Err(e)) = other {
+                warn!(error = %e, "upgrade: the handed-over listener is not usable; listening afresh");
+            }
+            tokio::net::TcpListener::bind(config.control.listen)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "control.listen {}: cannot listen ({e}); stop what holds it (another rtp-relay?) or choose another address",
+                        config.control.listen
+                    )
+                })?
+        }
+    };
     let (store, stored) = Store::open(&config.state.path, |loaded| {
         coordinator::vet_loaded(&rules, loaded)
     })?;
+    let upgrade = upgrade::Upgrade::new(
+        &config_path,
+        &config.state.path,
+        upgrade::inherited(&listener).map_err(|e| e.to_string())?,
+    );
     if let Some(warning) = config.open_api_warning() {
         warn!("{warning}");
     }
@@ -123,6 +144,8 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     let mut dataplane =
         DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
             .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    let handed_over = taken.ports.len();
+    dataplane.inherit(std::mem::take(&mut taken.ports));
     // The API's connections and the group sockets each get file descriptors
     // of their own: neither can starve the other (docs/configuration.md).
     let group_sockets = config.data.max_groups as u64 * 6;
@@ -139,6 +162,13 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     }
     let mut coordinator = Coordinator::new(&config, local, store, stored, dataplane);
     coordinator.start(&Now::read());
+    if let Some(paused_ms) = taken.paused_ms() {
+        info!(
+            sockets = handed_over,
+            paused_ms = format_args!("{paused_ms:.1}"),
+            "upgrade: forwarding again on the handed-over sockets"
+        );
+    }
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     info!(%addr, path, "control plane listening");
 
@@ -167,6 +197,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         config,
         config_path,
         log,
+        upgrade,
         trigger,
     ));
     // Ready: the state is loaded, the open windows are bound, the API listens.

@@ -1,7 +1,9 @@
 //! Signals: `SIGTERM`/`SIGINT` stop cleanly, `SIGHUP` reloads the
-//! configuration (what can change at run time; the rest is named in a warning).
+//! configuration (what can change at run time; the rest is named in a
+//! warning), `SIGUSR2` upgrades or restarts in place ([`super::upgrade`]).
 
 use super::shutdown::Trigger;
+use super::upgrade::Upgrade;
 use crate::clock::Now;
 use crate::config::Config;
 use crate::control::Shared;
@@ -17,12 +19,14 @@ pub async fn run(
     mut running: Config,
     path: PathBuf,
     log: LogHandle,
+    upgrade: Upgrade,
     stop: Trigger,
 ) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) else {
         error!("cannot install signal handlers; stop the relay with SIGKILL");
         return;
@@ -40,6 +44,20 @@ pub async fn run(
                     .await
                     .unwrap_or(previous);
                 super::notify::ready("serving; the last reload's outcome is in the log");
+            }
+            _ = usr2.recv() => {
+                info!("SIGUSR2: upgrading in place");
+                // The service manager waits for the new binary's READY=1.
+                super::notify::reloading();
+                // The check runs a process and the handover takes the
+                // coordinator's lock: off the async threads. Returns only
+                // when there was no upgrade.
+                let (shared, upgrade) = (shared.clone(), upgrade.clone());
+                let why = tokio::task::spawn_blocking(move || upgrade.run(&shared))
+                    .await
+                    .unwrap_or_else(|e| e.to_string());
+                error!("SIGUSR2: no upgrade, this relay carries on: {why}");
+                super::notify::ready("serving; the upgrade was refused (see the log)");
             }
         }
     }

@@ -3,10 +3,10 @@
 //! media stream (downstream loss and jitter).
 
 use crate::packet::rtcp::{ReportBlock, Summary, report_blocks};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A control stream's figures.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RtcpStream {
     /// Sender reports from the appliance.
     pub sender_reports: u64,

@@ -3,7 +3,7 @@
 //! lost, A.8 interarrival jitter; plus duplicates, reordering and SSRC changes.
 
 use crate::packet::rtp::RtpHeader;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// Sequential packets before a new source is valid (A.1).
@@ -31,10 +31,14 @@ pub enum Arrival {
     Restart,
 }
 
-/// A media stream's statistics.
-#[derive(Clone, Debug)]
+/// A media stream's statistics. Serialized only to hand a stream over to
+/// the next process of an upgrade in place ([`RtpStream::resumed`]); the
+/// arrival clock's origin stays behind (an `Instant` means nothing to
+/// another process).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RtpStream {
     clock_rate: u32,
+    #[serde(skip)]
     epoch: Option<Instant>,
     source: Option<Source>,
     // Totals across sources.
@@ -49,7 +53,7 @@ pub struct RtpStream {
 }
 
 /// A.1 per-source state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Source {
     ssrc: u32,
     payload_type: u8,
@@ -61,6 +65,8 @@ struct Source {
     received: u64,
     /// Bit i: extended sequence `max - i` was received (duplicate detection).
     seen: u128,
+    /// Relative to the stream's arrival clock, which does not cross a handover.
+    #[serde(skip)]
     transit: Option<u32>,
     /// A.8 jitter in timestamp units × 16 (the RFC's integer form, which the
     /// kernel fast path computes too: the two agree to the bit).
@@ -269,9 +275,28 @@ impl RtpStream {
         }
     }
 
+    /// The media clock (Hz).
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     /// The figures now.
     pub fn snapshot(&self) -> RtpSnapshot {
         self.counts().snapshot(self.clock_rate)
+    }
+
+    /// The stream as the next process goes on with it after an upgrade in
+    /// place: every count kept, the media clock `clock_rate` (the running
+    /// configuration's), and the arrival clock started afresh. The jitter
+    /// estimate skips the first packet's transit (it would compare two
+    /// clocks' origins), as it does a new source's.
+    pub fn resumed(mut self, clock_rate: u32) -> Self {
+        self.clock_rate = clock_rate.max(1);
+        self.epoch = None;
+        if let Some(s) = self.source.as_mut() {
+            s.transit = None;
+        }
+        self
     }
 }
 
@@ -435,6 +460,36 @@ mod tests {
         fn snap(&self) -> RtpSnapshot {
             self.stream.snapshot()
         }
+    }
+
+    #[test]
+    fn a_stream_handed_over_counts_on_and_keeps_its_jitter() {
+        let mut f = Feed::new();
+        // Steady 20 ms packets with a 2 ms wobble on every other one.
+        for seq in 0..50u16 {
+            let wobble = u64::from(seq % 2) * 2;
+            f.at(seq, u64::from(seq) * 20 + wobble, u32::from(seq) * 1800);
+        }
+        let before = f.snap();
+        let json = serde_json::to_string(&f.stream).unwrap();
+        let handed: RtpStream = serde_json::from_str(&json).unwrap();
+        let mut g = Feed {
+            stream: handed.resumed(90_000),
+            // The next process's arrival clock starts anywhere.
+            t0: f.t0 + Duration::from_secs(1000),
+        };
+        assert_eq!(g.snap(), before, "nothing is lost in the handover");
+        assert_eq!(g.at(50, 1000, 50 * 1800), Arrival::InOrder);
+        let after = g.snap();
+        assert_eq!((after.received, after.lost), (before.received + 1, 0));
+        assert_eq!(after.extended_highest_sequence, Some(50));
+        assert_eq!(
+            after.jitter_seconds, before.jitter_seconds,
+            "the first packet after is no jitter sample (two clocks' origins)"
+        );
+        // The next one is measured again, against the new clock.
+        g.at(51, 1022, 51 * 1800);
+        assert_ne!(g.snap().jitter_seconds, before.jitter_seconds);
     }
 
     #[test]

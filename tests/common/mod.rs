@@ -360,7 +360,18 @@ impl Relay {
         netns: Option<&Path>,
         prepare: impl FnOnce(&mut Command),
     ) -> Result<Relay, String> {
-        let mut command = Command::new(BIN);
+        Self::start_program(Path::new(BIN), config, netns, prepare)
+    }
+
+    /// As [`Relay::start_with`], running the binary at `program` (a copy of
+    /// [`BIN`] the test replaces, for an upgrade in place).
+    pub fn start_program(
+        program: &Path,
+        config: &Path,
+        netns: Option<&Path>,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<Relay, String> {
+        let mut command = Command::new(program);
         command
             .args(["run", "--config"])
             .arg(config)
