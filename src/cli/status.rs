@@ -146,18 +146,11 @@ fn media(r: &Value) -> impl Iterator<Item = &Value> {
 
 /// The data path line of `/metrics`: `ebpf (lo)`, `userspace`.
 pub fn data_path(metrics: &str) -> Option<String> {
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("rtp_relay_data_path_info{"))?;
-    let label = |name: &str| {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        let len = line[start..].find('"')?;
-        Some(line[start..start + len].to_string())
-    };
-    let path = label("path")?;
-    Some(match label("interfaces").filter(|i| !i.is_empty()) {
-        Some(i) => format!("{path} ({i})"),
-        None => path,
+    let (path, interfaces) = crate::control::exporter::data_path_of(metrics)?;
+    Some(if interfaces.is_empty() {
+        path
+    } else {
+        format!("{path} ({interfaces})")
     })
 }
 

@@ -167,3 +167,17 @@ impl Default for Exporter {
         Self::new("userspace", "")
     }
 }
+
+/// The `path` and `interfaces` labels of the `rtp_relay_data_path_info` series
+/// in a relay's `/metrics` text, for its clients (`status`, `loadtest`).
+pub fn data_path_of(metrics: &str) -> Option<(String, String)> {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("rtp_relay_data_path_info{"))?;
+    let label = |name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_string())
+    };
+    Some((label("path")?, label("interfaces").unwrap_or_default()))
+}

@@ -444,6 +444,16 @@ mod tests {
             })
     }
 
+    /// The packets of a compound as its length fields chain them.
+    fn packets_in(data: &[u8]) -> usize {
+        let (mut off, mut n) = (0, 0);
+        while off + 4 <= data.len() {
+            n += 1;
+            off += 4 * (usize::from(u16::from_be_bytes([data[off + 2], data[off + 3]])) + 1);
+        }
+        n
+    }
+
     fn compound(parts: &[(u8, u8, u16, bool)], version: u8) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, &(pt, count, words, honest)) in parts.iter().enumerate() {
@@ -457,66 +467,88 @@ mod tests {
         out
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
-        /// RTCP on a control port: the kernel forwards exactly the compounds
-        /// `rtcp::check` accepts (up to RTCP_MAX_PARTS packets; longer ones go
-        /// to userspace, which judges them as always), counts the appliance's
-        /// reports as `RtcpStream::on_compound` does and reads the
-        /// destination's first report block as `on_destination_report` does.
-        #[test]
-        fn the_kernel_judges_and_counts_rtcp_as_userspace_does(
-            parts in proptest::collection::vec(rtcp_part(), 1..11),
-            // (around RTCP_MAX_PARTS, too)
-            version in proptest::prop_oneof![9 => proptest::strategy::Just(2u8), 1 => 0u8..4],
-            generation in 2u32..1_000_000,
-        ) {
-            use crate::packet::rtcp;
-            use crate::stats::rtcp::RtcpStream;
-            use std::sync::OnceLock;
-            static K: OnceLock<Option<std::sync::Mutex<Detached>>> = OnceLock::new();
-            let Some(k) = K.get_or_init(|| load("rtcp").map(std::sync::Mutex::new)) else {
-                return Ok(());
-            };
-            let mut k = k.lock().unwrap();
+    /// RTCP on a control port: the kernel forwards exactly the compounds
+    /// `rtcp::check` accepts (up to RTCP_MAX_PARTS packets; longer ones go to
+    /// userspace, which judges them as always), counts the appliance's
+    /// reports as `RtcpStream::on_compound` does and reads the destination's
+    /// first report block as `on_destination_report` does. One program for
+    /// every case (loading it per case would take seconds), dropped — its pins
+    /// removed — when the test ends.
+    #[test]
+    fn the_kernel_judges_and_counts_rtcp_as_userspace_does() {
+        use crate::packet::rtcp;
+        use crate::stats::rtcp::RtcpStream;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let Some(k) = load("rtcp") else {
+            return;
+        };
+        // The runner takes a `Fn`: the program is borrowed per case.
+        let k = std::cell::RefCell::new(k);
+        let cases = (
+            proptest::collection::vec(rtcp_part(), 1..11), // (around RTCP_MAX_PARTS, too)
+            prop_oneof![9 => Just(2u8), 1 => 0u8..4],
+        );
+        // A new rule generation per case (shrinking included): a fresh stream.
+        let generation = std::cell::Cell::new(1u32);
+        let mut runner = TestRunner::new(Config {
+            cases: 300,
+            ..Config::default()
+        });
+        let outcome = runner.run(&cases, |(parts, version)| {
+            let mut k = k.borrow_mut();
             let mut rule = any_rule();
             rule.plane = 1;
-            rule.generation = generation;
+            generation.set(generation.get() + 1);
+            rule.generation = generation.get();
             k.set_rule(PORT, rule).unwrap();
             let data = compound(&parts, version);
             let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
             let appliance = "127.0.0.2:5005".parse().unwrap();
             let wowza = "127.0.0.1:40000".parse().unwrap();
             let checked = rtcp::check(&data);
-            let kernel_takes = checked.is_ok() && parts.len() <= 8;
+            // A part whose length field lies swallows what follows: count the
+            // packets as the lengths chain them.
+            let kernel_takes = checked.is_ok() && packets_in(&data) <= 8;
 
             let run = k.run(&udp_frame(appliance, to, &data), 1).unwrap();
             let mut user = RtcpStream::default();
             if kernel_takes {
-                proptest::prop_assert_eq!(run.verdict, TC_ACT_OK);
+                prop_assert_eq!(run.verdict, TC_ACT_OK);
                 check_rewrite(&udp_frame(appliance, to, &data), &run.frame);
                 user.on_compound(checked.unwrap());
             } else {
-                proptest::prop_assert_eq!(run.verdict, TC_ACT_UNSPEC, "{:?}", checked);
+                prop_assert_eq!(run.verdict, TC_ACT_UNSPEC, "{:?}", checked);
             }
             let s = k.streams().get(PORT).unwrap();
-            proptest::prop_assert_eq!(s.sender_reports, user.sender_reports);
-            proptest::prop_assert_eq!(s.receiver_reports, user.receiver_reports);
-            proptest::prop_assert_eq!(s.to_wowza_packets, u64::from(kernel_takes));
+            prop_assert_eq!(s.sender_reports, user.sender_reports);
+            prop_assert_eq!(s.receiver_reports, user.receiver_reports);
+            prop_assert_eq!(s.to_wowza_packets, u64::from(kernel_takes));
 
             // The destination's compound back, once an appliance is latched.
             if kernel_takes {
                 let run = k.run(&udp_frame(wowza, to, &data), 1).unwrap();
-                proptest::prop_assert_eq!(run.verdict, TC_ACT_OK);
+                prop_assert_eq!(run.verdict, TC_ACT_OK);
                 user.on_destination_report(&data, None);
                 let s = k.streams().get(PORT).unwrap();
-                let kernel = s.wowza_report().map(|(f, l, j)| (f64::from(f) / 256.0, i64::from(l), j));
+                let kernel = s
+                    .wowza_report()
+                    .map(|(f, l, j)| (f64::from(f) / 256.0, i64::from(l), j));
                 let expected = user.wowza_fraction_lost.map(|f| {
-                    (f, user.wowza_cumulative_lost.unwrap(), user.wowza_jitter.unwrap())
+                    (
+                        f,
+                        user.wowza_cumulative_lost.unwrap(),
+                        user.wowza_jitter.unwrap(),
+                    )
                 });
-                proptest::prop_assert_eq!(kernel, expected);
-                proptest::prop_assert_eq!(s.to_appliance_packets, 1);
+                prop_assert_eq!(kernel, expected);
+                prop_assert_eq!(s.to_appliance_packets, 1);
             }
+            Ok(())
+        });
+        drop(k);
+        if let Err(e) = outcome {
+            panic!("{e}");
         }
     }
 }

@@ -324,23 +324,21 @@ fn relay_cpu(pid: Option<u32>, url: Option<&str>) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The relay's `/metrics` text.
+/// The relay's `/metrics` text (at 2048 webcasts, megabytes of it).
 fn metrics(url: &str) -> Option<String> {
     ureq::get(format!("{url}/metrics"))
         .call()
         .ok()?
         .body_mut()
+        .with_config()
+        .limit(1 << 30)
         .read_to_string()
         .ok()
 }
 
-/// The `path` label of the relay's `rtp_relay_data_path_info` series.
+/// The relay's data path (`ebpf`, `userspace`), from its `/metrics`.
 fn data_path(metrics: &str) -> Option<String> {
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("rtp_relay_data_path_info{"))?;
-    let rest = &line[line.find("path=\"")? + 6..];
-    Some(rest[..rest.find('"')?].to_string())
+    crate::control::exporter::data_path_of(metrics).map(|(path, _)| path)
 }
 
 /// A process's user + system clock ticks from its `/proc/<pid>/stat`.
