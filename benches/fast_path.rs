@@ -129,7 +129,7 @@ fn per_packet(
             run.unwrap().per_run * iters as u32
         })
     });
-    let forwarded = k.streams().get(PORT).unwrap().to_wowza_packets;
+    let forwarded = k.streams().get(PORT).unwrap().to_wowza_packets();
     assert!(forwarded > 1, "the repeats were forwarded: {forwarded}");
 }
 

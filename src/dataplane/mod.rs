@@ -91,8 +91,8 @@ impl BoundPort {
         let Some((kernel, k)) = self.kernel.as_ref().and_then(|p| Some((p, p.stream()?))) else {
             return s;
         };
-        s.packets_to_wowza += k.to_wowza_packets;
-        s.bytes_to_wowza += k.to_wowza_bytes;
+        s.packets_to_wowza += k.to_wowza_packets();
+        s.bytes_to_wowza += k.to_wowza_bytes();
         s.packets_to_appliance += k.to_appliance_packets;
         s.bytes_to_appliance += k.to_appliance_bytes;
         s.dropped.send_error += k.send_errors;

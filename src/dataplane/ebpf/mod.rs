@@ -34,8 +34,10 @@ use table::{Locals, Rule, Stream, Unsupported};
 /// Where every relay instance pins its state.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
 pub(crate) const PROGRAM: &str = "rtp_relay_ingress";
-/// `BPF_F_LOCK`: read a spin-locked value consistently.
-const BPF_F_LOCK: u64 = 4;
+/// Reads of a stream before one that no update tore is given up on (the
+/// last is taken: an update takes nanoseconds, so this is never reached but
+/// under a flood of packets on that very port).
+const STREAM_READS: usize = 4;
 
 /// The compiled program, when this build has one.
 #[cfg(ebpf_program)]
@@ -307,9 +309,20 @@ impl std::fmt::Debug for FastPath {
 pub struct Streams(Array<MapData, Stream>);
 
 impl Streams {
-    /// The kernel's state of `port`, read under its spin lock.
+    /// The kernel's state of `port`, whole: the program updates it under a
+    /// lock that userspace cannot take (an exchange, cheaper than
+    /// bpf_spin_lock), so it is read until two reads agree.
     pub fn get(&self, port: u16) -> Option<Stream> {
-        self.0.get(&u32::from(port), BPF_F_LOCK).ok()
+        let key = u32::from(port);
+        let mut last = self.0.get(&key, 0).ok()?;
+        for _ in 1..STREAM_READS {
+            let again = self.0.get(&key, 0).ok()?;
+            if again == last && !again.locked() {
+                break;
+            }
+            last = again;
+        }
+        Some(last)
     }
 }
 

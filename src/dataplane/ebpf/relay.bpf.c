@@ -14,8 +14,8 @@
 //
 // The forwarding table is the userspace data plane's, mirrored into `rules`
 // (src/dataplane/ebpf/table.rs has the same layouts). Per-stream state lives
-// in `streams`, under a spin lock: RFC 3550 sequence state is not per-CPU
-// mergeable.
+// in `streams`, under a lock of its own (below): RFC 3550 sequence state is
+// not per-CPU mergeable.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -71,7 +71,7 @@ struct rule {
 
 // One port's stream: written by this program only (userspace reads it).
 struct stream {
-	struct bpf_spin_lock lock;
+	__u32 lock;            // 1: a CPU is updating it (stream_lock)
 	__u32 generation;
 	__u32 latch_epoch;
 	__u32 latched_addr;    // network order; 0: none
@@ -102,7 +102,7 @@ struct stream {
 	__u64 ssrc_changes;
 	__u64 prior_expected;
 	__u64 prior_received;
-	__u64 to_wowza_packets;
+	__u64 to_wowza_packets; // a control port's; a media port's are packets, bytes
 	__u64 to_wowza_bytes;
 	__u64 to_appliance_packets;
 	__u64 to_appliance_bytes;
@@ -117,6 +117,7 @@ struct stream {
 	__u8 wowza_fraction;
 	__u8 has_wowza_report;
 	__u8 pad2[6];
+	__u8 pad3[16];         // 256 bytes: a stream starts a cache line
 };
 
 #define MAX_LOCALS 64
@@ -168,6 +169,31 @@ struct {
 	__uint(max_entries, 1 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } learn SEC(".maps");
+
+// How often a packet tries for its stream's lock before it leaves itself to
+// userspace (which forwards it as always). Only two CPUs sending on one port
+// at once contend — a control port's appliance and Wowza — and the holder runs
+// a few dozen instructions in softirq context, not preempted: a second try
+// almost always takes it.
+#define LOCK_TRIES 16
+
+// A lock of an exchange and a store, where bpf_spin_lock also turns interrupts
+// off and on: on a virtual machine that is a paravirtual call each way, which
+// cost more than the rest of the program (perf, BENCHMARKS.md).
+static __always_inline int stream_lock(struct stream *s)
+{
+#pragma unroll
+	for (int i = 0; i < LOCK_TRIES; i++)
+		if (__sync_lock_test_and_set(&s->lock, 1) == 0)
+			return 1;
+	return 0;
+}
+
+static __always_inline void stream_unlock(struct stream *s)
+{
+	// An exchange, not a plain store: every update above is visible first.
+	__sync_lock_test_and_set(&s->lock, 0);
+}
 
 static __always_inline void shift_seen(struct stream *s, __u32 n)
 {
@@ -577,7 +603,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	__u32 to_addr = 0, from_addr = 0, ifindex = 0, local = 0;
 	__u16 to_port = 0;
 
-	bpf_spin_lock(&s->lock);
+	if (!stream_lock(s))
+		return TC_ACT_UNSPEC;
 	if (s->generation != r->generation) {
 		// A fresh bind: nothing of the port's previous group carries over.
 		__builtin_memset((char *)s + sizeof(s->lock), 0, sizeof(*s) - sizeof(s->lock));
@@ -594,7 +621,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	}
 	if (from_dest) {
 		if (!ok || !s->latched_addr) {
-			bpf_spin_unlock(&s->lock);
+			stream_unlock(s);
 			return TC_ACT_UNSPEC; // counted in userspace (no_return_address, …)
 		}
 		to_addr = s->latched_addr;
@@ -627,11 +654,11 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 			// Counted as userspace would; dropped here, so that a flood
 			// never fills the socket's buffer.
 			s->unknown_source++;
-			bpf_spin_unlock(&s->lock);
+			stream_unlock(s);
 			return TC_ACT_SHOT;
 		}
 		if (!ok) {
-			bpf_spin_unlock(&s->lock);
+			stream_unlock(s);
 			return TC_ACT_UNSPEC; // malformed, oversize: counted in userspace
 		}
 		// Latch keeps its first sender; strict and any follow the latest one.
@@ -649,15 +676,19 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 			       h[1] & 0x7f, len, now);
 		}
 		s->last_ns = now;
-		s->to_wowza_packets++;
-		s->to_wowza_bytes += len;
+		if (rtcp) {
+			// An RTP packet's are `packets` and `bytes`: the per-packet
+			// fields of a media stream stay within its first two cache lines.
+			s->to_wowza_packets++;
+			s->to_wowza_bytes += len;
+		}
 		to_addr = r->dest_addr;
 		to_port = bpf_htons(r->dest_port);
 		from_addr = r->src_addr;
 		ifindex = r->egress_ifindex;
 		local = ifindex == 0;
 	}
-	bpf_spin_unlock(&s->lock);
+	stream_unlock(s);
 
 	if (from_dest) {
 		// Back to the appliance: from the address it sent to, out of the

@@ -92,10 +92,10 @@ pub struct Stream {
     ssrc_changes: u64,
     prior_expected: u64,
     prior_received: u64,
-    /// Appliance → destination packets.
-    pub to_wowza_packets: u64,
-    /// … bytes.
-    pub to_wowza_bytes: u64,
+    /// Appliance → destination packets of a control port (a media port's
+    /// are `packets`: [`Stream::to_wowza_packets`]).
+    to_wowza_packets: u64,
+    to_wowza_bytes: u64,
     /// Destination → appliance packets.
     pub to_appliance_packets: u64,
     /// … bytes.
@@ -114,6 +114,7 @@ pub struct Stream {
     wowza_fraction: u8,
     has_wowza_report: u8,
     pad2: [u8; 6],
+    pad3: [u8; 16],
 }
 
 /// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
@@ -189,7 +190,7 @@ impl<'a> LearnCopy<'a> {
 
 const _: () = assert!(size_of::<Rule>() == 64);
 const _: () = assert!(size_of::<Locals>() == 4 + 4 * MAX_LOCALS);
-const _: () = assert!(size_of::<Stream>() == 240);
+const _: () = assert!(size_of::<Stream>() == 256);
 
 // SAFETY: plain `repr(C)` integers without implicit padding (sizes asserted above).
 unsafe impl aya::Pod for Rule {}
@@ -313,6 +314,22 @@ impl Rule {
 }
 
 impl Stream {
+    /// Appliance → destination packets (a media port counts them once, as
+    /// measured packets).
+    pub fn to_wowza_packets(&self) -> u64 {
+        self.to_wowza_packets + self.packets
+    }
+
+    /// … bytes.
+    pub fn to_wowza_bytes(&self) -> u64 {
+        self.to_wowza_bytes + self.bytes
+    }
+
+    /// Was a CPU updating it when it was read?
+    pub fn locked(&self) -> bool {
+        self.lock != 0
+    }
+
     /// Has a media packet been measured?
     pub fn has_source(&self) -> bool {
         self.has_source != 0

@@ -335,7 +335,7 @@ mod tests {
             assert_eq!(run.verdict, expected, "second byte {second}");
             forwarded += u64::from(rtp);
             let s = k.streams().get(PORT).unwrap();
-            assert_eq!(s.to_wowza_packets, forwarded, "second byte {second}");
+            assert_eq!(s.to_wowza_packets(), forwarded, "second byte {second}");
         }
         assert_eq!(forwarded, 256 - 32 - 5, "192–223 and payload types 72–76");
     }
@@ -376,7 +376,7 @@ mod tests {
         assert_eq!(to(&k, [10, 0, 0, 1], 5), TC_ACT_OK);
         assert_eq!(to(&k, [192, 0, 2, 1], 6), TC_ACT_UNSPEC);
         let s = k.streams().get(PORT).unwrap();
-        assert_eq!(s.to_wowza_packets, 4);
+        assert_eq!(s.to_wowza_packets(), 4);
     }
 
     /// A sender the policy refuses is dropped by the kernel, whatever it
@@ -523,7 +523,7 @@ mod tests {
             let s = k.streams().get(PORT).unwrap();
             prop_assert_eq!(s.sender_reports, user.sender_reports);
             prop_assert_eq!(s.receiver_reports, user.receiver_reports);
-            prop_assert_eq!(s.to_wowza_packets, u64::from(kernel_takes));
+            prop_assert_eq!(s.to_wowza_packets(), u64::from(kernel_takes));
 
             // The destination's compound back, once an appliance is latched.
             if kernel_takes {
