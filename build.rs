@@ -152,7 +152,9 @@ fn compile(source: &str, out: &std::path::Path) -> Result<(), Missing> {
         let result = Command::new(&clang)
             // v3: atomic exchange (the fast path's stream lock); the kernels
             // the fast path runs on (6.6 and later) all take it.
-            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
+            .args([
+                "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+            ])
             .arg(format!("-I/usr/include/{arch}"))
             .args(["-c", source, "-o"])
             .arg(out)

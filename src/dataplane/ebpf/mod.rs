@@ -38,6 +38,8 @@ pub(crate) const PROGRAM: &str = "rtp_relay_ingress";
 /// last is taken: an update takes nanoseconds, so this is never reached but
 /// under a flood of packets on that very port).
 const STREAM_READS: usize = 4;
+/// `BPF_F_MMAPABLE`: an array map whose values can be mapped into memory.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// The compiled program, when this build has one.
 #[cfg(ebpf_program)]
@@ -305,24 +307,103 @@ impl std::fmt::Debug for FastPath {
 }
 
 /// Read access to the kernel's per-port stream state (shared with readers
-/// and workers; every read is one `bpf(2)` lookup).
-pub struct Streams(Array<MapData, Stream>);
+/// and workers): the map's values mapped into this process's memory, so a
+/// read is a copy, no system call — or, where the kernel would not map them,
+/// one `bpf(2)` lookup each.
+pub struct Streams {
+    map: Array<MapData, Stream>,
+    mapped: Option<Mapped>,
+}
+
+/// The `streams` map's values, mapped read-only (`BPF_F_MMAPABLE`).
+struct Mapped {
+    values: std::ptr::NonNull<Stream>,
+    bytes: usize,
+}
+
+// SAFETY: a read-only shared mapping that lives as long as the value; the
+// program writes it, this process only copies out of it.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps `fd`'s values: 65536 of them, as `relay.bpf.c` declares.
+    fn new(fd: std::os::fd::BorrowedFd) -> Option<Mapped> {
+        use std::os::fd::AsRawFd;
+        let bytes = 65536 * size_of::<Stream>();
+        // SAFETY: a new read-only mapping of the map's values; no memory of
+        // this process is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Mapped {
+            values: std::ptr::NonNull::new(p.cast())?,
+            bytes,
+        })
+    }
+
+    /// A copy of `port`'s value.
+    fn read(&self, port: u16) -> Stream {
+        // SAFETY: `port` < 65536 entries, each a `Stream` (size asserted to
+        // match the program's); a volatile copy, as the program writes it
+        // meanwhile (a torn copy is caught by the caller).
+        unsafe { std::ptr::read_volatile(self.values.as_ptr().add(usize::from(port))) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.values.as_ptr().cast(), self.bytes) };
+    }
+}
 
 impl Streams {
+    fn new(map: Map) -> Result<Streams, String> {
+        let mapped = match &map {
+            Map::Array(data) => {
+                use std::os::fd::AsFd;
+                Mapped::new(data.fd().as_fd())
+            }
+            _ => None,
+        };
+        let map = Array::try_from(map).map_err(|e| format!("map streams: {e}"))?;
+        Ok(Streams { map, mapped })
+    }
+
     /// The kernel's state of `port`, whole: the program updates it under a
     /// lock that userspace cannot take (an exchange, cheaper than
     /// bpf_spin_lock), so it is read until two reads agree.
     pub fn get(&self, port: u16) -> Option<Stream> {
-        let key = u32::from(port);
-        let mut last = self.0.get(&key, 0).ok()?;
+        let read = || match &self.mapped {
+            Some(m) => Some(m.read(port)),
+            None => self.map.get(&u32::from(port), 0).ok(),
+        };
+        let mut last = read()?;
         for _ in 1..STREAM_READS {
-            let again = self.0.get(&key, 0).ok()?;
+            let again = read()?;
             if again == last && !again.locked() {
                 break;
             }
             last = again;
         }
         Some(last)
+    }
+
+    /// Whether reads are copies from memory (else system calls).
+    pub fn mapped(&self) -> bool {
+        self.mapped.is_some()
     }
 }
 
@@ -530,8 +611,15 @@ fn foreign_pins(dir: &Path) -> Option<String> {
         if !path.exists() {
             return None;
         }
+        // The stream map is mapped into memory: a pin without the flag is older.
+        let flags = if name == "streams" { BPF_F_MMAPABLE } else { 0 };
         match aya::maps::MapInfo::from_pin(&path) {
-            Ok(info) if info.value_size() as usize == size => None,
+            Ok(info) if info.value_size() as usize == size && info.map_flags() & flags == flags => {
+                None
+            }
+            Ok(info) if info.value_size() as usize == size => {
+                Some(format!("its {name} map cannot be mapped into memory"))
+            }
             Ok(info) => Some(format!(
                 "its {name} map holds values of {} bytes, this build's {size}",
                 info.value_size()
@@ -554,7 +642,10 @@ pub(crate) fn load_object_pinned(object: &[u8], dir: &Path) -> Result<Loaded, St
         .load()
         .map_err(|e| format!("the kernel verifier refused the program: {}", chain(&e)))?;
     let rules = take_array(&mut ebpf, "rules")?;
-    let streams = Streams(take_array(&mut ebpf, "streams")?);
+    let streams = Streams::new(
+        ebpf.take_map("streams")
+            .ok_or("the eBPF object has no streams map")?,
+    )?;
     let locals = take_array(&mut ebpf, "locals")?;
     Ok(Loaded {
         ebpf,

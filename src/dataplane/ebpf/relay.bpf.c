@@ -151,6 +151,8 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct stream);
+	// The relay reads it from its memory, no system call a port.
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } streams SEC(".maps");
 

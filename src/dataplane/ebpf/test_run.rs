@@ -286,6 +286,8 @@ mod tests {
             return;
         };
         k.set_rule(PORT, any_rule()).unwrap();
+        // Read from memory, as the relay reads it: no system call a port.
+        assert!(k.streams().mapped(), "the stream map is mapped");
         let mut user = RtpStream::new(CLOCK);
         let base = Instant::now();
         let mut first_ns = None;
