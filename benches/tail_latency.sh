@@ -18,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet --bin rtp-relay
 BIN=${BIN:-target/release/rtp-relay}
 SIZES=${SIZES:-256 1024 2048}
-BARE_SIZE=${BARE_SIZE:-2048}
+BARE_SIZE=${BARE_SIZE-2048}   # empty: no bare comparison
 PAIRS=${PAIRS:-3}
 DURATION=${DURATION:-12}
 EXTRA=${EXTRA:-}
