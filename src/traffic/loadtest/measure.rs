@@ -83,7 +83,9 @@ pub(super) fn measure(
     };
     let data_path = match program {
         Program::Bare(_) => Some("bare rewrite".to_string()),
-        _ => url.and_then(|u| data_path(&metrics(u)?)),
+        _ => url
+            .and_then(|u| crate::control::exporter::data_path_of(&metrics(u)?))
+            .map(|(path, _)| path),
     };
     // A kernel forwarder's work is the kernel's, in the senders' time:
     // counted apart (while this descriptor is open) and charged to it.
@@ -336,11 +338,6 @@ fn metrics(url: &str) -> Option<String> {
         .ok()
 }
 
-/// The relay's data path (`ebpf`, `userspace`), from its `/metrics`.
-fn data_path(metrics: &str) -> Option<String> {
-    crate::control::exporter::data_path_of(metrics).map(|(path, _)| path)
-}
-
 /// A process's user + system clock ticks from its `/proc/<pid>/stat`.
 fn process_ticks(stat: &str) -> Option<f64> {
     // Fields after the parenthesised command name: utime and stime are 14 and 15.
@@ -352,15 +349,6 @@ fn process_ticks(stat: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_data_path_is_read_from_the_relays_series() {
-        let text = "# HELP x\nrtp_relay_data_path_info{interfaces=\"lo\",path=\"ebpf\"} 1\n";
-        assert_eq!(data_path(text).as_deref(), Some("ebpf"));
-        let text = "rtp_relay_data_path_info{interfaces=\"\",path=\"userspace\"} 1\n";
-        assert_eq!(data_path(text).as_deref(), Some("userspace"));
-        assert_eq!(data_path("process_cpu_seconds_total 1\n"), None);
-    }
 
     #[test]
     fn cpus_are_the_numbered_cpu_lines() {
