@@ -1,6 +1,11 @@
 //! Logs through `tracing` to stderr, as text or JSON (`[log]`); the level can be
 //! changed by a configuration reload.
 //!
+//! In text, every field is `name=value` with the value quoted when it holds a
+//! space, a quote or an `=` (an error, a reason, a path), whether it was
+//! recorded as a string or for display: a line splits into its fields the
+//! same way whatever they hold.
+//!
 //! When stderr is systemd's journal stream (`JOURNAL_STREAM` names it), the
 //! text lines leave out their own timestamp, which the journal adds, and
 //! begin with a `<N>` syslog priority, which the journal reads as the line's
@@ -29,8 +34,9 @@ pub fn init(config: &Log) -> LogHandle {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let fmt = match (config.format, stderr_is_journal()) {
         (LogFormat::Json, _) => fmt.json().boxed(),
-        (LogFormat::Text, false) => fmt.boxed(),
+        (LogFormat::Text, false) => fmt.fmt_fields(text_fields()).boxed(),
         (LogFormat::Text, true) => fmt
+            .fmt_fields(text_fields())
             .event_format(Priority(
                 tracing_subscriber::fmt::format()
                     .without_time()
@@ -44,6 +50,28 @@ pub fn init(config: &Log) -> LogHandle {
         .with(fmt)
         .try_init();
     LogHandle(handle)
+}
+
+/// The text format's fields: `name=value`, the value quoted (and its quotes
+/// escaped) when it would not read as one token.
+fn text_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(
+        |w: &mut Writer, field: &tracing::field::Field, value: &dyn fmt::Debug| {
+            if field.name() == "message" {
+                return write!(w, "{value:?}");
+            }
+            let text = format!("{value:?}");
+            let plain = text.starts_with('"')
+                || !text.contains(|c: char| c.is_whitespace() || c == '"' || c == '=');
+            if plain {
+                write!(w, "{}={text}", field.name())
+            } else {
+                write!(w, "{}={text:?}", field.name())
+            }
+        },
+    )
+    .delimited(" ")
 }
 
 impl LogHandle {
@@ -121,5 +149,40 @@ mod tests {
         assert_eq!(priority(Level::INFO), 6);
         assert_eq!(priority(Level::DEBUG), 7);
         assert_eq!(priority(Level::TRACE), 7);
+    }
+
+    #[test]
+    fn text_fields_are_quoted_when_they_hold_spaces_however_recorded() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .without_time()
+            .fmt_fields(text_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let why = "fast_path = \"off\"";
+            tracing::info!(path = "userspace", reason = %why, port = 65528, ssrc = 170, "data path chosen");
+        });
+        let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains(
+                r#"data path chosen path="userspace" reason="fast_path = \"off\"" port=65528 ssrc=170"#
+            ),
+            "{line}"
+        );
     }
 }
