@@ -192,7 +192,10 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             stop.clone(),
         ));
     }
+    let handlers = signals::Handlers::install()
+        .map_err(|e| format!("cannot install the signal handlers: {e}"))?;
     tokio::spawn(signals::run(
+        handlers,
         shared.clone(),
         config,
         config_path,

@@ -10,11 +10,34 @@ use crate::control::Shared;
 use crate::logging::LogHandle;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
+
+/// The signals the relay handles, caught from the moment this exists: made
+/// before the service manager hears `READY=1`, which may send any of them at
+/// once (a `SIGTERM` that came before would end the process unhandled).
+pub struct Handlers {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Handlers {
+    /// Installs the handlers (within the runtime).
+    pub fn install() -> std::io::Result<Handlers> {
+        Ok(Handlers {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+}
 
 /// Handles signals until a stop signal, then triggers `stop`.
 pub async fn run(
+    handlers: Handlers,
     shared: Arc<Shared>,
     mut running: Config,
     path: PathBuf,
@@ -22,15 +45,12 @@ pub async fn run(
     upgrade: Upgrade,
     stop: Trigger,
 ) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        error!("cannot install signal handlers; stop the relay with SIGKILL");
-        return;
-    };
+    let Handlers {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr2,
+    } = handlers;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }

@@ -380,7 +380,7 @@ impl Relay {
         prepare(&mut command);
         let _ns_file =
             in_netns_when_spawned(&mut command, netns).unwrap_or_else(|e| panic!("{netns:?}: {e}"));
-        let mut child = command.spawn().unwrap();
+        let mut child = spawn_fresh(&mut command);
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -524,4 +524,22 @@ pub fn reservation(id: &str, group: Option<u16>, layout: &str, start: &str, end:
     format!(
         r#"{{"event_id": "{id}", {group} "layout": "{layout}", "start": "{start}", "end": "{end}", "source": "127.0.0.1"}}"#
     )
+}
+
+/// Spawns `command`, retrying while its program file is busy: a binary copied
+/// just before (the upgrade tests) can still be open for writing in a child
+/// another test thread forked meanwhile, until that child execs (ETXTBSY).
+pub fn spawn_fresh(command: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match command.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
