@@ -3,13 +3,13 @@
 //! reach the generator; the CLI commands run and report.
 
 mod common;
-use common::BIN;
-use rtp_relay::group::{GroupId, Layout, Plane};
-use rtp_relay::traffic::generator::{self, Target};
+use common::{BIN, loopback_streams};
+use rtp_relay::group::{GroupId, Plane};
+use rtp_relay::traffic::generator;
 use rtp_relay::traffic::profile::Profile;
 use rtp_relay::traffic::sink::{self, Sink};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
@@ -87,24 +87,7 @@ fn gen_to_a_steered_sink_delivers_everything_at_the_profile_rate() {
 fn gen_to_sink(first_group: u32, receive: sink::Receive) -> sink::Report {
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let profile = Profile::echo360_live();
-    let mut targets = Vec::new();
-    let mut streams = Vec::new();
-    for g in first_group..first_group + 4 {
-        let g = GroupId::try_from(g).unwrap();
-        for (pair, role) in Layout::AudioDisplayVideo.pairs() {
-            let port = g.port(pair, Plane::Rtp) - 16384;
-            targets.push(Target {
-                role,
-                media: SocketAddr::new(localhost, port),
-                control: SocketAddr::new(localhost, port + 1),
-            });
-            streams.push(sink::Stream {
-                role,
-                media_port: port,
-                control_port: port + 1,
-            });
-        }
-    }
+    let (targets, streams) = loopback_streams(first_group..first_group + 4, false);
     let sink = Sink::start(
         localhost,
         &streams,

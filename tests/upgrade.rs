@@ -9,12 +9,12 @@ mod common;
 use common::netns::*;
 use common::*;
 use nix::sys::signal::Signal;
-use rtp_relay::group::{GroupId, Layout, Plane};
-use rtp_relay::traffic::generator::{self, Target};
+use rtp_relay::group::{GroupId, Plane};
+use rtp_relay::traffic::generator;
 use rtp_relay::traffic::profile::Profile;
 use rtp_relay::traffic::sink::{self, Sink};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,23 +119,7 @@ fn an_upgrade_in_place_loses_nothing_on_the_userspace_path() {
     // gen → relay → sink (16384 below, as the setup forwards), both ways for RTCP.
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let profile = Profile::echo360_live();
-    let (mut targets, mut wanted) = (Vec::new(), Vec::new());
-    for &g in &groups {
-        let g = GroupId::try_from(g).unwrap();
-        for (pair, role) in Layout::AudioDisplayVideo.pairs() {
-            let port = g.port(pair, Plane::Rtp);
-            targets.push(Target {
-                role,
-                media: SocketAddr::new(localhost, port),
-                control: SocketAddr::new(localhost, port + 1),
-            });
-            wanted.push(sink::Stream {
-                role,
-                media_port: port - 16384,
-                control_port: port - 16384 + 1,
-            });
-        }
-    }
+    let (targets, wanted) = loopback_streams(groups, true);
     let sink = Sink::start(localhost, &wanted, &profile, sink::Options::default()).unwrap();
     let options = generator::Options {
         targets,

@@ -543,3 +543,37 @@ pub fn spawn_fresh(command: &mut Command) -> Child {
         }
     }
 }
+
+/// gen's targets and the sink's streams for the audio-display-video `groups`
+/// on loopback: the sink on the ports 16384 below the groups' (where the
+/// shipped configuration forwards), gen sending to the groups' ports
+/// (`through_relay`) or straight to the sink's.
+pub fn loopback_streams(
+    groups: impl IntoIterator<Item = u32>,
+    through_relay: bool,
+) -> (
+    Vec<rtp_relay::traffic::generator::Target>,
+    Vec<rtp_relay::traffic::sink::Stream>,
+) {
+    use rtp_relay::group::{GroupId, Layout, Plane};
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let (mut targets, mut streams) = (Vec::new(), Vec::new());
+    for g in groups {
+        let g = GroupId::try_from(g).unwrap();
+        for (pair, role) in Layout::AudioDisplayVideo.pairs() {
+            let sink = g.port(pair, Plane::Rtp) - 16384;
+            let to = if through_relay { sink + 16384 } else { sink };
+            targets.push(rtp_relay::traffic::generator::Target {
+                role,
+                media: std::net::SocketAddr::new(localhost, to),
+                control: std::net::SocketAddr::new(localhost, to + 1),
+            });
+            streams.push(rtp_relay::traffic::sink::Stream {
+                role,
+                media_port: sink,
+                control_port: sink + 1,
+            });
+        }
+    }
+    (targets, streams)
+}
