@@ -42,8 +42,8 @@ impl Now {
 }
 
 /// CLOCK_BOOTTIME in nanoseconds: the clock the kernel program reads, which
-/// keeps counting through a suspend.
-fn boot_nanos() -> u64 {
+/// keeps counting through a suspend (and one clock for every process).
+pub fn boot_nanos() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)

@@ -174,6 +174,11 @@ fn the_relay_tells_systemd_ready_after_binding_then_reloading_upgrading_stopping
     assert_eq!(lines(&upgrading)[0], "RELOADING=1", "{upgrading}");
     let upgraded = manager.next_state(&mut pings, &relay);
     assert_eq!(lines(&upgraded)[0], "READY=1", "{upgraded}");
+    // The new process's own READY (a refused upgrade's would say so).
+    assert!(
+        upgraded.contains("STATUS=reservations: 1, groups bound: 1,"),
+        "{upgraded}"
+    );
     assert!(port_taken(base(group)), "an upgrade leaves the group bound");
 
     relay.signal(Signal::SIGTERM);

@@ -25,7 +25,7 @@ pub struct Handover {
     /// the PID), so a stale file never makes it take descriptors it does
     /// not own.
     pub pid: u32,
-    /// `CLOCK_MONOTONIC` (nanoseconds) when the workers stopped reading: the
+    /// `CLOCK_BOOTTIME` (nanoseconds) when the workers stopped reading: the
     /// next process logs how long the sockets went unread.
     pub paused_at_ns: u64,
     /// The control plane's listener.

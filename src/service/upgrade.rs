@@ -65,7 +65,7 @@ impl Upgrade {
         // The coordinator's lock, until the exec: no change is half made.
         let mut coordinator = shared.coordinator();
         let paused = coordinator.data_plane().pause();
-        let paused_at_ns = monotonic_ns();
+        let paused_at_ns = crate::clock::boot_nanos();
         let ports: Vec<InheritedPort> = paused
             .into_iter()
             .filter_map(|p| {
@@ -153,7 +153,7 @@ pub struct Taken {
     pub listener: Option<TcpListener>,
     /// Group sockets with their ports' state, for the data plane.
     pub ports: Vec<(u16, UdpSocket, PortState)>,
-    /// When the previous process stopped reading (`CLOCK_MONOTONIC`, ns).
+    /// When the previous process stopped reading (`CLOCK_BOOTTIME`, ns).
     pub paused_at_ns: Option<u64>,
 }
 
@@ -161,7 +161,7 @@ impl Taken {
     /// Milliseconds since the previous process stopped reading.
     pub fn paused_ms(&self) -> Option<f64> {
         self.paused_at_ns
-            .map(|at| monotonic_ns().saturating_sub(at) as f64 / 1e6)
+            .map(|at| crate::clock::boot_nanos().saturating_sub(at) as f64 / 1e6)
     }
 }
 
@@ -270,11 +270,4 @@ fn restore(kept: Vec<(Signal, SigAction)>) {
         // SAFETY: the very action that was installed before.
         let _ = unsafe { sigaction(s, &action) };
     }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: one clock for both processes.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
