@@ -80,6 +80,42 @@ fn gen_to_a_steered_sink_delivers_everything_at_the_profile_rate() {
     );
 }
 
+/// A sink stopped the moment the last datagram was sent still counts every
+/// datagram that reached its sockets: what is queued when the stop comes is
+/// read, not reported lost (a starved sink thread once did).
+#[test]
+fn a_sink_stopped_at_once_counts_every_datagram_that_arrived() {
+    for (group, receive) in [(214, sink::Receive::PerPort), (215, sink::Receive::Auto)] {
+        let (_, streams) = loopback_streams([group], false);
+        let sink = Sink::start(
+            IpAddr::from([127, 0, 0, 1]),
+            &streams,
+            &Profile::echo360_live(),
+            sink::Options {
+                receive,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = 0u64;
+        for seq in 0..3000u16 {
+            let s = &streams[usize::from(seq) % streams.len()];
+            let mut packet = [0u8; 172];
+            packet[0] = 0x80;
+            packet[1] = 96;
+            packet[2..4].copy_from_slice(&(seq / 3).to_be_bytes());
+            packet[8..12].copy_from_slice(&u32::from(seq % 3).to_be_bytes());
+            sender
+                .send_to(&packet, ("127.0.0.1", s.media_port))
+                .unwrap();
+            sent += 1;
+        }
+        let r = sink.finish();
+        assert_eq!(r.packets, sent, "{receive:?}: {r:?}");
+    }
+}
+
 /// gen → sink over 4 webcasts from `first_group` (sink ports 16384 below, as
 /// the shipped config forwards) for 7 s, asserting that every packet arrives,
 /// intact, in order, at the profile's rates, with reports both ways; the

@@ -309,6 +309,14 @@ impl Receiving<'_> {
                 next_reports = now + Duration::from_millis(100);
             }
         }
+        // What arrived before the stop counts, however late this thread ran:
+        // a starved sink must not report queued datagrams as lost.
+        if let Some(socket) = &steered {
+            self.read_steered(socket, &mut steered_batch);
+        }
+        for port in ports {
+            self.read_port(port, &mut batch);
+        }
     }
 
     /// Reads one port's socket dry; the datagrams read.
