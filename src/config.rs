@@ -48,6 +48,8 @@ pub struct Config {
     pub state: State,
     /// `[log]`
     pub log: Log,
+    /// `[cluster]`: absent, one relay on its own journal (docs/cluster.md).
+    pub cluster: Option<Cluster>,
 }
 
 /// `[control]`: the HTTP control plane.
@@ -193,6 +195,105 @@ pub struct Log {
     pub level: String,
     /// `text` | `json`.
     pub format: LogFormat,
+}
+
+/// `[cluster]`: relays that share their reservations in etcd and elect the
+/// one that forwards (docs/cluster.md). No defaults but `lease_ttl`: a node
+/// must be told where etcd is and who it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// etcd's client URLs, e.g. `http://10.0.0.5:2379`.
+    pub etcd_endpoints: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_name: String,
+    /// `address/prefix` the active node holds (where appliances send); empty:
+    /// the address is managed elsewhere.
+    #[serde(default)]
+    pub service_address: String,
+    /// The interface that carries `service_address`.
+    #[serde(default)]
+    pub service_interface: String,
+    /// The active node's lease: failover happens within this + 1 s.
+    #[serde(default = "Cluster::default_lease_ttl")]
+    pub lease_ttl: Dur,
+}
+
+impl Cluster {
+    fn default_lease_ttl() -> Dur {
+        Dur(std::time::Duration::from_secs(3))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError(format!("cluster.{key}: {msg}")));
+        if self.etcd_endpoints.is_empty() {
+            return err(
+                "etcd_endpoints",
+                "name at least one etcd client URL, e.g. [\"http://127.0.0.1:2379\"]".into(),
+            );
+        }
+        for e in &self.etcd_endpoints {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+                .unwrap_or("");
+            if rest.is_empty() || rest.contains('/') {
+                return err(
+                    "etcd_endpoints",
+                    format!(
+                        "{e:?} is not a client URL: write http://host:port, e.g. \"http://127.0.0.1:2379\""
+                    ),
+                );
+            }
+        }
+        let name_ok = !self.node_name.is_empty()
+            && self.node_name.len() <= 64
+            && self
+                .node_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return err(
+                "node_name",
+                format!(
+                    "{:?}: use 1–64 letters, digits, '-', '_' or '.', unique per node",
+                    self.node_name
+                ),
+            );
+        }
+        if !self.service_address.is_empty() {
+            let ok = self.service_address.split_once('/').is_some_and(|(a, p)| {
+                a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
+            });
+            if !ok {
+                return err(
+                    "service_address",
+                    format!(
+                        "{:?}: write an IPv4 address and prefix length, e.g. \"192.0.2.1/24\" (or \"\" when another tool moves the address)",
+                        self.service_address
+                    ),
+                );
+            }
+            if self.service_interface.is_empty() {
+                return err(
+                    "service_interface",
+                    "name the interface that carries service_address, e.g. \"eth0\"".into(),
+                );
+            }
+        }
+        let ttl = self.lease_ttl.0;
+        if ttl < std::time::Duration::from_secs(2) || ttl.subsec_nanos() != 0 || ttl.as_secs() > 60
+        {
+            return err(
+                "lease_ttl",
+                format!(
+                    "{}: use whole seconds from \"2s\" to \"60s\" (etcd leases count in seconds)",
+                    humantime::format_duration(ttl)
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[log] format`.
@@ -464,6 +565,9 @@ impl Config {
                 "stream.stall_timeout",
                 "must be longer than 0s, e.g. \"5s\"".into(),
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         if self.state.path.as_os_str().is_empty() {
             return err(

@@ -178,8 +178,12 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.published().waiting(Now::read().wall) {
-        Some(waiting) if waiting.is_empty() => Json(json!({ "ready": true })).into_response(),
+    let published = shared.published();
+    match published.waiting(Now::read().wall) {
+        Some(waiting) if waiting.is_empty() => match published.role() {
+            Some(role) => Json(json!({ "ready": true, "role": role.as_str() })).into_response(),
+            None => Json(json!({ "ready": true })).into_response(),
+        },
         Some(waiting) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "ready": false, "reason": "open windows not bound yet", "waiting": waiting })),
@@ -187,7 +191,11 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": "state not loaded yet" })),
+            Json(json!({ "ready": false, "reason": if published.role().is_some() {
+                "the cluster's state not read from etcd yet"
+            } else {
+                "state not loaded yet"
+            } })),
         )
             .into_response(),
     }

@@ -6,6 +6,8 @@
 
 use super::published::{Published, Reader};
 use crate::clock::Now;
+use crate::cluster::etcd::{self, Commit, Etcd, Op, Snapshot};
+use crate::cluster::role::Role;
 use crate::config::Config;
 use crate::dataplane::DataPlane;
 use crate::dataplane::rule::GroupPlan;
@@ -32,7 +34,29 @@ pub enum Error {
     Exhausted(String),
     /// 500: the change could not be made durable and was not applied.
     Storage(String),
+    /// 503 `unavailable`: the cluster's etcd did not commit the change (it is
+    /// unreachable, or lost its quorum); nothing was changed.
+    Unavailable(String),
 }
+
+/// A change's failure: final, or to be checked again on fresh state.
+#[derive(Debug)]
+enum Retry {
+    /// The answer.
+    No(Error),
+    /// Another node committed first.
+    Stale,
+}
+
+impl From<Error> for Retry {
+    fn from(e: Error) -> Self {
+        Retry::No(e)
+    }
+}
+
+/// How many times a change is checked again after another node committed
+/// first, before the caller is told to retry.
+const COMMIT_TRIES: usize = 8;
 
 impl From<Refusal> for Error {
     fn from(r: Refusal) -> Self {
@@ -100,11 +124,32 @@ pub fn vet_loaded(rules: &Rules, loaded: &[Loaded]) -> Result<(), Refused> {
     }
 }
 
-/// Reservations, their journal and their sockets.
+/// Where reservations are kept.
+#[derive(Debug)]
+enum Durable {
+    /// One relay: the journal on its disk.
+    Journal(Store),
+    /// A cluster: etcd ([`crate::cluster`]).
+    Cluster(Shared),
+}
+
+/// This node's view of the cluster's state.
+#[derive(Debug)]
+struct Shared {
+    etcd: Etcd,
+    /// The runtime the etcd client runs on; the coordinator is called from
+    /// blocking threads, which wait on it.
+    runtime: tokio::runtime::Handle,
+    /// The guard revision the schedule reflects (`cluster::etcd`).
+    guard: i64,
+    role: Role,
+}
+
+/// Reservations, where they are kept, and their sockets.
 #[derive(Debug)]
 pub struct Coordinator {
     schedule: Schedule,
-    store: Store,
+    durable: Durable,
     dataplane: DataPlane,
     rules: Arc<Rules>,
     loaded: bool,
@@ -134,10 +179,11 @@ impl Coordinator {
             rules: rules.clone(),
             bound: dataplane.bound().clone(),
             loaded: false,
+            role: None,
         }));
         let mut coordinator = Coordinator {
             schedule,
-            store,
+            durable: Durable::Journal(store),
             dataplane,
             rules,
             loaded: false,
@@ -149,11 +195,203 @@ impl Coordinator {
         coordinator
     }
 
+    /// A cluster node's coordinator: no reservation until [`Coordinator::reload`]
+    /// reads etcd, and standby (nothing bound) until elected.
+    pub fn clustered(
+        config: &Config,
+        local_addresses: Vec<IpAddr>,
+        etcd: Etcd,
+        runtime: tokio::runtime::Handle,
+        dataplane: DataPlane,
+    ) -> Self {
+        let rules = Arc::new(config.rules(local_addresses));
+        let published = Arc::new(ArcSwap::from_pointee(Published {
+            entries: Vec::new(),
+            rules: rules.clone(),
+            bound: dataplane.bound().clone(),
+            loaded: false,
+            role: Some(Role::Standby),
+        }));
+        let mut coordinator = Coordinator {
+            schedule: Schedule::new(config.timing(), config.limits()),
+            durable: Durable::Cluster(Shared {
+                etcd,
+                runtime,
+                guard: 0,
+                role: Role::Standby,
+            }),
+            dataplane,
+            rules,
+            loaded: false,
+            published,
+            published_version: 0,
+        };
+        coordinator.apply_schedule_config(config);
+        coordinator.publish();
+        coordinator
+    }
+
+    /// This node's role in a cluster; `None` for a single relay.
+    pub fn role(&self) -> Option<Role> {
+        match &self.durable {
+            Durable::Journal(_) => None,
+            Durable::Cluster(shared) => Some(shared.role),
+        }
+    }
+
+    /// Binds and frees only as the active node (a single relay always is).
+    fn forwards(&self) -> bool {
+        self.role().is_none_or(|r| r == Role::Active)
+    }
+
+    /// Becomes the active node (binds every open window) or steps down (frees
+    /// every port at once; the reservations stay).
+    pub fn set_role(&mut self, role: Role, now: &Now) {
+        let Durable::Cluster(shared) = &mut self.durable else {
+            return;
+        };
+        if shared.role == role {
+            return;
+        }
+        shared.role = role;
+        match role {
+            Role::Active => {
+                info!(
+                    reservations = self.schedule.len(),
+                    "cluster: this node is active: binding the open windows"
+                );
+                self.advance(now);
+            }
+            Role::Standby => {
+                let groups = self.schedule.release_all();
+                for group in &groups {
+                    self.dataplane.free(*group);
+                }
+                info!(
+                    groups = groups.len(),
+                    "cluster: this node is standby: every port freed"
+                );
+            }
+        }
+        self.publish();
+    }
+
+    /// The kernel's fence: forward nothing past `deadline` unless renewed
+    /// (the active node's lease; `None`: no fence). Only the fast path needs
+    /// it — userspace stops when the node steps down.
+    pub fn fence(&mut self, deadline: Option<std::time::Instant>) {
+        let _ = deadline;
+    }
+
+    /// Re-reads the cluster's state from etcd and takes it as this node's
+    /// (at start, after a lost watch, and when another node committed first).
+    pub fn reload(&mut self, now: &Now) -> Result<(), Error> {
+        let Durable::Cluster(shared) = &self.durable else {
+            return Ok(());
+        };
+        let snapshot = shared
+            .runtime
+            .block_on(shared.etcd.load())
+            .map_err(|e| Error::Unavailable(format!(
+                "cannot read the cluster's state from etcd ({e}); nothing was changed — retry when etcd answers (docs/cluster.md)"
+            )))?;
+        self.take_snapshot(snapshot, now);
+        Ok(())
+    }
+
+    /// Takes `snapshot` as the cluster's state: reservations no longer there
+    /// are removed (their ports freed), new and changed ones applied.
+    pub fn take_snapshot(&mut self, snapshot: Snapshot, now: &Now) {
+        let Durable::Cluster(shared) = &mut self.durable else {
+            return;
+        };
+        shared.guard = snapshot.guard;
+        let wanted: std::collections::HashMap<&str, &Stored> = snapshot
+            .reservations
+            .iter()
+            .map(|s| (s.reservation.event_id.as_str(), s))
+            .collect();
+        let gone: Vec<String> = self
+            .schedule
+            .entries()
+            .map(|e| e.reservation.event_id.clone())
+            .filter(|id| !wanted.contains_key(id.as_str()))
+            .collect();
+        for id in gone {
+            self.forget(&id, now);
+        }
+        for stored in snapshot.reservations {
+            self.learn(stored, now);
+        }
+        self.loaded = true;
+        self.advance(now);
+        self.publish_if_changed();
+        if !self.published.load().loaded {
+            self.publish();
+        }
+    }
+
+    /// Applies changes committed in etcd, as the watch reports them; those
+    /// this node already reflects (its own, or read in a reload) are skipped.
+    pub fn apply(&mut self, events: Vec<etcd::Event>, now: &Now) {
+        let Durable::Cluster(shared) = &self.durable else {
+            return;
+        };
+        let mut guard = shared.guard;
+        for event in events {
+            match event {
+                etcd::Event::Put { revision, stored } if revision > guard => {
+                    guard = revision;
+                    self.learn(stored, now);
+                }
+                etcd::Event::Delete { revision, event_id } if revision > guard => {
+                    guard = revision;
+                    self.forget(&event_id, now);
+                }
+                _ => {}
+            }
+        }
+        if let Durable::Cluster(shared) = &mut self.durable {
+            shared.guard = guard;
+        }
+        self.advance(now);
+        self.publish_if_changed();
+    }
+
+    /// Takes a reservation another node committed (new, or changed).
+    fn learn(&mut self, stored: Stored, now: &Now) {
+        let id = stored.reservation.event_id.clone();
+        match self.schedule.get(&id) {
+            Some(e) if e.group == stored.group && e.reservation == stored.reservation => {}
+            Some(e) if e.group == stored.group => {
+                let relatch = e.reservation.source != stored.reservation.source;
+                self.schedule.update(stored.reservation);
+                self.push_plans(Some(&id), relatch, now);
+            }
+            Some(_) => {
+                // Moved to another group: only a delete and create do that.
+                self.forget(&id, now);
+                self.schedule.insert(stored.reservation, stored.group);
+            }
+            None => {
+                info!(event_id = %id, group = %stored.group, "reservation created on another node");
+                self.schedule.insert(stored.reservation, stored.group);
+            }
+        }
+    }
+
+    /// Drops a reservation another node deleted (or that ended), freeing its ports.
+    fn forget(&mut self, event_id: &str, now: &Now) {
+        if let Some((_, Some(free))) = self.schedule.remove(event_id) {
+            self.execute(free, now);
+        }
+    }
+
     /// Binds every open window and marks the state as loaded (ready).
     pub fn start(&mut self, now: &Now) {
         info!(
             reservations = self.schedule.len(),
-            state = %self.store.path().display(),
+            state = %self.durable_name(),
             "state loaded"
         );
         self.advance(now);
@@ -162,7 +400,8 @@ impl Coordinator {
         if !closed.is_empty() {
             info!(ports = ?closed, "upgrade: handed-over sockets of windows closed meanwhile are closed");
         }
-        self.loaded = true;
+        // A cluster node is loaded once it has read etcd (`take_snapshot`).
+        self.loaded = matches!(self.durable, Durable::Journal(_));
         self.publish();
     }
 
@@ -185,6 +424,7 @@ impl Coordinator {
             rules: self.rules.clone(),
             bound: self.dataplane.bound().clone(),
             loaded: self.loaded,
+            role: self.role(),
         }));
     }
 
@@ -213,34 +453,57 @@ impl Coordinator {
 
     /// Creates a reservation, or confirms an identical one (idempotent retry).
     pub fn create(&mut self, request: Reservation, now: &Now) -> Result<Created, Error> {
-        let result = self.create_inner(request, now);
+        let result = self.retrying(now, |c| c.create_inner(request.clone(), now));
         self.publish_if_changed();
         result
     }
 
-    fn create_inner(&mut self, request: Reservation, now: &Now) -> Result<Created, Error> {
+    /// Runs a change; when another node committed first, re-reads the
+    /// cluster's state and runs it again, so its checks see everything
+    /// committed (a journal never asks for this).
+    fn retrying<T>(
+        &mut self,
+        now: &Now,
+        mut change: impl FnMut(&mut Self) -> Result<T, Retry>,
+    ) -> Result<T, Error> {
+        for _ in 0..COMMIT_TRIES {
+            match change(self) {
+                Ok(v) => return Ok(v),
+                Err(Retry::No(e)) => return Err(e),
+                Err(Retry::Stale) => self.reload(now)?,
+            }
+        }
+        Err(Error::Unavailable(
+            "other relays changed reservations faster than this one could check its change; nothing was changed — retry".into(),
+        ))
+    }
+
+    fn create_inner(&mut self, request: Reservation, now: &Now) -> Result<Created, Retry> {
         self.advance(now);
         if let Some(e) = self.schedule.get(&request.event_id) {
             if e.reservation.matches(e.group, &request) {
                 return Ok(Created::Existing);
             }
-            return Err(Error::Conflict(format!(
+            return Err(Retry::No(Error::Conflict(format!(
                 "event_id {} already exists with different content (group {}, {}–{}); DELETE it first, or PATCH its end or source",
                 request.event_id,
                 e.group,
                 crate::reservation::rfc3339(e.reservation.start),
                 crate::reservation::rfc3339(e.reservation.end),
-            )));
+            ))));
         }
-        request.validate(&self.rules).map_err(Error::Invalid)?;
+        request
+            .validate(&self.rules)
+            .map_err(|e| Retry::No(Error::Invalid(e)))?;
         let group = self
             .schedule
-            .admit(&request, request.group, None, now.wall)?;
+            .admit(&request, request.group, None, now.wall)
+            .map_err(|r| Retry::No(r.into()))?;
         let stored = Stored {
             group,
             reservation: request,
         };
-        self.store.put(&stored).map_err(|e| self.storage_error(e))?;
+        self.persist(Op::Put(&stored))?;
         let r = &stored.reservation;
         info!(event_id = %r.event_id, group = %group, layout = %r.layout,
             start = %crate::reservation::rfc3339(r.start), end = %crate::reservation::rfc3339(r.end),
@@ -253,30 +516,32 @@ impl Coordinator {
 
     /// Changes `end` and/or `source`, re-checking conflicts.
     pub fn change(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Error> {
-        let result = self.change_inner(event_id, change, now);
+        let result = self.retrying(now, |c| c.change_inner(event_id, change, now));
         self.publish_if_changed();
         result
     }
 
-    fn change_inner(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Error> {
+    fn change_inner(&mut self, event_id: &str, change: &Change, now: &Now) -> Result<(), Retry> {
         self.advance(now);
         let entry = self.get(event_id)?;
         let group = entry.group;
         let updated = entry.reservation.changed(change);
-        updated.validate(&self.rules).map_err(Error::Invalid)?;
+        updated
+            .validate(&self.rules)
+            .map_err(|e| Retry::No(Error::Invalid(e)))?;
         match self
             .schedule
             .admit(&updated, Some(group), Some(event_id), now.wall)
         {
             // Ending an event in the past frees its group now, like a delete.
             Ok(_) | Err(Refusal::AlreadyEnded(_)) => {}
-            Err(refusal) => return Err(refusal.into()),
+            Err(refusal) => return Err(Retry::No(refusal.into())),
         }
         let stored = Stored {
             group,
             reservation: updated,
         };
-        self.store.put(&stored).map_err(|e| self.storage_error(e))?;
+        self.persist(Op::Put(&stored))?;
         info!(event_id, end = %crate::reservation::rfc3339(stored.reservation.end),
             source = stored.reservation.source.map(tracing::field::display), "reservation changed");
         self.schedule.update(stored.reservation);
@@ -290,16 +555,14 @@ impl Coordinator {
 
     /// Cancels a reservation now: its ports are freed before this returns.
     pub fn delete(&mut self, event_id: &str, now: &Now) -> Result<Entry, Error> {
-        let result = self.delete_inner(event_id, now);
+        let result = self.retrying(now, |c| c.delete_inner(event_id, now));
         self.publish_if_changed();
         result
     }
 
-    fn delete_inner(&mut self, event_id: &str, now: &Now) -> Result<Entry, Error> {
+    fn delete_inner(&mut self, event_id: &str, now: &Now) -> Result<Entry, Retry> {
         self.get(event_id)?;
-        self.store
-            .delete(event_id)
-            .map_err(|e| self.storage_error(e))?;
+        self.persist(Op::Delete(event_id))?;
         let (entry, free) = self
             .schedule
             .remove(event_id)
@@ -320,8 +583,33 @@ impl Coordinator {
     }
 
     fn advance(&mut self, now: &Now) {
+        if !self.forwards() {
+            // A standby node keeps the schedule, not the ports.
+            self.schedule.expire(now.wall);
+            return;
+        }
+        let mut ended = Vec::new();
         for action in self.schedule.poll(now.wall) {
+            if let Action::Free { event_id, .. } | Action::Expire { event_id } = &action {
+                ended.push(event_id.clone());
+            }
             self.execute(action, now);
+        }
+        self.tidy(&ended);
+    }
+
+    /// The active node deletes ended reservations from etcd, so the shared
+    /// state does not grow; every node has already dropped them from its own
+    /// schedule. Best effort: when another node wrote first, the reservation
+    /// stays in etcd until a node that reads it again sees it ended.
+    fn tidy(&mut self, ended: &[String]) {
+        if !matches!(self.durable, Durable::Cluster(_)) {
+            return;
+        }
+        for id in ended {
+            if self.persist(Op::Delete(id)).is_err() {
+                debug!(event_id = %id, "cluster: an ended reservation stays in etcd for now");
+            }
         }
     }
 
@@ -406,16 +694,57 @@ impl Coordinator {
         }
     }
 
-    fn storage_error(&self, e: std::io::Error) -> Error {
-        warn!(state = %self.store.path().display(), error = %e, "cannot write state");
-        Error::Storage(format!(
-            "cannot write the state file {}: {e}; nothing was changed — fix the disk or permissions and retry",
-            self.store.path().display()
-        ))
+    /// Makes a change durable before it is applied: on the journal's disk, or
+    /// committed by etcd if nobody changed anything since this node last read.
+    fn persist(&mut self, op: Op<'_>) -> Result<(), Retry> {
+        match &mut self.durable {
+            Durable::Journal(store) => {
+                let written = match op {
+                    Op::Put(stored) => store.put(stored),
+                    Op::Delete(event_id) => store.delete(event_id),
+                };
+                written.map_err(|e| {
+                    warn!(state = %store.path().display(), error = %e, "cannot write state");
+                    Retry::No(Error::Storage(format!(
+                        "cannot write the state file {}: {e}; nothing was changed — fix the disk or permissions and retry",
+                        store.path().display()
+                    )))
+                })
+            }
+            Durable::Cluster(shared) => {
+                let committed = shared
+                    .runtime
+                    .block_on(shared.etcd.commit(op, shared.guard))
+                    .map_err(|e| {
+                        warn!(error = %e, "cannot commit to etcd");
+                        Retry::No(Error::Unavailable(format!(
+                            "the cluster's etcd did not commit the change ({e}); nothing was changed — retry when etcd answers (docs/cluster.md)"
+                        )))
+                    })?;
+                match committed {
+                    Commit::Done(revision) => {
+                        shared.guard = revision;
+                        Ok(())
+                    }
+                    Commit::Stale => Err(Retry::Stale),
+                }
+            }
+        }
+    }
+
+    /// What keeps the reservations, for the log.
+    fn durable_name(&self) -> String {
+        match &self.durable {
+            Durable::Journal(store) => store.path().display().to_string(),
+            Durable::Cluster(_) => "etcd".into(),
+        }
     }
 
     fn maybe_compact(&mut self) {
-        if !self.store.wants_compaction(self.schedule.len()) {
+        let Durable::Journal(store) = &mut self.durable else {
+            return;
+        };
+        if !store.wants_compaction(self.schedule.len()) {
             return;
         }
         let live: Vec<Stored> = self
@@ -426,8 +755,8 @@ impl Coordinator {
                 reservation: e.reservation.clone(),
             })
             .collect();
-        if let Err(e) = self.store.compact(live.iter()) {
-            warn!(state = %self.store.path().display(), error = %e, "cannot compact state; the journal keeps growing");
+        if let Err(e) = store.compact(live.iter()) {
+            warn!(state = %store.path().display(), error = %e, "cannot compact state; the journal keeps growing");
         }
     }
 

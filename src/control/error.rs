@@ -95,6 +95,9 @@ impl From<coordinator::Error> for ApiError {
             coordinator::Error::Storage(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", m)
             }
+            coordinator::Error::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! change. A create waiting on a slow `fsync` or a bind holds the lock, never
 //! a reader.
 
+use crate::cluster::role::Role;
 use crate::dataplane::BoundPorts;
 use crate::dataplane::rule::GroupPlan;
 use crate::group::GroupId;
@@ -22,6 +23,8 @@ pub struct Published {
     pub(super) rules: Arc<Rules>,
     pub(super) bound: BoundPorts,
     pub(super) loaded: bool,
+    /// A cluster node's role; `None` for a single relay.
+    pub(super) role: Option<Role>,
 }
 
 impl Published {
@@ -60,11 +63,18 @@ impl Published {
         &self.bound
     }
 
+    /// A cluster node's role; `None` for a single relay.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
     /// `None` until the state is loaded; then the open windows not bound yet
-    /// (empty: ready).
+    /// (empty: ready). A standby node binds nothing and waits for nothing.
     pub fn waiting(&self, now: OffsetDateTime) -> Option<Vec<String>> {
+        let standby = self.role == Some(Role::Standby);
         self.loaded.then(|| {
             self.entries()
+                .filter(|_| !standby)
                 .filter(|e| e.window.contains(now))
                 .filter(|e| matches!(e.binding, Binding::Waiting | Binding::Binding))
                 .map(|e| e.reservation.event_id.clone())

@@ -540,6 +540,36 @@ impl Schedule {
         actions
     }
 
+    /// Lets every group go (a cluster node stepping down): every reservation
+    /// waits again, to be bound by [`Schedule::poll`] when the node is active
+    /// again. The groups that were held, for the caller to free.
+    pub fn release_all(&mut self) -> Vec<GroupId> {
+        let mut held = Vec::new();
+        for e in self.entries.values_mut() {
+            if e.holds_group() {
+                held.push(e.group);
+                Arc::make_mut(e).binding = Binding::Waiting;
+            }
+        }
+        self.version += 1;
+        held
+    }
+
+    /// Removes the reservations whose window closed, binding nothing (a
+    /// standby node, which keeps the schedule but not the ports). Their ids.
+    pub fn expire(&mut self, now: OffsetDateTime) -> Vec<String> {
+        let closed: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.window.close <= now)
+            .map(|e| e.reservation.event_id.clone())
+            .collect();
+        for id in &closed {
+            self.remove(id);
+        }
+        closed
+    }
+
     /// The result of an [`Action::Bind`]: no failures means bound.
     pub fn bound(&mut self, event_id: &str, failures: Vec<PortFailure>, now: OffsetDateTime) {
         if failures.is_empty() {
@@ -699,6 +729,39 @@ mod tests {
         };
         assert_eq!(s.poll(T0 + Duration::minutes(75)), vec![free]);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_node_stepping_down_lets_every_group_go_and_binds_them_again_later() {
+        let mut s = schedule(2048);
+        admit(&mut s, at("held", T0, 60), Some(3), T0).unwrap();
+        admit(&mut s, at("later", T0 + Duration::days(1), 60), Some(4), T0).unwrap();
+        assert_eq!(s.poll(T0).len(), 1);
+        s.bound("held", vec![], T0);
+        assert_eq!(s.release_all(), vec![g(3)]);
+        assert_eq!(s.get("held").unwrap().state(), State::Scheduled);
+        assert_eq!(s.release_all(), vec![], "nothing is held twice");
+        // Active again: the open window is bound again, the later one waits.
+        assert_eq!(
+            s.poll(T0 + Duration::minutes(1)),
+            vec![Action::Bind {
+                event_id: "held".into(),
+                group: g(3)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_standby_schedule_expires_closed_windows_without_actions() {
+        let mut s = schedule(2048);
+        admit(&mut s, at("ends", T0, 60), Some(3), T0).unwrap();
+        admit(&mut s, at("stays", T0 + Duration::days(1), 60), Some(4), T0).unwrap();
+        assert_eq!(s.expire(T0 + Duration::minutes(74)), Vec::<String>::new());
+        assert_eq!(
+            s.expire(T0 + Duration::minutes(75)),
+            vec!["ends".to_string()]
+        );
+        assert!(s.get("ends").is_none() && s.get("stays").is_some());
     }
 
     #[test]

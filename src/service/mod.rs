@@ -10,6 +10,7 @@
 //!   stopping, and alive (its watchdog);
 //! - [`shutdown`]: the stop signal they all wait on.
 
+pub mod cluster;
 pub mod handover;
 pub mod notify;
 pub mod sdp_files;
@@ -19,6 +20,7 @@ pub mod stream_watch;
 pub mod upgrade;
 
 use crate::clock::Now;
+use crate::cluster::etcd::Etcd;
 use crate::config::Config;
 use crate::control::coordinator::{self, Coordinator};
 use crate::control::{self, Shared, exporter::Exporter};
@@ -36,6 +38,12 @@ use tracing::{info, warn};
 /// Longest the scheduler sleeps: it re-reads the wall clock at least this often,
 /// so a clock step never delays a bind or free by more.
 const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// Where the reservations are kept.
+enum Durable {
+    Journal((Store, Vec<crate::store::Stored>)),
+    Etcd(Etcd),
+}
 
 /// Runs the service until a stop signal; the process's exit status.
 pub fn run(config_path: &Path) -> ExitCode {
@@ -123,9 +131,17 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
                 })?
         }
     };
-    let (store, stored) = Store::open(&config.state.path, |loaded| {
-        coordinator::vet_loaded(&rules, loaded)
-    })?;
+    // One relay keeps its reservations in its journal; a cluster node in etcd.
+    let durable = match &config.cluster {
+        None => Durable::Journal(Store::open(&config.state.path, |loaded| {
+            coordinator::vet_loaded(&rules, loaded)
+        })?),
+        Some(cluster) => Durable::Etcd(
+            Etcd::connect(&cluster.etcd_endpoints)
+                .await
+                .map_err(|e| format!("cluster.etcd_endpoints: {e}"))?,
+        ),
+    };
     let upgrade = upgrade::Upgrade::new(
         &config_path,
         &config.state.path,
@@ -160,7 +176,22 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
             "the open-files limit leaves fewer sockets than max_groups may need; raise LimitNOFILE"
         );
     }
-    let mut coordinator = Coordinator::new(&config, local, store, stored, dataplane);
+    let (mut coordinator, etcd) = match durable {
+        Durable::Journal((store, stored)) => (
+            Coordinator::new(&config, local, store, stored, dataplane),
+            None,
+        ),
+        Durable::Etcd(etcd) => (
+            Coordinator::clustered(
+                &config,
+                local,
+                etcd.clone(),
+                tokio::runtime::Handle::current(),
+                dataplane,
+            ),
+            Some(etcd),
+        ),
+    };
     coordinator.start(&Now::read());
     if let Some(paused_ms) = taken.paused_ms() {
         info!(
@@ -180,6 +211,15 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     ));
     let (trigger, stop) = shutdown::channel();
     let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));
+    let cluster_task = match (&config.cluster, etcd) {
+        (Some(c), Some(etcd)) => Some(tokio::spawn(cluster::run(
+            c.clone(),
+            etcd,
+            shared.clone(),
+            stop.clone(),
+        ))),
+        _ => None,
+    };
     tokio::spawn(stream_watch::run(
         shared.reader.clone(),
         config.stream.stall_timeout.0,
@@ -223,6 +263,10 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     )
     .await;
     let _ = scheduler.await;
+    if let Some(task) = cluster_task {
+        // Resigned first: another node takes over while this one stops.
+        let _ = task.await;
+    }
     let stopping = shared.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.coordinator().shutdown()).await;
     info!("stopped; reservations stay on disk");

@@ -15,6 +15,7 @@ pub mod streams;
 
 use super::published::Published;
 use crate::clock::Now;
+use crate::cluster::role::Role;
 use crate::reservation::schedule::State;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -25,6 +26,7 @@ pub struct Exporter {
     reservations: IntGaugeVec,
     bound_sockets: IntGauge,
     group_info: IntGaugeVec,
+    role: IntGaugeVec,
 }
 
 impl Exporter {
@@ -77,8 +79,17 @@ impl Exporter {
             &["version", "revision", "fast_path_built"],
         )
         .expect("valid metric");
+        let role = IntGaugeVec::new(
+            Opts::new(
+                "rtp_relay_cluster_role",
+                "A cluster node's role: 1 for the one it has (active or standby), 0 for the other; absent for a single relay.",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(role.clone()),
             Box::new(build.clone()),
             Box::new(reservations.clone()),
             Box::new(bound_sockets.clone()),
@@ -106,6 +117,7 @@ impl Exporter {
             reservations,
             bound_sockets,
             group_info,
+            role,
         }
     }
 
@@ -150,6 +162,13 @@ impl Exporter {
         }
         self.bound_sockets
             .set(published.bound().bound_sockets() as i64);
+        if let Some(role) = published.role() {
+            for r in [Role::Active, Role::Standby] {
+                self.role
+                    .with_label_values(&[r.as_str()])
+                    .set(i64::from(r == role));
+            }
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

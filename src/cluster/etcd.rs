@@ -1,0 +1,291 @@
+//! The cluster's shared state in etcd (docs/cluster.md, "What etcd holds"):
+//! the thin I/O layer. Every call has a deadline, so an unreachable etcd is an
+//! error in seconds, never a hung API request.
+//!
+//! Keys, all under `/rtp-relay/`:
+//! - `reservations/<event_id>`: a reservation and its group, as JSON;
+//! - `guard`: rewritten by every change of a reservation, in the same
+//!   transaction. A change commits only if the guard is as the writer last saw
+//!   it, so checks made on the writer's copy (conflicts, allocation) hold
+//!   against everything committed: concurrent writers on two nodes are
+//!   serialized, and the loser re-reads and checks again;
+//! - `active`: the active node's name, attached to its lease (the election).
+
+use crate::store::Stored;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
+use std::time::Duration;
+
+/// Longest any one request to etcd may take.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+const RESERVATIONS: &str = "/rtp-relay/reservations/";
+const GUARD: &str = "/rtp-relay/guard";
+const ACTIVE: &str = "/rtp-relay/active";
+const ALL: &str = "/rtp-relay/";
+
+/// A connection to the cluster's etcd (cheap to clone).
+#[derive(Clone)]
+pub struct Etcd {
+    // Boxed: the client is some 3.5 KB, and travels in enums and tasks.
+    client: Box<Client>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Etcd")
+    }
+}
+
+/// Everything stored, as of one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every reservation.
+    pub reservations: Vec<Stored>,
+    /// The guard's revision: the last change to any reservation.
+    pub guard: i64,
+    /// The store's revision when read: watch from the next one.
+    pub revision: i64,
+    /// The active node's name, if any.
+    pub active: Option<String>,
+}
+
+/// A change to commit.
+#[derive(Debug, Clone)]
+pub enum Op<'a> {
+    /// Create or replace a reservation.
+    Put(&'a Stored),
+    /// Delete one.
+    Delete(&'a str),
+}
+
+/// The outcome of a guarded commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Committed at this revision.
+    Done(i64),
+    /// Another node changed a reservation since the guard was read: re-read
+    /// and check again.
+    Stale,
+}
+
+/// A change another node (or this one) committed, as the watch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A reservation was created or changed, at `revision`.
+    Put {
+        /// Its revision.
+        revision: i64,
+        /// The reservation.
+        stored: Stored,
+    },
+    /// A reservation was deleted.
+    Delete {
+        /// Its revision.
+        revision: i64,
+        /// Whose.
+        event_id: String,
+    },
+    /// The election key was deleted (its holder resigned or its lease expired).
+    Vacant,
+    /// The election key was written by `node`.
+    Active(String),
+}
+
+fn timeout<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> impl std::future::Future<Output = Result<T, String>> {
+    let what = what.to_string();
+    async move {
+        match tokio::time::timeout(TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
+            Err(_) => Err(format!(
+                "etcd {what}: no answer within {}s",
+                TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+impl Etcd {
+    /// A client for `endpoints`; it connects on first use (an etcd down at
+    /// start is an error of the first request, not of this).
+    pub async fn connect(endpoints: &[String]) -> Result<Etcd, String> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(TIMEOUT)
+            .with_timeout(TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its quorum refuses at once, not after the timeout.
+            .with_require_leader(true);
+        let client = timeout("connect", Client::connect(endpoints, Some(options))).await?;
+        Ok(Etcd {
+            client: Box::new(client),
+        })
+    }
+
+    /// Reads everything: reservations, guard and election key, at one revision.
+    pub async fn load(&self) -> Result<Snapshot, String> {
+        let mut kv = self.client.kv_client();
+        let resp = timeout("read", kv.get(ALL, Some(GetOptions::new().with_prefix()))).await?;
+        let mut snapshot = Snapshot {
+            revision: resp.header().map_or(0, |h| h.revision()),
+            ..Snapshot::default()
+        };
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            if key == GUARD {
+                snapshot.guard = kv.mod_revision();
+            } else if key == ACTIVE {
+                snapshot.active = Some(String::from_utf8_lossy(kv.value()).into_owned());
+            } else if key.starts_with(RESERVATIONS) {
+                snapshot.reservations.push(decode(&key, kv.value())?);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Commits `op` if the guard's revision is still `guard`.
+    pub async fn commit(&self, op: Op<'_>, guard: i64) -> Result<Commit, String> {
+        let change = match op {
+            Op::Put(stored) => TxnOp::put(
+                key(&stored.reservation.event_id),
+                serde_json::to_vec(stored).map_err(|e| e.to_string())?,
+                None,
+            ),
+            Op::Delete(event_id) => TxnOp::delete(key(event_id), None),
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(GUARD, CompareOp::Equal, guard)])
+            .and_then([change, TxnOp::put(GUARD, "", None)]);
+        let resp = timeout("write", self.client.kv_client().txn(txn)).await?;
+        Ok(if resp.succeeded() {
+            Commit::Done(resp.header().map_or(0, |h| h.revision()))
+        } else {
+            Commit::Stale
+        })
+    }
+
+    /// A lease of `ttl`; its id.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64, String> {
+        let secs = ttl.as_secs() as i64;
+        let resp = timeout("lease grant", self.client.lease_client().grant(secs, None)).await?;
+        Ok(resp.id())
+    }
+
+    /// The stream that renews `lease`: send with the keeper, read answers from the stream.
+    pub async fn keep_alive(
+        &self,
+        lease: i64,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), String> {
+        timeout(
+            "lease keepalive",
+            self.client.lease_client().keep_alive(lease),
+        )
+        .await
+    }
+
+    /// Tries to take the election key for `node` with its `lease`: `Ok(None)`
+    /// when won (or already held), else the holder's name.
+    pub async fn campaign(&self, node: &str, lease: i64) -> Result<Option<String>, String> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(ACTIVE, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                ACTIVE,
+                node,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(ACTIVE, None)]);
+        let resp = timeout("campaign", self.client.kv_client().txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(None);
+        }
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())),
+            _ => None,
+        });
+        match holder {
+            Some((name, held_by)) if name == node && held_by == lease => Ok(None),
+            Some((name, _)) => Ok(Some(name)),
+            None => Ok(Some(String::new())),
+        }
+    }
+
+    /// Gives the election key up, if this node's `lease` holds it.
+    pub async fn resign(&self, lease: i64) -> Result<(), String> {
+        let txn = Txn::new()
+            .when([Compare::lease(ACTIVE, CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(ACTIVE, None)]);
+        timeout("resign", self.client.kv_client().txn(txn)).await?;
+        Ok(())
+    }
+
+    /// Revokes a lease (a clean stop: the election key goes at once).
+    pub async fn revoke(&self, lease: i64) -> Result<(), String> {
+        timeout("lease revoke", self.client.lease_client().revoke(lease)).await?;
+        Ok(())
+    }
+
+    /// Watches every key from `revision` on.
+    pub async fn watch(&self, revision: i64) -> Result<WatchStream, String> {
+        timeout(
+            "watch",
+            self.client.watch_client().watch(
+                ALL,
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision),
+                ),
+            ),
+        )
+        .await
+    }
+}
+
+/// The events of one watch response; an error when a value cannot be read
+/// (then the caller re-reads everything).
+pub fn events(resp: &etcd_client::WatchResponse) -> Result<Vec<Event>, String> {
+    let mut out = Vec::new();
+    for e in resp.events() {
+        let Some(kv) = e.kv() else { continue };
+        let key = String::from_utf8_lossy(kv.key());
+        let put = e.event_type() == EventType::Put;
+        if key == ACTIVE {
+            out.push(if put {
+                Event::Active(String::from_utf8_lossy(kv.value()).into_owned())
+            } else {
+                Event::Vacant
+            });
+        } else if let Some(event_id) = key.strip_prefix(RESERVATIONS) {
+            out.push(if put {
+                Event::Put {
+                    revision: kv.mod_revision(),
+                    stored: decode(&key, kv.value())?,
+                }
+            } else {
+                Event::Delete {
+                    revision: kv.mod_revision(),
+                    event_id: event_id.to_string(),
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn key(event_id: &str) -> String {
+    format!("{RESERVATIONS}{event_id}")
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<Stored, String> {
+    serde_json::from_slice(value)
+        .map_err(|e| format!("etcd key {key} does not hold a reservation rtp-relay wrote: {e}"))
+}

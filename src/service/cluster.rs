@@ -1,0 +1,230 @@
+//! The cluster task (docs/cluster.md): keeps this node's etcd lease alive,
+//! follows the shared state through a watch, campaigns for the election key,
+//! and carries out the role changes [`Election`] decides — binding the open
+//! windows when active, freeing every port when it steps down. On a stop it
+//! resigns, so that another node takes over at once.
+//!
+//! The deadline is kept by a task of its own ([`fence`]), never behind a
+//! request to etcd: an active node steps down on time however long etcd
+//! takes to answer.
+
+use super::shutdown::Shutdown;
+use crate::clock::Now;
+use crate::cluster::etcd::{self, Etcd};
+use crate::cluster::role::{Change, Election, Role};
+use crate::config::Cluster;
+use crate::control::Shared;
+use crate::control::coordinator::Coordinator;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long to wait before trying etcd again after it failed.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The longest the fence sleeps without looking at the deadline.
+const FENCE_TICK: Duration = Duration::from_millis(50);
+
+/// The election, shared by the session and the fence.
+type SharedElection = Arc<Mutex<Election>>;
+
+fn lock(election: &SharedElection) -> std::sync::MutexGuard<'_, Election> {
+    election.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs until the stop signal.
+pub async fn run(config: Cluster, etcd: Etcd, shared: Arc<Shared>, mut stop: Shutdown) {
+    let election: SharedElection = Arc::new(Mutex::new(Election::new(config.lease_ttl.0)));
+    let fencing = tokio::spawn(fence(election.clone(), shared.clone(), stop.clone()));
+    let mut lease = None;
+    let mut warned = false;
+    loop {
+        let outcome = tokio::select! {
+            o = session(&config, &etcd, &shared, &election, &mut lease) => o,
+            _ = stop.wait() => break,
+        };
+        if !warned {
+            warn!(error = %outcome, "cluster: etcd trouble; retrying (an active node keeps forwarding until its lease would expire)");
+            warned = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.wait() => break,
+        }
+    }
+    // Hand over: step down, resign, revoke — another node need not wait for
+    // the lease to expire.
+    let change = lock(&election).lost("stopping: the election key is handed over");
+    if let Some(change) = change {
+        carry_out(&shared, change).await;
+    }
+    if let Some(lease) = lease {
+        let _ = etcd.resign(lease).await;
+        let _ = etcd.revoke(lease).await;
+    }
+    let _ = fencing.await;
+}
+
+/// Steps the node down when its deadline passes without a renewal.
+async fn fence(election: SharedElection, shared: Arc<Shared>, mut stop: Shutdown) {
+    loop {
+        let wake = lock(&election)
+            .deadline()
+            .map_or(FENCE_TICK, |d| d.saturating_duration_since(Instant::now()))
+            .min(FENCE_TICK);
+        tokio::select! {
+            _ = tokio::time::sleep(wake) => {}
+            _ = stop.wait() => return,
+        }
+        let change = lock(&election).poll(Instant::now());
+        if let Some(change) = change {
+            carry_out(&shared, change).await;
+        }
+    }
+}
+
+/// One lease's life: grant, read, watch, keep alive, campaign — until etcd
+/// fails (the error says how).
+async fn session(
+    config: &Cluster,
+    etcd: &Etcd,
+    shared: &Arc<Shared>,
+    election: &SharedElection,
+    current: &mut Option<i64>,
+) -> String {
+    match session_inner(config, etcd, shared, election, current).await {
+        Ok(never) => match never {},
+        Err(why) => why,
+    }
+}
+
+async fn session_inner(
+    config: &Cluster,
+    etcd: &Etcd,
+    shared: &Arc<Shared>,
+    election: &SharedElection,
+    current: &mut Option<i64>,
+) -> Result<std::convert::Infallible, String> {
+    let sent = Instant::now();
+    let lease = etcd.grant(config.lease_ttl.0).await?;
+    *current = Some(lease);
+    // A new lease: an election won with the old one is not ours any more.
+    let change = {
+        let mut e = lock(election);
+        let change = e.lease_lost();
+        e.renewed(sent);
+        change
+    };
+    if let Some(change) = change {
+        carry_out(shared, change).await;
+    }
+    let (mut keeper, mut answers) = etcd.keep_alive(lease).await?;
+    let snapshot = etcd.load().await?;
+    let revision = snapshot.revision;
+    let vacant = snapshot.active.is_none();
+    on_coordinator(shared, move |c, now| c.take_snapshot(snapshot, now)).await;
+    let mut watch = etcd.watch(revision + 1).await?;
+    info!(node = %config.node_name, lease = format_args!("{lease:x}"), "cluster: joined (state read from etcd)");
+
+    let interval = lock(election).keepalive_interval();
+    let mut next_keepalive = Instant::now() + interval;
+    let mut pending: VecDeque<Instant> = VecDeque::new();
+    // Campaign now if nobody holds the key; a standby node tries again every
+    // interval (the watch also says when the key is let go).
+    let mut next_campaign = Instant::now() + if vacant { Duration::ZERO } else { interval };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_keepalive.min(next_campaign).into()) => {}
+            answer = answers.message() => {
+                let answer = answer.map_err(|e| format!("etcd lease keepalive: {e}"))?
+                    .ok_or("etcd closed the lease keepalive stream")?;
+                let sent = pending.pop_front().unwrap_or(sent);
+                if answer.ttl() <= 0 {
+                    return Err("the node's lease expired in etcd".into());
+                }
+                let deadline = lock(election).renewed(sent);
+                if let Some(deadline) = deadline {
+                    on_coordinator(shared, move |c, _| c.fence(Some(deadline))).await;
+                }
+                continue;
+            }
+            response = watch.message() => {
+                let response = response.map_err(|e| format!("etcd watch: {e}"))?
+                    .ok_or("etcd closed the watch")?;
+                if response.canceled() {
+                    return Err(format!("etcd cancelled the watch (compacted at revision {})", response.compact_revision()));
+                }
+                let events = etcd::events(&response)?;
+                let vacant = events.contains(&etcd::Event::Vacant);
+                let other = events.iter().find_map(|e| match e {
+                    etcd::Event::Active(name) if *name != config.node_name => Some(name.clone()),
+                    _ => None,
+                });
+                on_coordinator(shared, move |c, now| c.apply(events, now)).await;
+                if let Some(name) = other {
+                    let change = lock(election).lost(&format!("node {name} holds the election key"));
+                    if let Some(change) = change {
+                        carry_out(shared, change).await;
+                    }
+                }
+                if vacant {
+                    next_campaign = Instant::now();
+                }
+                continue;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_keepalive {
+            if pending.len() >= 3 {
+                return Err("etcd did not answer three lease keepalives".into());
+            }
+            keeper
+                .keep_alive()
+                .await
+                .map_err(|e| format!("etcd lease keepalive: {e}"))?;
+            pending.push_back(now);
+            next_keepalive = now + interval;
+        }
+        if now >= next_campaign {
+            next_campaign = now + interval;
+            if lock(election).role() == Role::Standby {
+                let change = match etcd.campaign(&config.node_name, lease).await? {
+                    None => lock(election).won(Instant::now()),
+                    Some(holder) => {
+                        lock(election).lost(&format!("node {holder} holds the election key"))
+                    }
+                };
+                if let Some(change) = change {
+                    carry_out(shared, change).await;
+                }
+            }
+        }
+    }
+}
+
+/// Carries out a role change on the coordinator.
+async fn carry_out(shared: &Arc<Shared>, change: Change) {
+    match change {
+        Change::BecomeActive { deadline } => {
+            on_coordinator(shared, move |c, now| {
+                c.fence(Some(deadline));
+                c.set_role(Role::Active, now);
+            })
+            .await;
+        }
+        Change::StepDown { why } => {
+            warn!(reason = %why, "cluster: stepping down");
+            on_coordinator(shared, |c, now| c.set_role(Role::Standby, now)).await;
+        }
+    }
+}
+
+/// Runs `f` on the coordinator, on a blocking thread (it may wait on etcd).
+async fn on_coordinator(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Coordinator, &Now) + Send + 'static,
+) {
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || f(&mut shared.coordinator(), &Now::read())).await;
+}
