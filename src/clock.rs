@@ -35,6 +35,19 @@ impl Now {
             .saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
     }
 
+    /// `at` (a monotonic time) on CLOCK_BOOTTIME, in nanoseconds (saturated).
+    /// Should the machine suspend before `at`, the boot time comes first:
+    /// the monotonic clock stops while suspended, CLOCK_BOOTTIME (like the
+    /// wall clock) does not.
+    pub fn boot_at(&self, at: Instant) -> u64 {
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if at >= self.mono {
+            self.boot_ns.saturating_add(nanos(at - self.mono))
+        } else {
+            self.boot_ns.saturating_sub(nanos(self.mono - at))
+        }
+    }
+
     /// Seconds since `boot_ns` (a CLOCK_BOOTTIME time), never negative.
     pub fn boot_age(&self, boot_ns: u64) -> f64 {
         self.boot_ns.saturating_sub(boot_ns) as f64 / 1e9
@@ -72,6 +85,12 @@ mod tests {
         let start_of_time =
             time::PrimitiveDateTime::MIN.assume_offset(time::macros::offset!(+23:59:59));
         assert_eq!(now.boot_deadline(start_of_time), 5_000_000_000);
+        let ms = std::time::Duration::from_millis(1);
+        assert_eq!(now.boot_at(now.mono), 5_000_000_000);
+        assert_eq!(now.boot_at(now.mono + 1500 * ms), 6_500_000_000);
+        if let Some(earlier) = now.mono.checked_sub(250 * ms) {
+            assert_eq!(now.boot_at(earlier), 4_750_000_000);
+        }
         assert_eq!(now.boot_age(4_500_000_000), 0.5);
         assert_eq!(now.boot_age(6_000_000_000), 0.0, "a later time is no age");
     }

@@ -412,6 +412,92 @@ fn a_window_past_its_end_is_never_forwarded_even_with_the_relay_gone() {
     );
 }
 
+/// The fence of a cluster node (docs/cluster.md, "Fencing"), set some 2 s
+/// ahead, holds with the relay killed: the kernel forwards until the
+/// deadline, then nothing — and a restarted relay finds the fence and
+/// forwards nothing either. The relay sets its fence through the library
+/// (`DataPlane::fence`) only: the test writes the pinned map as the relay's
+/// `FastPath::fence` does.
+#[test]
+fn a_fenced_relay_killed_forwards_until_the_deadline_then_nothing() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = Net::with_fast_path();
+    let relay = net.start();
+    let lane = net.lane(&relay, "fenced", 0);
+    lane.send(0xfe, 0..1, |_| 100);
+    assert_eq!(lane.drain().len(), 1, "forwarded before any fence");
+
+    const AHEAD: Duration = Duration::from_secs(2);
+    let fence = || {
+        let data = aya::maps::MapData::from_pin(net.pins().join("fence")).unwrap();
+        let map = aya::maps::Map::from_map_data(data).unwrap();
+        aya::maps::Array::<_, u64>::try_from(map).unwrap()
+    };
+    let boot = rtp_relay::clock::boot_nanos();
+    let deadline = Instant::now() + AHEAD;
+    fence().set(0, boot + AHEAD.as_nanos() as u64, 0).unwrap();
+    relay.crash();
+
+    // A packet every 10 ms for twice as long, each one's send time kept.
+    let Lane {
+        appliance,
+        media,
+        wowza,
+    } = lane;
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for seq in 1..=(2 * AHEAD.as_millis() / 10) as u16 {
+            let due = start + Duration::from_millis(10) * u32::from(seq);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            sent.push((seq, Instant::now()));
+            appliance.send_to(&rtp(0xfe, seq, 100), media).unwrap();
+        }
+        sent
+    });
+    let mut got = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    let quiet = Instant::now() + 2 * AHEAD + Duration::from_millis(500);
+    while Instant::now() < quiet {
+        if let Ok((n, _)) = wowza.recv_from(&mut buf) {
+            assert!(n >= 4, "an RTP packet");
+            got.insert(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+    }
+    let sent = sender.join().unwrap();
+    // Margins for the sender's scheduling (its send time is taken just before the send).
+    let margin = Duration::from_millis(100);
+    let before: Vec<u16> = sent
+        .iter()
+        .filter(|(_, at)| *at + margin < deadline)
+        .map(|(seq, _)| *seq)
+        .collect();
+    let after: Vec<u16> = sent
+        .iter()
+        .filter(|(_, at)| *at > deadline + margin)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(before.len() > 100 && after.len() > 100, "{sent:?}");
+    let missing: Vec<_> = before.iter().filter(|s| !got.contains(s)).collect();
+    assert!(missing.is_empty(), "lost before the deadline: {missing:?}");
+    let late: Vec<_> = after.iter().filter(|s| got.contains(s)).collect();
+    assert!(late.is_empty(), "forwarded after the deadline: {late:?}");
+
+    // Restarted, the relay finds the fence: neither backend forwards.
+    let relay = net.start();
+    assert!(fence().get(&0, 0).unwrap() != 0, "the fence is kept");
+    let lane = Lane {
+        appliance: net.sender(APPLIANCE),
+        media,
+        wowza,
+    };
+    lane.send(0xfe, 1000..1010, |_| 100);
+    assert!(lane.drain().is_empty(), "a restarted relay stays fenced");
+    drop(relay);
+}
+
 /// Pins left by a build whose maps are laid out otherwise (an upgrade that
 /// changed `struct stream`) are replaced, not adopted: adopted, the program
 /// would not load and the old one would go on forwarding by stale rules.

@@ -7,7 +7,9 @@
 //! - [`counters`]: what readers see, written by one worker each;
 //! - `worker`: the I/O — batched `recvmmsg`/`sendmmsg` ([`crate::udp`]) on
 //!   epoll threads;
-//! - [`ebpf`]: the kernel fast path, a second backend mirroring the table.
+//! - [`ebpf`]: the kernel fast path, a second backend mirroring the table;
+//! - [`fence`]: the deadline past which neither backend forwards (a cluster
+//!   node's lease, docs/cluster.md).
 //!
 //! The control side ([`DataPlane`]) binds a group's used ports when its window
 //! opens, hands each socket to a worker, and frees them (synchronously) when it
@@ -19,6 +21,7 @@
 
 pub mod counters;
 pub mod ebpf;
+pub mod fence;
 pub mod forwarder;
 pub mod learning;
 pub mod rule;
@@ -215,6 +218,8 @@ pub struct DataPlane {
     /// Sockets a previous process handed over, by port, with what they had
     /// measured: a bind takes its port's instead of binding.
     inherited: HashMap<u16, (UdpSocket, PortState)>,
+    /// The workers' side of the fence (the kernel's is in its map).
+    fence: Arc<fence::Fence>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -229,7 +234,8 @@ impl std::fmt::Debug for DataPlane {
 impl DataPlane {
     /// Starts the workers; `open_files_limit` is the process's limit in force,
     /// `fast` the kernel fast path when it runs, `now` the time origin of
-    /// published arrival times.
+    /// published arrival times. A fence the fast path's pins hold (set by an
+    /// earlier process of this relay) holds for the workers too.
     pub fn start(
         options: Options,
         open_files_limit: u64,
@@ -237,8 +243,14 @@ impl DataPlane {
         now: &Now,
     ) -> std::io::Result<Self> {
         let slot = options.max_packet_size + 1;
+        let fence = Arc::new(fence::Fence::new(now.mono));
+        if let Some(boot_ns) = fast.as_ref().and_then(FastPath::fence_deadline) {
+            // Passed, it is now; ahead, as far ahead on the monotonic clock.
+            let ahead = Duration::from_nanos(boot_ns.saturating_sub(now.boot_ns));
+            fence.set(Some(now.mono.checked_add(ahead).unwrap_or(now.mono)));
+        }
         let workers: Vec<_> = (0..options.workers.max(1))
-            .map(|i| WorkerHandle::spawn(i, slot))
+            .map(|i| WorkerHandle::spawn(i, slot, fence.clone()))
             .collect::<std::io::Result<_>>()?;
         let reserved_files = SPARE_FILES + FILES_PER_WORKER * workers.len() as u64;
         let mut fast = fast;
@@ -263,7 +275,41 @@ impl DataPlane {
             fast,
             learning,
             inherited: HashMap::new(),
+            fence,
         })
+    }
+
+    /// Fences the data plane (docs/cluster.md, "Fencing"): from `deadline`
+    /// on, neither backend forwards anything — the kernel drops every packet
+    /// of a relay port, even with this process gone (kill -9), and the workers
+    /// drop what they read. `None` lifts the fence. `now` relates `deadline`
+    /// to the kernel's clock. An `Err` says the kernel's fence could not be
+    /// written (the workers' is set regardless): the kernel keeps its previous
+    /// one, and cannot be counted on to stop by `deadline`.
+    pub fn fence(&mut self, deadline: Option<Instant>, now: &Now) -> Result<(), String> {
+        self.fence.set(deadline);
+        match self.fast.as_mut() {
+            Some(fast) => fast.fence(deadline.map(|d| now.boot_at(d))),
+            None => Ok(()),
+        }
+    }
+
+    /// The fence's deadline in force; `None`: no fence.
+    pub fn fence_deadline(&self) -> Option<Instant> {
+        self.fence.deadline()
+    }
+
+    /// Packets the fence dropped: the workers' since this process started,
+    /// and the kernel's on the bound ports since each was bound.
+    pub fn fenced_packets(&self) -> u64 {
+        let kernel: u64 = self
+            .bound
+            .groups()
+            .flat_map(|(_, ports)| ports)
+            .filter_map(|p| p.kernel.as_ref()?.stream())
+            .map(|s| s.fenced)
+            .sum();
+        self.fence.dropped() + kernel
     }
 
     /// Takes sockets a previous process bound (an upgrade in place), each
@@ -734,6 +780,49 @@ mod tests {
         );
         new.free(p.group);
         assert!(!taken(relay_port), "closed when freed");
+    }
+
+    /// Userspace's fence: a deadline ahead forwards; past it, what arrives is
+    /// read and dropped, counted; lifted, forwarding goes on (and what was
+    /// dropped stays dropped).
+    #[test]
+    fn a_fenced_plane_forwards_nothing_until_the_fence_is_lifted() {
+        let (appliance, wowza, p) = lane(537);
+        let relay_port = p.group.port(0, Plane::Rtp);
+        let mut dp = DataPlane::start(options(), 1 << 16, None, &Now::read()).unwrap();
+        assert_eq!(dp.bind(&p, &Now::read()), vec![]);
+        let mut buf = [0u8; 64];
+        let send = |seq| {
+            appliance
+                .send_to(&rtp(seq), ("127.0.0.1", relay_port))
+                .unwrap()
+        };
+        assert_eq!(dp.fence_deadline(), None);
+        let ahead = Instant::now() + Duration::from_secs(60);
+        dp.fence(Some(ahead), &Now::read()).unwrap();
+        assert_eq!(dp.fence_deadline(), Some(ahead));
+        send(0);
+        let (n, _) = wowza.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &rtp(0), "forwarded before the deadline");
+
+        dp.fence(Some(Instant::now()), &Now::read()).unwrap();
+        send(1);
+        send(2);
+        assert!(wowza.recv_from(&mut buf).is_err(), "nothing past it");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while dp.fenced_packets() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(dp.fenced_packets(), 2, "counted");
+        let c = &dp.bound().ports(p.group)[0].counters;
+        assert_eq!(c.to_wowza_packets.get(), 1, "not counted as sent");
+
+        dp.fence(None, &Now::read()).unwrap();
+        assert_eq!(dp.fence_deadline(), None);
+        send(3);
+        let (n, _) = wowza.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &rtp(3), "lifted: the next one, not the dropped");
+        dp.free(p.group);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! with a waker; nothing on the packet path locks or allocates.
 
 use super::ebpf::KernelPort;
+use super::fence::Fence;
 use super::forwarder::{Forwarder, PortState, Verdict};
 use super::rule::PortRule;
 use crate::udp::{BATCH, Batch};
@@ -61,14 +62,15 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts worker `index`; `slot` is the receive buffer size per datagram.
-    pub fn spawn(index: usize, slot: usize) -> io::Result<WorkerHandle> {
+    /// Starts worker `index`; `slot` is the receive buffer size per datagram;
+    /// past `fence`'s deadline it forwards nothing.
+    pub fn spawn(index: usize, slot: usize, fence: Arc<Fence>) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (commands, rx) = channel();
         let thread = std::thread::Builder::new()
             .name(format!("data-{index}"))
-            .spawn(move || Worker::new(poll, rx, slot).run())?;
+            .spawn(move || Worker::new(poll, rx, slot, fence).run())?;
         Ok(WorkerHandle {
             commands,
             waker,
@@ -103,10 +105,12 @@ struct Worker {
     again: Vec<usize>,
     /// Paused for an upgrade: nothing is read.
     paused: bool,
+    /// Past its deadline, what is read is dropped.
+    fence: Arc<Fence>,
 }
 
 impl Worker {
-    fn new(poll: Poll, commands: Receiver<Command>, slot: usize) -> Self {
+    fn new(poll: Poll, commands: Receiver<Command>, slot: usize, fence: Arc<Fence>) -> Self {
         Worker {
             poll,
             commands,
@@ -115,6 +119,7 @@ impl Worker {
             batch: Batch::new(slot),
             again: Vec::with_capacity(1024),
             paused: false,
+            fence,
         }
     }
 
@@ -230,6 +235,17 @@ impl Worker {
                 Err(_) => continue,
             };
             let now = Instant::now();
+            // Fenced: read and dropped, neither forwarded nor measured (the
+            // node is no longer the cluster's active one). Read all the same,
+            // so that the sockets' buffers hold no stale packets when the
+            // fence is lifted.
+            if self.fence.passed(now) {
+                self.fence.count(n);
+                if n < BATCH {
+                    return;
+                }
+                continue;
+            }
             // Only what the kernel did not forward gets here (a slow path):
             // judge it by the kernel's latch, when the kernel has one.
             if let Some(latched) = kernel.as_ref().and_then(KernelPort::latched) {

@@ -277,6 +277,7 @@ pub struct FastPath {
     warned_local: bool,
     _locals: LocalsWatch,
     learn: Option<LearnRing>,
+    fence: Array<MapData, u64>,
 }
 
 /// The `learn` ring: copies of the forwarded packets that may carry H.264
@@ -428,7 +429,9 @@ impl FastPath {
             rules,
             streams,
             mut locals,
+            fence,
         } = load_pinned(&dir)?;
+        let fence = fence.ok_or("the eBPF object has no fence map")?;
         let learn = ebpf
             .take_map("learn")
             .and_then(|m| aya::maps::RingBuf::try_from(m).ok())
@@ -454,7 +457,23 @@ impl FastPath {
             warned_local: false,
             _locals: LocalsWatch::start(locals),
             learn,
+            fence,
         })
+    }
+
+    /// Sets the fence (docs/cluster.md, "Fencing"): past `deadline_ns`
+    /// (CLOCK_BOOTTIME) the program forwards nothing and drops every packet
+    /// of a relay port, counting it in the port's [`Stream::fenced`]; `None`
+    /// lifts it. Pinned: it holds after the process is gone, and a restarted
+    /// or upgraded relay finds it ([`FastPath::fence_deadline`]).
+    pub fn fence(&mut self, deadline_ns: Option<u64>) -> Result<(), String> {
+        write_fence(&mut self.fence, deadline_ns)
+    }
+
+    /// The fence in force (CLOCK_BOOTTIME ns), perhaps set by an earlier
+    /// process of this instance; `None`: no fence.
+    pub fn fence_deadline(&self) -> Option<u64> {
+        self.fence.get(&0, 0).ok().filter(|&d| d != 0)
     }
 
     /// The `learn` ring, once (its reader owns it).
@@ -577,6 +596,8 @@ pub(crate) struct Loaded {
     pub(crate) rules: Array<MapData, Rule>,
     pub(crate) streams: Streams,
     pub(crate) locals: Array<MapData, Locals>,
+    /// `None` for an earlier build's object without one (a benchmark's baseline).
+    pub(crate) fence: Option<Array<MapData, u64>>,
 }
 
 /// Loads the object with its maps pinned in (or adopted from) `dir`, which is
@@ -605,6 +626,7 @@ fn foreign_pins(dir: &Path) -> Option<String> {
         ("rules", size_of::<Rule>()),
         ("streams", size_of::<Stream>()),
         ("locals", size_of::<Locals>()),
+        ("fence", size_of::<u64>()),
     ];
     maps.into_iter().find_map(|(name, size)| {
         let path = dir.join(name);
@@ -647,11 +669,16 @@ pub(crate) fn load_object_pinned(object: &[u8], dir: &Path) -> Result<Loaded, St
             .ok_or("the eBPF object has no streams map")?,
     )?;
     let locals = take_array(&mut ebpf, "locals")?;
+    let fence = match ebpf.map("fence") {
+        Some(_) => Some(take_array(&mut ebpf, "fence")?),
+        None => None,
+    };
     Ok(Loaded {
         ebpf,
         rules,
         streams,
         locals,
+        fence,
     })
 }
 
@@ -683,6 +710,17 @@ fn write_locals(map: &mut Array<MapData, Locals>, written: &mut Option<Locals>) 
             tracing::warn!(error = %chain(&e), "cannot write the fast path's local addresses")
         }
     }
+}
+
+/// Writes the fence's deadline (0 in the map: none; a deadline of 0 would
+/// read as none, so it is 1 ns, as long past).
+pub(crate) fn write_fence(
+    map: &mut Array<MapData, u64>,
+    deadline_ns: Option<u64>,
+) -> Result<(), String> {
+    let value = deadline_ns.map_or(0, |d| d.max(1));
+    map.set(0, value, 0)
+        .map_err(|e| format!("cannot write the fast path's fence: {}", chain(&e)))
 }
 
 /// Keeps the program's `locals` current while the relay runs: rewritten on

@@ -117,7 +117,8 @@ struct stream {
 	__u8 wowza_fraction;
 	__u8 has_wowza_report;
 	__u8 pad2[6];
-	__u8 pad3[16];         // 256 bytes: a stream starts a cache line
+	__u64 fenced;          // packets dropped past the fence's deadline (`fence`)
+	__u8 pad3[8];          // 256 bytes: a stream starts a cache line
 };
 
 #define MAX_LOCALS 64
@@ -155,6 +156,22 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } streams SEC(".maps");
+
+// The fence of a relay in a cluster (docs/cluster.md, "Fencing"): the
+// CLOCK_BOOTTIME ns past which this node forwards nothing, written by userspace
+// ahead of its lease's expiry; 0: no fence (a single relay forwards on after a
+// crash, as the pinned maps are meant to). Pinned like the rules, so the fence
+// holds with the relay process gone (kill -9): the cluster's next active node
+// forwards once the lease has expired, and this one must have stopped by then.
+// Its own map: written a few times a lease, read by every packet, its line
+// stays shared in every CPU's cache.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fence SEC(".maps");
 
 // Copies of forwarded video packets whose payload may carry an H.264 SPS or
 // PPS, for the relay's SDP (src/dataplane/ebpf/table.rs, LearnCopy): the
@@ -568,6 +585,17 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	struct stream *s = bpf_map_lookup_elem(&streams, &port);
 	if (!s)
 		return TC_ACT_UNSPEC;
+	// The fence: an array lookup (inlined, no helper call) and the same `now`.
+	// Dropped, not left to the stack: a live relay's socket would take the
+	// packet and its userspace could forward it — the kernel's fence must hold
+	// by itself — and a dead relay's port would answer each one with an ICMP
+	// port unreachable. Counted without the lock, as send_errors.
+	__u32 zero = 0;
+	const __u64 *deadline = bpf_map_lookup_elem(&fence, &zero);
+	if (deadline && *deadline && now >= *deadline) {
+		__sync_fetch_and_add(&s->fenced, 1);
+		return TC_ACT_SHOT;
+	}
 
 	// May the kernel forward it? A valid RTP packet (media port) or RTCP
 	// compound (control port) within max_packet_size (else userspace drops it

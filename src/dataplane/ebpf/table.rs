@@ -114,7 +114,9 @@ pub struct Stream {
     wowza_fraction: u8,
     has_wowza_report: u8,
     pad2: [u8; 6],
-    pad3: [u8; 16],
+    /// Packets dropped past the fence's deadline (docs/cluster.md, "Fencing").
+    pub fenced: u64,
+    pad3: [u8; 8],
 }
 
 /// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).

@@ -5,7 +5,7 @@
 use super::table::{Locals, Rule};
 use super::{
     Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_object_pinned, load_pinned, remove_pins,
-    unavailable,
+    unavailable, write_fence,
 };
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
@@ -19,6 +19,7 @@ pub struct Detached {
     rules: Array<MapData, Rule>,
     streams: Streams,
     locals: Array<MapData, Locals>,
+    fence: Option<Array<MapData, u64>>,
     dir: PathBuf,
 }
 
@@ -40,6 +41,7 @@ impl Detached {
             rules,
             streams,
             locals,
+            fence,
         } = match object {
             Some(o) => load_object_pinned(o, &dir)?,
             None => load_pinned(&dir)?,
@@ -49,6 +51,7 @@ impl Detached {
             rules,
             streams,
             locals,
+            fence,
             dir,
         })
     }
@@ -59,6 +62,13 @@ impl Detached {
         self.locals
             .set(0, Locals::new(addresses), 0)
             .map_err(|e| chain(&e))
+    }
+
+    /// Sets the fence's deadline (CLOCK_BOOTTIME ns; `None`: no fence), as
+    /// [`super::FastPath::fence`] does.
+    pub fn set_fence(&mut self, deadline_ns: Option<u64>) -> Result<(), String> {
+        let map = self.fence.as_mut().ok_or("this object has no fence map")?;
+        write_fence(map, deadline_ns)
     }
 
     /// Sets `port`'s rule.
@@ -416,6 +426,62 @@ mod tests {
         // Any: no stranger.
         k.set_rule(PORT, any_rule()).unwrap();
         assert_eq!(run(&k, stranger, 6, 100), TC_ACT_OK);
+    }
+
+    /// The fence: with none, or a deadline ahead, the port forwards; past
+    /// the deadline every packet of a relay port is dropped — both ways, and
+    /// those the kernel would leave to userspace too — and counted; packets
+    /// that are not the relay's are still left to the stack. Lifted, the port
+    /// forwards again.
+    #[test]
+    fn the_kernel_forwards_nothing_past_the_fence() {
+        let Some(mut k) = load("fence") else { return };
+        k.set_rule(PORT, any_rule()).unwrap();
+        let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+        let appliance = "127.0.0.2:5004".parse().unwrap();
+        let wowza = "127.0.0.1:40000".parse().unwrap();
+        let run = |k: &Detached, from, seq: u16| {
+            k.run(&rtp_frame(from, to, 1, seq, 0, 100), 1)
+                .unwrap()
+                .verdict
+        };
+        let malformed = |k: &Detached| {
+            let mut data = frame(1, 99, 0, 100);
+            data[42] = 0x40; // RTP version 1
+            k.run(&data, 1).unwrap().verdict
+        };
+        let elsewhere = |k: &Detached| {
+            let frame = rtp_frame(appliance, "192.0.2.99:61000".parse().unwrap(), 1, 0, 0, 100);
+            k.run(&frame, 1).unwrap().verdict
+        };
+        let stream = |k: &Detached| k.streams().get(PORT).unwrap();
+
+        assert_eq!(run(&k, appliance, 0), TC_ACT_OK, "no fence");
+        assert_eq!(run(&k, wowza, 0), TC_ACT_OK, "no fence, back");
+        let now = crate::clock::boot_nanos();
+        k.set_fence(Some(now + 60_000_000_000)).unwrap();
+        assert_eq!(run(&k, appliance, 1), TC_ACT_OK, "a deadline ahead");
+        assert_eq!(run(&k, wowza, 1), TC_ACT_OK, "a deadline ahead, back");
+        assert_eq!(malformed(&k), TC_ACT_UNSPEC, "left to userspace");
+        assert_eq!(stream(&k).fenced, 0);
+
+        k.set_fence(Some(crate::clock::boot_nanos())).unwrap();
+        assert_eq!(run(&k, appliance, 2), TC_ACT_SHOT, "past the deadline");
+        assert_eq!(run(&k, wowza, 2), TC_ACT_SHOT, "past the deadline, back");
+        assert_eq!(malformed(&k), TC_ACT_SHOT, "not even to userspace");
+        assert_eq!(elsewhere(&k), TC_ACT_UNSPEC, "not the relay's");
+        // A deadline of 0 ns is long past, not "no fence".
+        k.set_fence(Some(0)).unwrap();
+        assert_eq!(run(&k, appliance, 3), TC_ACT_SHOT, "0 ns");
+        let s = stream(&k);
+        assert_eq!(s.fenced, 4, "counted");
+        assert_eq!(s.to_wowza_packets(), 2, "neither forwarded nor measured");
+        assert_eq!(s.to_appliance_packets, 2);
+
+        k.set_fence(None).unwrap();
+        assert_eq!(run(&k, appliance, 4), TC_ACT_OK, "lifted");
+        let s = stream(&k);
+        assert_eq!((s.fenced, s.to_wowza_packets()), (4, 3));
     }
 
     /// One packet of a compound: (second byte, count, body words, whether
