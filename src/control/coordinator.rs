@@ -276,11 +276,14 @@ impl Coordinator {
         self.publish();
     }
 
-    /// The kernel's fence: forward nothing past `deadline` unless renewed
-    /// (the active node's lease; `None`: no fence). Only the fast path needs
-    /// it — userspace stops when the node steps down.
-    pub fn fence(&mut self, deadline: Option<std::time::Instant>) {
-        let _ = deadline;
+    /// Fences the data plane: forward nothing past `deadline` unless renewed
+    /// (the active node's lease; `None`: no fence). The data plane enforces it
+    /// itself, the kernel's even with this process gone, so a renewal held up
+    /// behind this lock errs on the side of stopping early.
+    pub fn fence(&mut self, deadline: Option<std::time::Instant>, now: &Now) {
+        if let Err(e) = self.dataplane.fence(deadline, now) {
+            warn!(error = %e, "cluster: the kernel's fence could not be moved; the fast path stops at the previous deadline");
+        }
     }
 
     /// Re-reads the cluster's state from etcd and takes it as this node's
@@ -394,6 +397,10 @@ impl Coordinator {
             state = %self.durable_name(),
             "state loaded"
         );
+        if self.role().is_none() {
+            // A single relay forwards whatever a cluster node left pinned.
+            self.fence(None, now);
+        }
         self.advance(now);
         self.dataplane.prune_kernel();
         let closed = self.dataplane.release_inherited();

@@ -145,7 +145,7 @@ async fn session_inner(
                 }
                 let deadline = lock(election).renewed(sent);
                 if let Some(deadline) = deadline {
-                    on_coordinator(shared, move |c, _| c.fence(Some(deadline))).await;
+                    on_coordinator(shared, move |c, now| c.fence(Some(deadline), now)).await;
                 }
                 continue;
             }
@@ -208,7 +208,7 @@ async fn carry_out(shared: &Arc<Shared>, change: Change) {
     match change {
         Change::BecomeActive { deadline } => {
             on_coordinator(shared, move |c, now| {
-                c.fence(Some(deadline));
+                c.fence(Some(deadline), now);
                 c.set_role(Role::Active, now);
             })
             .await;
