@@ -16,12 +16,14 @@
 //!   lock) and the [`control::published`] copy every reader uses instead;
 //! - traffic tools: [`traffic`] (`gen`, `sink`, `loadtest`);
 //! - the process: [`service`] (`run`: tasks, signals, stream logs), [`clock`]
-//!   (the one place clocks are read), [`cli`], [`config`], [`logging`].
+//!   (the one place clocks are read), [`cli`], [`config`], [`logging`];
+//! - high availability: [`cluster`] (the service address the active node holds).
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;
