@@ -218,3 +218,44 @@ fn bad_cidr_is_refused_with_an_example() {
         "service_address \"198.18.0.10\": expected IPv4 address/prefix, e.g. 198.18.0.10/24"
     );
 }
+
+#[test]
+fn a_down_interface_gets_the_address_and_an_error_for_the_announcement() {
+    if skip_netns() {
+        return;
+    }
+    let pair = Pair::new();
+    pair.ip_in(&pair.holder, &["link", "set", "vh", "down"]);
+    let service = ServiceAddress::new(SERVICE, "vh").unwrap();
+    in_netns(Some(&pair.holder_ns()), || {
+        let e = service.take().unwrap_err();
+        assert!(e.contains("\"vh\""), "{e}");
+        assert!(e.contains("gratuitous ARP: Network is down"), "{e}");
+        assert_eq!(service.held(), Ok(true));
+        service.release().unwrap();
+        assert_eq!(service.held(), Ok(false));
+    });
+}
+
+#[test]
+fn a_neighbour_with_arp_accept_learns_the_address_from_the_announcement() {
+    if skip_netns() {
+        return;
+    }
+    let pair = Pair::new();
+    // With arp_accept = 1 Linux makes an entry from a gratuitous ARP alone:
+    // only if the frame is one (a request whose sender and target addresses
+    // are the announced address).
+    in_netns(Some(&pair.ns(&pair.peer)), || {
+        std::fs::write("/proc/sys/net/ipv4/conf/vp/arp_accept", "1").unwrap();
+    });
+    assert_eq!(pair.peer_entry(), "");
+    let service = ServiceAddress::new(SERVICE, "vh").unwrap();
+    in_netns(Some(&pair.holder_ns()), || service.take()).unwrap();
+    let mac = pair.holder_mac();
+    assert!(
+        wait_until(Duration::from_secs(1), || pair.peer_entry().contains(&mac)),
+        "the peer has {:?}, not {mac}",
+        pair.peer_entry()
+    );
+}
