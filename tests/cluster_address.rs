@@ -259,3 +259,35 @@ fn a_neighbour_with_arp_accept_learns_the_address_from_the_announcement() {
         pair.peer_entry()
     );
 }
+
+#[test]
+fn without_privileges_the_errors_name_the_capability() {
+    if skip_netns() {
+        return;
+    }
+    let pair = Pair::new();
+    let service = ServiceAddress::new(SERVICE, "vh").unwrap();
+    let (take, announce, held) = in_netns(Some(&pair.holder_ns()), || {
+        // This thread alone becomes nobody, losing every capability (the
+        // raw call: libc's setresuid would change every thread).
+        // SAFETY: changes only this thread's credentials; it ends after.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+        (service.take(), service.announce(), service.held())
+    });
+    let take = take.unwrap_err();
+    assert!(
+        take.contains("adding 198.18.0.10/24: Operation not permitted")
+            && take.contains("(needs CAP_NET_ADMIN)"),
+        "{take}"
+    );
+    let announce = announce.unwrap_err();
+    assert!(
+        announce.contains("gratuitous ARP: Operation not permitted")
+            && announce.contains("(needs CAP_NET_RAW)"),
+        "{announce}"
+    );
+    // Reading needs no privilege.
+    assert_eq!(held, Ok(false));
+    assert_eq!(pair.holder_addresses(), [HOLDER]);
+}

@@ -174,7 +174,13 @@ impl ServiceAddress {
 
     fn send_announcements(&self, index: u32, mac: [u8; 6]) -> Result<(), String> {
         let frame = garp_frame(mac, self.address);
-        let socket = packet_socket().map_err(|e| self.error(format!("gratuitous ARP: {e}")))?;
+        let socket = packet_socket().map_err(|e| {
+            let lacking = match e.raw_os_error() {
+                Some(libc::EPERM) => " (needs CAP_NET_RAW)",
+                _ => "",
+            };
+            self.error(format!("gratuitous ARP: {e}{lacking}"))
+        })?;
         for n in 0..ANNOUNCEMENTS {
             if n > 0 {
                 std::thread::sleep(ANNOUNCE_INTERVAL);
