@@ -262,24 +262,12 @@ impl Cluster {
             );
         }
         if !self.service_address.is_empty() {
-            let ok = self.service_address.split_once('/').is_some_and(|(a, p)| {
-                a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
-            });
-            if !ok {
-                return err(
-                    "service_address",
-                    format!(
-                        "{:?}: write an IPv4 address and prefix length, e.g. \"192.0.2.1/24\" (or \"\" when another tool moves the address)",
-                        self.service_address
-                    ),
-                );
-            }
-            if self.service_interface.is_empty() {
-                return err(
-                    "service_interface",
-                    "name the interface that carries service_address, e.g. \"eth0\"".into(),
-                );
-            }
+            // The same check as at start: an address and prefix, an interface name.
+            crate::cluster::address::ServiceAddress::new(
+                &self.service_address,
+                &self.service_interface,
+            )
+            .map_err(|e| ConfigError(format!("cluster.{e}")))?;
         }
         let ttl = self.lease_ttl.0;
         if ttl < std::time::Duration::from_secs(2) || ttl.subsec_nanos() != 0 || ttl.as_secs() > 60

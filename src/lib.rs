@@ -16,7 +16,8 @@
 //!   lock) and the [`control::published`] copy every reader uses instead;
 //! - traffic tools: [`traffic`] (`gen`, `sink`, `loadtest`);
 //! - the process: [`service`] (`run`: tasks, signals, stream logs), [`clock`]
-//!   (the one place clocks are read), [`cli`], [`config`], [`logging`].
+//!   (the one place clocks are read), [`cli`], [`config`], [`logging`];
+//! - high availability: [`cluster`] (etcd-shared reservations, the election, the service address).
 
 #![warn(missing_docs)]
 

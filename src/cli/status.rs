@@ -47,6 +47,10 @@ pub struct Row {
 pub struct Status {
     /// `ebpf` or `userspace`, with the interfaces (from `/metrics`).
     pub data_path: Option<String>,
+    /// A cluster node's role (`active`, `standby`; from `/metrics`); `None`
+    /// for a single relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// One row per open window.
     pub windows: Vec<Row>,
 }
@@ -78,6 +82,7 @@ pub fn status(a: StatusArgs) -> ExitCode {
         let metrics = get("/metrics").unwrap_or_default();
         Ok::<_, String>(Status {
             data_path: data_path(&metrics),
+            role: role(&metrics),
             windows: rows(&before, &after, a.interval.as_secs_f64()),
         })
     })();
@@ -154,12 +159,25 @@ pub fn data_path(metrics: &str) -> Option<String> {
     })
 }
 
+/// A cluster node's role from `/metrics`: the `rtp_relay_cluster_role`
+/// series whose value is 1.
+pub fn role(metrics: &str) -> Option<String> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix("rtp_relay_cluster_role{role=\"")?;
+        let (role, value) = rest.split_once("\"}")?;
+        (value.trim() == "1").then(|| role.to_string())
+    })
+}
+
 /// The status as a table.
 pub fn table(s: &Status) -> String {
     let mut out = format!(
         "data path: {}\n",
         s.data_path.as_deref().unwrap_or("unknown")
     );
+    if let Some(role) = &s.role {
+        out.push_str(&format!("cluster role: {role}\n"));
+    }
     if s.windows.is_empty() {
         out.push_str("no open window\n");
         return out;
@@ -235,6 +253,7 @@ mod tests {
         assert_eq!(n.loss_percent, Some(0.0), "duplicates are no negative loss");
         let t = table(&Status {
             data_path: Some("ebpf (lo)".into()),
+            role: None,
             windows: rows,
         });
         assert!(t.starts_with("data path: ebpf (lo)\n"), "{t}");
@@ -254,8 +273,25 @@ mod tests {
         assert_eq!(data_path("nothing"), None);
         let empty = table(&Status {
             data_path: None,
+            role: None,
             windows: Vec::new(),
         });
         assert_eq!(empty, "data path: unknown\nno open window\n");
+    }
+
+    #[test]
+    fn a_cluster_nodes_role_comes_from_its_metric() {
+        let m = "rtp_relay_cluster_role{role=\"active\"} 0\nrtp_relay_cluster_role{role=\"standby\"} 1\n";
+        assert_eq!(role(m).as_deref(), Some("standby"));
+        assert_eq!(role("rtp_relay_bound_sockets 0\n"), None);
+        let t = table(&Status {
+            data_path: Some("userspace".into()),
+            role: role(m),
+            windows: Vec::new(),
+        });
+        assert_eq!(
+            t,
+            "data path: userspace\ncluster role: standby\nno open window\n"
+        );
     }
 }

@@ -724,8 +724,10 @@ impl Coordinator {
                     .block_on(shared.etcd.commit(op, shared.guard))
                     .map_err(|e| {
                         warn!(error = %e, "cannot commit to etcd");
+                        // A request etcd never answered may still commit
+                        // once it does: the outcome is unknown, not refused.
                         Retry::No(Error::Unavailable(format!(
-                            "the cluster's etcd did not commit the change ({e}); nothing was changed — retry when etcd answers (docs/cluster.md)"
+                            "the cluster's etcd did not confirm the change ({e}); it may not have been made — read the reservation back once etcd answers, and retry (the same create again is idempotent; docs/cluster.md)"
                         )))
                     })?;
                 match committed {

@@ -10,6 +10,7 @@
 
 use super::shutdown::Shutdown;
 use crate::clock::Now;
+use crate::cluster::address::ServiceAddress;
 use crate::cluster::etcd::{self, Etcd};
 use crate::cluster::role::{Change, Election, Role};
 use crate::config::Cluster;
@@ -29,19 +30,41 @@ const FENCE_TICK: Duration = Duration::from_millis(50);
 /// The election, shared by the session and the fence.
 type SharedElection = Arc<Mutex<Election>>;
 
+/// What a role change acts on: the coordinator, and the service address.
+#[derive(Clone)]
+struct Node {
+    shared: Arc<Shared>,
+    address: Option<Arc<ServiceAddress>>,
+}
+
 fn lock(election: &SharedElection) -> std::sync::MutexGuard<'_, Election> {
     election.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs until the stop signal.
-pub async fn run(config: Cluster, etcd: Etcd, shared: Arc<Shared>, mut stop: Shutdown) {
+/// Runs until the stop signal. `address`: the service address this node
+/// holds while active (checked at start: `ServiceAddress::new`).
+pub async fn run(
+    config: Cluster,
+    etcd: Etcd,
+    address: Option<ServiceAddress>,
+    shared: Arc<Shared>,
+    mut stop: Shutdown,
+) {
+    let node = Node {
+        shared,
+        address: address.map(Arc::new),
+    };
+    if let Some(address) = node.address.clone() {
+        // A node starts standby: an address left from a crash is not its own.
+        let _ = tokio::task::spawn_blocking(move || address.release()).await;
+    }
     let election: SharedElection = Arc::new(Mutex::new(Election::new(config.lease_ttl.0)));
-    let fencing = tokio::spawn(fence(election.clone(), shared.clone(), stop.clone()));
+    let fencing = tokio::spawn(fence(election.clone(), node.clone(), stop.clone()));
     let mut lease = None;
     let mut warned = false;
     loop {
         let outcome = tokio::select! {
-            o = session(&config, &etcd, &shared, &election, &mut lease) => o,
+            o = session(&config, &etcd, &node, &election, &mut lease) => o,
             _ = stop.wait() => break,
         };
         if !warned {
@@ -57,7 +80,7 @@ pub async fn run(config: Cluster, etcd: Etcd, shared: Arc<Shared>, mut stop: Shu
     // the lease to expire.
     let change = lock(&election).lost("stopping: the election key is handed over");
     if let Some(change) = change {
-        carry_out(&shared, change).await;
+        carry_out(&node, change).await;
     }
     if let Some(lease) = lease {
         let _ = etcd.resign(lease).await;
@@ -67,7 +90,7 @@ pub async fn run(config: Cluster, etcd: Etcd, shared: Arc<Shared>, mut stop: Shu
 }
 
 /// Steps the node down when its deadline passes without a renewal.
-async fn fence(election: SharedElection, shared: Arc<Shared>, mut stop: Shutdown) {
+async fn fence(election: SharedElection, node: Node, mut stop: Shutdown) {
     loop {
         let wake = lock(&election)
             .deadline()
@@ -79,7 +102,7 @@ async fn fence(election: SharedElection, shared: Arc<Shared>, mut stop: Shutdown
         }
         let change = lock(&election).poll(Instant::now());
         if let Some(change) = change {
-            carry_out(&shared, change).await;
+            carry_out(&node, change).await;
         }
     }
 }
@@ -89,11 +112,11 @@ async fn fence(election: SharedElection, shared: Arc<Shared>, mut stop: Shutdown
 async fn session(
     config: &Cluster,
     etcd: &Etcd,
-    shared: &Arc<Shared>,
+    node: &Node,
     election: &SharedElection,
     current: &mut Option<i64>,
 ) -> String {
-    match session_inner(config, etcd, shared, election, current).await {
+    match session_inner(config, etcd, node, election, current).await {
         Ok(never) => match never {},
         Err(why) => why,
     }
@@ -102,10 +125,11 @@ async fn session(
 async fn session_inner(
     config: &Cluster,
     etcd: &Etcd,
-    shared: &Arc<Shared>,
+    node: &Node,
     election: &SharedElection,
     current: &mut Option<i64>,
 ) -> Result<std::convert::Infallible, String> {
+    let shared = &node.shared;
     let sent = Instant::now();
     let lease = etcd.grant(config.lease_ttl.0).await?;
     *current = Some(lease);
@@ -117,7 +141,7 @@ async fn session_inner(
         change
     };
     if let Some(change) = change {
-        carry_out(shared, change).await;
+        carry_out(node, change).await;
     }
     let (mut keeper, mut answers) = etcd.keep_alive(lease).await?;
     let snapshot = etcd.load().await?;
@@ -165,7 +189,7 @@ async fn session_inner(
                 if let Some(name) = other {
                     let change = lock(election).lost(&format!("node {name} holds the election key"));
                     if let Some(change) = change {
-                        carry_out(shared, change).await;
+                        carry_out(node, change).await;
                     }
                 }
                 if vacant {
@@ -196,26 +220,50 @@ async fn session_inner(
                     }
                 };
                 if let Some(change) = change {
-                    carry_out(shared, change).await;
+                    carry_out(node, change).await;
                 }
             }
         }
     }
 }
 
-/// Carries out a role change on the coordinator.
-async fn carry_out(shared: &Arc<Shared>, change: Change) {
+/// Carries out a role change. Becoming active: the service address first
+/// (the ports may be bound on it), the ports, then the announcement — so the
+/// appliances' packets are sent here only once they can be received.
+/// Stepping down: the ports, then the address.
+async fn carry_out(node: &Node, change: Change) {
     match change {
         Change::BecomeActive { deadline } => {
-            on_coordinator(shared, move |c, now| {
+            if let Some(address) = node.address.clone() {
+                let added = tokio::task::spawn_blocking(move || address.add()).await;
+                if let Ok(Err(e)) = added {
+                    warn!(error = %e, "cluster: cannot take the service address; forwarding what reaches this node");
+                }
+            }
+            on_coordinator(&node.shared, move |c, now| {
                 c.fence(Some(deadline), now);
                 c.set_role(Role::Active, now);
             })
             .await;
+            if let Some(address) = node.address.clone() {
+                // Not awaited: the announcements are spaced over half a second.
+                tokio::task::spawn_blocking(move || match address.announce() {
+                    Ok(()) => {
+                        info!(address = %address, "cluster: service address taken and announced")
+                    }
+                    Err(e) => warn!(error = %e, "cluster: the service address was not announced"),
+                });
+            }
         }
         Change::StepDown { why } => {
             warn!(reason = %why, "cluster: stepping down");
-            on_coordinator(shared, |c, now| c.set_role(Role::Standby, now)).await;
+            on_coordinator(&node.shared, |c, now| c.set_role(Role::Standby, now)).await;
+            if let Some(address) = node.address.clone() {
+                let released = tokio::task::spawn_blocking(move || address.release()).await;
+                if let Ok(Err(e)) = released {
+                    warn!(error = %e, "cluster: cannot give up the service address");
+                }
+            }
         }
     }
 }

@@ -131,6 +131,17 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
                 })?
         }
     };
+    // A cluster node's service address, checked before anything starts.
+    let service_address = match &config.cluster {
+        Some(c) if !c.service_address.is_empty() => Some(
+            crate::cluster::address::ServiceAddress::new(&c.service_address, &c.service_interface)
+                .map_err(|e| Fatal {
+                    message: format!("cluster.{e}"),
+                    status: 2,
+                })?,
+        ),
+        _ => None,
+    };
     // One relay keeps its reservations in its journal; a cluster node in etcd.
     let durable = match &config.cluster {
         None => Durable::Journal(Store::open(&config.state.path, |loaded| {
@@ -211,10 +222,11 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     ));
     let (trigger, stop) = shutdown::channel();
     let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));
-    let cluster_task = match (&config.cluster, etcd) {
-        (Some(c), Some(etcd)) => Some(tokio::spawn(cluster::run(
+    let cluster_task = match (&config.cluster, etcd, service_address) {
+        (Some(c), Some(etcd), address) => Some(tokio::spawn(cluster::run(
             c.clone(),
             etcd,
+            address,
             shared.clone(),
             stop.clone(),
         ))),
