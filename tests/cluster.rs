@@ -357,7 +357,8 @@ fn etcd_trouble_costs_writes_not_reservations_and_the_node_resumes() {
     // etcd stops answering (as when it is unreachable).
     etcd.signal(Signal::SIGSTOP);
     let t0 = Instant::now();
-    let unconfirmed = reservation("unconfirmed", Some(355), "audio-only", &at(600), &at(1200));
+    // Hours ahead: its window stays closed, whether or not etcd took it.
+    let unconfirmed = reservation("unconfirmed", Some(355), "audio-only", &at(7200), &at(9000));
     let refused = b.post("/v1/reservations", &unconfirmed);
     assert_eq!(refused.status, 503, "{}", refused.text);
     assert_eq!(refused.body["error"], "unavailable");

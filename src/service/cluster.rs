@@ -2,7 +2,8 @@
 //! follows the shared state through a watch, campaigns for the election key,
 //! and carries out the role changes [`Election`] decides — binding the open
 //! windows when active, freeing every port when it steps down. On a stop it
-//! resigns, so that another node takes over at once.
+//! resigns, so that another node takes over at once; an active node with a
+//! service address forwards on until its successor has taken over.
 //!
 //! The deadline is kept by a task of its own ([`fence`]), never behind a
 //! request to etcd: an active node steps down on time however long etcd
@@ -59,33 +60,35 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || address.release()).await;
     }
     let election: SharedElection = Arc::new(Mutex::new(Election::new(config.lease_ttl.0)));
-    let fencing = tokio::spawn(fence(election.clone(), node.clone(), stop.clone()));
+    // The fence outlives the stop signal: it keeps the deadline through a hand-over.
+    let (fence_stop, fence_stopped) = super::shutdown::channel();
+    let fencing = tokio::spawn(fence(election.clone(), node.clone(), fence_stopped));
     let mut lease = None;
     let mut warned = false;
     loop {
-        let outcome = tokio::select! {
-            o = session(&config, &etcd, &node, &election, &mut lease) => o,
-            _ = stop.wait() => break,
-        };
-        if !warned {
-            warn!(error = %outcome, "cluster: etcd trouble; retrying (an active node keeps forwarding until its lease would expire)");
-            warned = true;
+        match session(&config, &etcd, &node, &election, &mut lease, &mut stop).await {
+            Ok(()) => break,
+            Err(why) if !warned => {
+                warn!(error = %why, "cluster: etcd trouble; retrying (an active node keeps forwarding until its lease would expire)");
+                warned = true;
+            }
+            Err(_) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
             _ = stop.wait() => break,
         }
     }
-    // Hand over: step down, resign, revoke — another node need not wait for
-    // the lease to expire.
     let change = lock(&election).lost("stopping: the election key is handed over");
     if let Some(change) = change {
         carry_out(&node, change).await;
     }
     if let Some(lease) = lease {
+        // Without the key and the lease nobody need wait for them to expire.
         let _ = etcd.resign(lease).await;
         let _ = etcd.revoke(lease).await;
     }
+    fence_stop.stop();
     let _ = fencing.await;
 }
 
@@ -107,31 +110,48 @@ async fn fence(election: SharedElection, node: Node, mut stop: Shutdown) {
     }
 }
 
-/// One lease's life: grant, read, watch, keep alive, campaign — until etcd
-/// fails (the error says how).
+/// How long a stopping active node waits for a successor to win the key.
+const SUCCESSOR_WAIT: Duration = Duration::from_secs(3);
+
+/// How long it keeps forwarding once a successor won: the successor takes the
+/// address, binds and announces meanwhile (its announcements last half a
+/// second), so every packet reaches one of the two — a planned hand-over
+/// loses nothing. Each packet reaches one node only: nothing is doubled.
+const HANDOVER_OVERLAP: Duration = Duration::from_secs(1);
+
+/// A stopping active node's hand-over.
+enum Handover {
+    /// Resigned; waiting for a successor until then.
+    Waiting(Instant),
+    /// A successor won; forwarding on until then.
+    Overlap(Instant),
+}
+
+impl Handover {
+    fn until(&self) -> Instant {
+        match self {
+            Handover::Waiting(t) | Handover::Overlap(t) => *t,
+        }
+    }
+}
+
+/// One lease's life: grant, read, watch, keep alive, campaign — until the
+/// stop (after a hand-over when active; `Ok`) or until etcd fails (the error
+/// says how).
 async fn session(
     config: &Cluster,
     etcd: &Etcd,
     node: &Node,
     election: &SharedElection,
     current: &mut Option<i64>,
-) -> String {
-    match session_inner(config, etcd, node, election, current).await {
-        Ok(never) => match never {},
-        Err(why) => why,
-    }
-}
-
-async fn session_inner(
-    config: &Cluster,
-    etcd: &Etcd,
-    node: &Node,
-    election: &SharedElection,
-    current: &mut Option<i64>,
-) -> Result<std::convert::Infallible, String> {
+    stop: &mut Shutdown,
+) -> Result<(), String> {
     let shared = &node.shared;
     let sent = Instant::now();
-    let lease = etcd.grant(config.lease_ttl.0).await?;
+    let lease = tokio::select! {
+        l = etcd.grant(config.lease_ttl.0) => l?,
+        _ = stop.wait() => return Ok(()),
+    };
     *current = Some(lease);
     // A new lease: an election won with the old one is not ours any more.
     let change = {
@@ -157,9 +177,26 @@ async fn session_inner(
     // Campaign now if nobody holds the key; a standby node tries again every
     // interval (the watch also says when the key is let go).
     let mut next_campaign = Instant::now() + if vacant { Duration::ZERO } else { interval };
+    let mut handover: Option<Handover> = None;
     loop {
+        let mut wake = next_keepalive.min(next_campaign);
+        if let Some(h) = &handover {
+            wake = wake.min(h.until());
+        }
         tokio::select! {
-            _ = tokio::time::sleep_until(next_keepalive.min(next_campaign).into()) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = stop.wait(), if handover.is_none() => {
+                // Only an active node with a service address hands over with an
+                // overlap: on one host the successor cannot bind until this
+                // node frees the ports.
+                if lock(election).role() != Role::Active || node.address.is_none() {
+                    return Ok(());
+                }
+                info!("cluster: stopping: resigning; forwarding on until a successor has taken over");
+                etcd.resign(lease).await?;
+                handover = Some(Handover::Waiting(Instant::now() + SUCCESSOR_WAIT));
+                continue;
+            }
             answer = answers.message() => {
                 let answer = answer.map_err(|e| format!("etcd lease keepalive: {e}"))?
                     .ok_or("etcd closed the lease keepalive stream")?;
@@ -187,9 +224,14 @@ async fn session_inner(
                 });
                 on_coordinator(shared, move |c, now| c.apply(events, now)).await;
                 if let Some(name) = other {
-                    let change = lock(election).lost(&format!("node {name} holds the election key"));
-                    if let Some(change) = change {
-                        carry_out(node, change).await;
+                    if let Some(Handover::Waiting(_)) = handover {
+                        info!(successor = %name, "cluster: a successor won; forwarding on while it takes over");
+                        handover = Some(Handover::Overlap(Instant::now() + HANDOVER_OVERLAP));
+                    } else if handover.is_none() {
+                        let change = lock(election).lost(&format!("node {name} holds the election key"));
+                        if let Some(change) = change {
+                            carry_out(node, change).await;
+                        }
                     }
                 }
                 if vacant {
@@ -199,6 +241,9 @@ async fn session_inner(
             }
         }
         let now = Instant::now();
+        if handover.as_ref().is_some_and(|h| now >= h.until()) {
+            return Ok(());
+        }
         if now >= next_keepalive {
             if pending.len() >= 3 {
                 return Err("etcd did not answer three lease keepalives".into());
@@ -210,7 +255,7 @@ async fn session_inner(
             pending.push_back(now);
             next_keepalive = now + interval;
         }
-        if now >= next_campaign {
+        if now >= next_campaign && handover.is_none() {
             next_campaign = now + interval;
             if lock(election).role() == Role::Standby {
                 let change = match etcd.campaign(&config.node_name, lease).await? {
