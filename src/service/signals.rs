@@ -66,6 +66,12 @@ pub async fn run(
                 super::notify::ready("serving; the last reload's outcome is in the log");
             }
             _ = usr2.recv() => {
+                if running.cluster.is_some() {
+                    // The lease cannot be handed to the new binary: its key
+                    // would have to expire first, a gap of a lease_ttl.
+                    error!("SIGUSR2: no upgrade in place on a cluster node; stop it (SIGTERM: a standby takes over at once) and start the new version, which joins as standby (docs/cluster.md)");
+                    continue;
+                }
                 info!("SIGUSR2: upgrading in place");
                 // The service manager waits for the new binary's READY=1.
                 super::notify::reloading();
