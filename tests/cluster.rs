@@ -335,6 +335,13 @@ fn a_stopped_active_node_hands_over_at_once() {
         &reservation("talk", Some(352), "audio-only", &at(-60), &at(3600)),
         "active",
     );
+    // No upgrade in place on a cluster node: refused, and it goes on as it was.
+    a.signal(Signal::SIGUSR2);
+    assert!(wait_until(Duration::from_secs(3), || a
+        .log()
+        .contains("no upgrade in place on a cluster node")));
+    assert_eq!(role(&a).as_deref(), Some("active"));
+    assert_eq!(bound_sockets(&a), 2);
     let t0 = Instant::now();
     a.signal(Signal::SIGTERM);
     assert!(
