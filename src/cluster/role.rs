@@ -212,6 +212,49 @@ mod tests {
         assert!(e.lost("resigned").is_none());
     }
 
+    proptest::proptest! {
+        /// Whatever the delays and losses between a node and etcd, the node
+        /// is active only while etcd still holds its lease (so no other node
+        /// can have won): etcd renews on receipt, after the send the node
+        /// counts from, and answers may be lost or reordered.
+        #[test]
+        fn active_only_while_etcd_holds_the_lease(
+            ttl_s in 2u64..10,
+            keepalives in proptest::collection::vec((0u64..800, 0u64..3000, proptest::option::of(0u64..3000)), 1..40),
+        ) {
+            let ttl = Duration::from_secs(ttl_s);
+            let t0 = Instant::now();
+            let mut e = Election::new(ttl);
+            // The grant, answered at once: etcd's lease runs from t0.
+            e.renewed(t0);
+            let mut expiry = t0 + ttl;
+            proptest::prop_assert!(e.won(t0).is_some());
+            // (answer time, send time) of every keepalive etcd answered.
+            let mut answers = Vec::new();
+            let mut sent = t0;
+            for (gap, to_etcd, back) in keepalives {
+                sent += Duration::from_millis(gap);
+                let received = sent + Duration::from_millis(to_etcd);
+                // A keepalive reaching etcd after the lease expired renews nothing.
+                if received < expiry {
+                    expiry = expiry.max(received + ttl);
+                    if let Some(back) = back {
+                        answers.push((received + Duration::from_millis(back), sent));
+                    }
+                }
+            }
+            answers.sort();
+            for (at, sent) in answers {
+                // Polled as the fence does before each event.
+                e.poll(at);
+                if let Some(deadline) = e.renewed(sent) {
+                    proptest::prop_assert!(deadline + Election::margin_for(ttl) <= expiry,
+                        "deadline {:?} past etcd's expiry {:?}", deadline - t0, expiry - t0);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_margin_leaves_room_at_every_ttl() {
         for secs in 2..=60 {

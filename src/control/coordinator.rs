@@ -172,27 +172,13 @@ impl Coordinator {
         for s in stored {
             schedule.insert(s.reservation, s.group);
         }
-        let rules = Arc::new(config.rules(local_addresses));
-        // Replaced at once by `publish` below; readers never see this one.
-        let published = Arc::new(ArcSwap::from_pointee(Published {
-            entries: Vec::new(),
-            rules: rules.clone(),
-            bound: dataplane.bound().clone(),
-            loaded: false,
-            role: None,
-        }));
-        let mut coordinator = Coordinator {
+        Self::assemble(
+            config,
+            local_addresses,
             schedule,
-            durable: Durable::Journal(store),
+            Durable::Journal(store),
             dataplane,
-            rules,
-            loaded: false,
-            published,
-            published_version: 0,
-        };
-        coordinator.apply_schedule_config(config);
-        coordinator.publish();
-        coordinator
+        )
     }
 
     /// A cluster node's coordinator: no reservation until [`Coordinator::reload`]
@@ -204,22 +190,41 @@ impl Coordinator {
         runtime: tokio::runtime::Handle,
         dataplane: DataPlane,
     ) -> Self {
+        let shared = Shared {
+            etcd,
+            runtime,
+            guard: 0,
+            role: Role::Standby,
+        };
+        let schedule = Schedule::new(config.timing(), config.limits());
+        Self::assemble(
+            config,
+            local_addresses,
+            schedule,
+            Durable::Cluster(shared),
+            dataplane,
+        )
+    }
+
+    fn assemble(
+        config: &Config,
+        local_addresses: Vec<IpAddr>,
+        schedule: Schedule,
+        durable: Durable,
+        dataplane: DataPlane,
+    ) -> Self {
         let rules = Arc::new(config.rules(local_addresses));
+        // Replaced at once by `publish` below; readers never see this one.
         let published = Arc::new(ArcSwap::from_pointee(Published {
             entries: Vec::new(),
             rules: rules.clone(),
             bound: dataplane.bound().clone(),
             loaded: false,
-            role: Some(Role::Standby),
+            role: None,
         }));
         let mut coordinator = Coordinator {
-            schedule: Schedule::new(config.timing(), config.limits()),
-            durable: Durable::Cluster(Shared {
-                etcd,
-                runtime,
-                guard: 0,
-                role: Role::Standby,
-            }),
+            schedule,
+            durable,
             dataplane,
             rules,
             loaded: false,

@@ -495,13 +495,7 @@ impl Schedule {
     /// before it is bound again.
     pub fn poll(&mut self, now: OffsetDateTime) -> Vec<Action> {
         let mut actions = Vec::new();
-        let closed: Vec<String> = self
-            .entries
-            .values()
-            .filter(|e| e.window.close <= now)
-            .map(|e| e.reservation.event_id.clone())
-            .collect();
-        for id in closed {
+        for id in self.closed(now) {
             if let Some((_, free)) = self.remove(&id) {
                 actions.push(free.unwrap_or(Action::Expire { event_id: id }));
             }
@@ -558,16 +552,20 @@ impl Schedule {
     /// Removes the reservations whose window closed, binding nothing (a
     /// standby node, which keeps the schedule but not the ports). Their ids.
     pub fn expire(&mut self, now: OffsetDateTime) -> Vec<String> {
-        let closed: Vec<String> = self
-            .entries
-            .values()
-            .filter(|e| e.window.close <= now)
-            .map(|e| e.reservation.event_id.clone())
-            .collect();
+        let closed = self.closed(now);
         for id in &closed {
             self.remove(id);
         }
         closed
+    }
+
+    /// The reservations whose window closed by `now`.
+    fn closed(&self, now: OffsetDateTime) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|e| e.window.close <= now)
+            .map(|e| e.reservation.event_id.clone())
+            .collect()
     }
 
     /// The result of an [`Action::Bind`]: no failures means bound.
