@@ -758,6 +758,29 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_cluster_examples_parse_when_uncommented() {
+        for text in [
+            include_str!("../config/relay.toml"),
+            include_str!("../config/production.toml"),
+        ] {
+            // Alone but for a destination that does not loop back.
+            let section: String = ["[wowza]", "port_offset = -16384"]
+                .into_iter()
+                .chain(
+                    text.lines()
+                        .skip_while(|l| !l.starts_with("# [cluster]"))
+                        .map(|l| l.strip_prefix("# ").unwrap_or(l)),
+                )
+                .collect::<Vec<_>>()
+                .join("\n");
+            let c = Config::parse(&section).unwrap();
+            let cluster = c.cluster.expect("a [cluster] section");
+            assert_eq!(cluster.lease_ttl.0, std::time::Duration::from_secs(3));
+            assert!(!cluster.etcd_endpoints.is_empty());
+        }
+    }
+
+    #[test]
     fn the_shipped_config_is_valid_and_does_not_loop() {
         let text = include_str!("../config/relay.toml");
         let c = Config::parse(text).unwrap();
