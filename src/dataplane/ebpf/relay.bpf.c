@@ -325,9 +325,16 @@ static __always_inline void on_rtp(struct stream *s, const struct rule *r, __u16
 	if (!s->first_ns)
 		s->first_ns = now;
 	__u64 since = now - s->first_ns;
-	// ns × rate / 1e9 without overflowing 64 bits (exact, as the u128 path).
-	__u32 arrival = (__u32)((since / 1000000000ULL) * r->clock_rate +
-				((since % 1000000000ULL) * r->clock_rate) / 1000000000ULL);
+	// ns × rate / 1e9, exact as the u128 path. One 64-bit division while the
+	// product fits (rates to 2^20 Hz, streams to 4.8 hours: every lecture);
+	// past that, split so that nothing overflows. Divisions are the costliest
+	// instructions the program runs.
+	__u32 arrival;
+	if (r->clock_rate <= (1u << 20) && since < (1ULL << 44))
+		arrival = (__u32)((since * r->clock_rate) / 1000000000ULL);
+	else
+		arrival = (__u32)((since / 1000000000ULL) * r->clock_rate +
+				  ((since % 1000000000ULL) * r->clock_rate) / 1000000000ULL);
 
 	if (!s->has_source || s->ssrc != ssrc) {
 		if (s->has_source) {
