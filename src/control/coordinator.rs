@@ -34,8 +34,9 @@ pub enum Error {
     Exhausted(String),
     /// 500: the change could not be made durable and was not applied.
     Storage(String),
-    /// 503 `unavailable`: the cluster's etcd did not commit the change (it is
-    /// unreachable, or lost its quorum); nothing was changed.
+    /// 503 `unavailable`: the cluster's etcd did not confirm the change (it is
+    /// unreachable, or lost its quorum). This node applied nothing; etcd may
+    /// still commit a request it received, which every node then follows.
     Unavailable(String),
 }
 

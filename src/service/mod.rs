@@ -222,6 +222,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     ));
     let (trigger, stop) = shutdown::channel();
     let scheduler = tokio::spawn(schedule(shared.clone(), stop.clone()));
+    let config_cluster = config.cluster.is_some();
     let cluster_task = match (&config.cluster, etcd, service_address) {
         (Some(c), Some(etcd), address) => Some(tokio::spawn(cluster::run(
             c.clone(),
@@ -281,7 +282,10 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
     }
     let stopping = shared.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.coordinator().shutdown()).await;
-    info!("stopped; reservations stay on disk");
+    info!(
+        "stopped; reservations stay {}",
+        if config_cluster { "in etcd" } else { "on disk" }
+    );
     Ok(())
 }
 
