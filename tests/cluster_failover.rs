@@ -240,6 +240,15 @@ impl Node {
     fn log(&self) -> String {
         self.relay.as_ref().map(Relay::log).unwrap_or_default()
     }
+
+    /// The log's cluster events and warnings only (the debug log is long).
+    fn events(&self) -> String {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("cluster:") || l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Drop for Node {
@@ -665,9 +674,14 @@ fn one_of_three_etcd_members_killed_changes_nothing() {
         outcome.duplicates(),
         outcome.sources()
     );
-    assert!(!a.log().contains("stepping down"), "{}", a.log());
-    assert_eq!(a.role().as_deref(), Some("active"), "{}", a.log());
-    assert_eq!(b.role().as_deref(), Some("standby"), "{}", b.log());
+    assert!(
+        !a.log().contains("stepping down"),
+        "relay-a stepped down with two of three etcd members up:\n{}\n--- relay-b:\n{}",
+        a.events(),
+        b.events()
+    );
+    assert_eq!(a.role().as_deref(), Some("active"), "{}", a.events());
+    assert_eq!(b.role().as_deref(), Some("standby"), "{}", b.events());
     assert_eq!(outcome.duplicates(), 0);
     assert_eq!(outcome.lost(), 0, "no failover, nothing lost");
     assert!(outcome.span(RELAY_B).is_none(), "relay-b forwarded nothing");
@@ -754,19 +768,20 @@ fn a_killed_active_relay_on_the_fast_path_forwards_until_its_fence_then_the_stan
     std::thread::sleep(Duration::from_secs(1));
     let outcome = traffic.finish();
     outcome.assert_failover("kill -9, fast path");
-    // The kernel went on without the process, until the fence: the last
-    // renewal was at most a keepalive interval (TTL / 3) before the kill,
-    // the deadline TTL less the margin (TTL / 6) after it.
+    // The kernel went on without the process, until the fence: the fence is
+    // TTL less the margin (TTL / 6) after the last renewal's sending, which
+    // was at most a keepalive interval (TTL / 3) before the kill. Slack for
+    // the keepalive timer, the reaping and the packet interval.
     let (_, a_last) = outcome.span(RELAY_A).unwrap();
     let after = a_last.saturating_duration_since(killed);
     eprintln!("kill -9 on the fast path: relay-a's kernel forwarded {after:?} after the kill");
-    let deadline_after_kill = TTL - TTL / 6;
+    let fence_after_renewal = TTL - TTL / 6;
     assert!(
-        after + TTL / 3 + Duration::from_millis(100) >= deadline_after_kill,
+        after + TTL / 3 + Duration::from_millis(300) >= fence_after_renewal,
         "the kernel forwarded until the fence: {after:?}"
     );
     assert!(
-        after <= deadline_after_kill + Duration::from_millis(100),
+        after <= fence_after_renewal + Duration::from_millis(200),
         "and nothing past it: {after:?}"
     );
     assert_reservations_kept(&b, &etcd);
