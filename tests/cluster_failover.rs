@@ -328,8 +328,8 @@ struct Arrival {
 struct Traffic {
     stop: Arc<AtomicBool>,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
-    sender: JoinHandle<(u16, Instant)>,
-    sink: JoinHandle<()>,
+    sender: Option<JoinHandle<(u16, Instant)>>,
+    sink: Option<JoinHandle<()>>,
 }
 
 impl Traffic {
@@ -396,8 +396,8 @@ impl Traffic {
         let traffic = Traffic {
             stop,
             arrivals,
-            sender,
-            sink,
+            sender: Some(sender),
+            sink: Some(sink),
         };
         assert!(
             wait_until(Duration::from_secs(3), || traffic.received() > 20),
@@ -411,16 +411,23 @@ impl Traffic {
     }
 
     /// Stops the appliance, waits for the sink to be quiet: what arrived.
-    fn finish(self) -> Outcome {
+    fn finish(mut self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
-        let (sent, stopped) = self.sender.join().unwrap();
-        self.sink.join().unwrap();
+        let (sent, stopped) = self.sender.take().unwrap().join().unwrap();
+        self.sink.take().unwrap().join().unwrap();
         let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap());
         Outcome {
             sent,
             stopped,
             arrivals,
         }
+    }
+}
+
+impl Drop for Traffic {
+    /// A test that fails before [`Traffic::finish`] stops both threads too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
