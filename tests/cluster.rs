@@ -4,94 +4,15 @@
 //! never an acknowledged reservation.
 
 mod common;
+use common::etcd::Etcd;
 use common::{BIN, Relay, Setup, at, base, reservation, wait_until};
 use nix::sys::signal::Signal;
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The lease every test relay takes: failover within this + 1 s.
 const TTL: Duration = Duration::from_secs(3);
-
-/// A one-member etcd on loopback ports of its own; killed on drop.
-struct Etcd {
-    child: Child,
-    client: String,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
-            .spawn()
-            .expect("etcd (Debian's etcd-server) must be installed: scripts/test installs it");
-        let etcd = Etcd {
-            child,
-            client,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(20), || etcd
-                .ctl(&["endpoint", "health"])
-                .is_some()),
-            "etcd did not become healthy"
-        );
-        etcd
-    }
-
-    /// Runs etcdctl against this etcd; its stdout when it succeeded.
-    fn ctl(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.client, "--command-timeout=2s"])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn signal(&self, sig: Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A node of the cluster on `etcd`, userspace data path on loopback.
 fn node(etcd: &Etcd, name: &str) -> (Setup, Relay) {

@@ -4,6 +4,7 @@
 //! network namespaces of the test's own instead.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod netns;
 pub mod wowza;
 
