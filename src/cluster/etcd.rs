@@ -1,6 +1,8 @@
 //! The cluster's shared state in etcd (docs/cluster.md, "What etcd holds"):
 //! the thin I/O layer. Every call has a deadline, so an unreachable etcd is an
-//! error in seconds, never a hung API request.
+//! error in seconds, never a hung API request; and a call that fails moves
+//! the next ones to the next member, so a dead member is left at once (the
+//! client's own balancing keeps sending to it: etcd-client issue 39).
 //!
 //! Keys, all under `/rtp-relay/`:
 //! - `reservations/<event_id>`: a reservation and its group, as JSON;
@@ -16,6 +18,8 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Longest any one request to etcd may take.
@@ -26,11 +30,14 @@ const GUARD: &str = "/rtp-relay/guard";
 const ACTIVE: &str = "/rtp-relay/active";
 const ALL: &str = "/rtp-relay/";
 
-/// A connection to the cluster's etcd (cheap to clone).
+/// A connection to the cluster's etcd (cheap to clone; clones share the
+/// member in use).
 #[derive(Clone)]
 pub struct Etcd {
-    // Boxed: the client is some 3.5 KB, and travels in enums and tasks.
-    client: Box<Client>,
+    /// A client per member, in the order configured.
+    clients: Arc<Vec<Client>>,
+    /// The member requests go to now.
+    current: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -94,23 +101,6 @@ pub enum Event {
     Active(String),
 }
 
-fn timeout<T>(
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> impl std::future::Future<Output = Result<T, String>> {
-    let what = what.to_string();
-    async move {
-        match tokio::time::timeout(TIMEOUT, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
-            Err(_) => Err(format!(
-                "etcd {what}: no answer within {}s",
-                TIMEOUT.as_secs()
-            )),
-        }
-    }
-}
-
 impl Etcd {
     /// A client for `endpoints`; it connects on first use (an etcd down at
     /// start is an error of the first request, not of this).
@@ -122,16 +112,74 @@ impl Etcd {
             .with_keep_alive_while_idle(true)
             // A member cut off from its quorum refuses at once, not after the timeout.
             .with_require_leader(true);
-        let client = timeout("connect", Client::connect(endpoints, Some(options))).await?;
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let client = Client::connect([e], Some(options.clone()))
+                .await
+                .map_err(|err| format!("etcd endpoint {e}: {err}"))?;
+            clients.push(client);
+        }
+        if clients.is_empty() {
+            return Err("no etcd endpoint".into());
+        }
         Ok(Etcd {
-            client: Box::new(client),
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The member to ask, and its index (for [`Etcd::failed`]).
+    fn pick(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Member `i` failed (a call, or a stream on it): the next calls go to
+    /// the next member (unless another failure moved on already).
+    pub fn failed(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Runs `call` on the member in use, within [`TIMEOUT`]; a failure moves
+    /// on to the next member and names the one that failed.
+    async fn call<T, F>(&self, what: &str, call: impl FnOnce(Client) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_on(what, call).await.map(|(v, _)| v)
+    }
+
+    /// As [`Etcd::call`], with the member that answered.
+    async fn call_on<T, F>(
+        &self,
+        what: &str,
+        call: impl FnOnce(Client) -> F,
+    ) -> Result<(T, usize), String>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let (i, client) = self.pick();
+        let outcome = match tokio::time::timeout(TIMEOUT, call(client)).await {
+            Ok(Ok(v)) => return Ok((v, i)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", TIMEOUT.as_secs()),
+        };
+        self.failed(i);
+        Err(format!("etcd {what} (member {}): {outcome}", i + 1))
     }
 
     /// Reads everything: reservations, guard and election key, at one revision.
     pub async fn load(&self) -> Result<Snapshot, String> {
-        let mut kv = self.client.kv_client();
-        let resp = timeout("read", kv.get(ALL, Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .call("read", |c| async move {
+                c.kv_client()
+                    .get(ALL, Some(GetOptions::new().with_prefix()))
+                    .await
+            })
+            .await?;
         let mut snapshot = Snapshot {
             revision: resp.header().map_or(0, |h| h.revision()),
             ..Snapshot::default()
@@ -162,7 +210,9 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::mod_revision(GUARD, CompareOp::Equal, guard)])
             .and_then([change, TxnOp::put(GUARD, "", None)]);
-        let resp = timeout("write", self.client.kv_client().txn(txn)).await?;
+        let resp = self
+            .call("write", |c| async move { c.kv_client().txn(txn).await })
+            .await?;
         Ok(if resp.succeeded() {
             Commit::Done(resp.header().map_or(0, |h| h.revision()))
         } else {
@@ -173,20 +223,25 @@ impl Etcd {
     /// A lease of `ttl`; its id.
     pub async fn grant(&self, ttl: Duration) -> Result<i64, String> {
         let secs = ttl.as_secs() as i64;
-        let resp = timeout("lease grant", self.client.lease_client().grant(secs, None)).await?;
+        let resp = self
+            .call("lease grant", |c| async move {
+                c.lease_client().grant(secs, None).await
+            })
+            .await?;
         Ok(resp.id())
     }
 
-    /// The stream that renews `lease`: send with the keeper, read answers from the stream.
+    /// The stream that renews `lease`: send with the keeper, read answers
+    /// from the stream; and the member it runs on (for [`Etcd::failed`]).
     pub async fn keep_alive(
         &self,
         lease: i64,
-    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), String> {
-        timeout(
-            "lease keepalive",
-            self.client.lease_client().keep_alive(lease),
-        )
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream, usize), String> {
+        self.call_on("lease keepalive", |c| async move {
+            c.lease_client().keep_alive(lease).await
+        })
         .await
+        .map(|((k, s), i)| (k, s, i))
     }
 
     /// Tries to take the election key for `node` with its `lease`: `Ok(None)`
@@ -200,7 +255,9 @@ impl Etcd {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(ACTIVE, None)]);
-        let resp = timeout("campaign", self.client.kv_client().txn(txn)).await?;
+        let resp = self
+            .call("campaign", |c| async move { c.kv_client().txn(txn).await })
+            .await?;
         if resp.succeeded() {
             return Ok(None);
         }
@@ -223,29 +280,29 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::lease(ACTIVE, CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(ACTIVE, None)]);
-        timeout("resign", self.client.kv_client().txn(txn)).await?;
+        self.call("resign", |c| async move { c.kv_client().txn(txn).await })
+            .await?;
         Ok(())
     }
 
     /// Revokes a lease (a clean stop: the election key goes at once).
     pub async fn revoke(&self, lease: i64) -> Result<(), String> {
-        timeout("lease revoke", self.client.lease_client().revoke(lease)).await?;
+        self.call("lease revoke", |c| async move {
+            c.lease_client().revoke(lease).await
+        })
+        .await?;
         Ok(())
     }
 
-    /// Watches every key from `revision` on.
-    pub async fn watch(&self, revision: i64) -> Result<WatchStream, String> {
-        timeout(
-            "watch",
-            self.client.watch_client().watch(
-                ALL,
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision),
-                ),
-            ),
-        )
+    /// Watches every key from `revision` on; and the member the watch runs
+    /// on (for [`Etcd::failed`]).
+    pub async fn watch(&self, revision: i64) -> Result<(WatchStream, usize), String> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision);
+        self.call_on("watch", |c| async move {
+            c.watch_client().watch(ALL, Some(options)).await
+        })
         .await
     }
 }

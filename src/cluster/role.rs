@@ -72,9 +72,11 @@ impl Election {
         (ttl / 6).max(Duration::from_millis(250))
     }
 
-    /// How often to renew the lease: three tries within one TTL.
+    /// How often to renew the lease: a sixth of the TTL, so that several
+    /// tries fit before the deadline — an etcd member lost, or its leader
+    /// re-elected (a second or two), need not cost the election.
     pub fn keepalive_interval(&self) -> Duration {
-        self.ttl / 3
+        self.ttl / 6
     }
 
     /// The role now.
@@ -92,6 +94,13 @@ impl Election {
 
     fn lease_safe_until(&self, renewed: Instant) -> Instant {
         renewed + self.ttl.saturating_sub(self.margin)
+    }
+
+    /// Whether etcd may still hold the lease at `now` (a TTL since the last
+    /// acknowledged renewal was sent): worth renewing rather than replacing,
+    /// which would give up the election.
+    pub fn lease_may_live(&self, now: Instant) -> bool {
+        self.renewed.is_some_and(|r| now < r + self.ttl)
     }
 
     /// etcd granted the lease, or acknowledged a keepalive, that was sent at
@@ -264,8 +273,8 @@ mod tests {
                 m >= Duration::from_millis(250) && m < ttl / 2,
                 "{secs}: {m:?}"
             );
-            // A keepalive every third of the TTL renews well before the margin.
-            assert!(Election::new(ttl).keepalive_interval() < ttl - m);
+            // Several keepalives fit between a renewal and the deadline.
+            assert!(Election::new(ttl).keepalive_interval() * 4 <= ttl - m);
         }
     }
 }

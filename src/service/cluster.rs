@@ -17,13 +17,18 @@ use crate::cluster::role::{Change, Election, Role};
 use crate::config::Cluster;
 use crate::control::Shared;
 use crate::control::coordinator::Coordinator;
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-/// How long to wait before trying etcd again after it failed.
-const RETRY: Duration = Duration::from_millis(500);
+/// How long to wait before trying etcd again after it failed: short, as
+/// the next try goes to the next member and may save the election.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// At most one warning about etcd trouble this often (the rest are debug).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The longest the fence sleeps without looking at the deadline.
 const FENCE_TICK: Duration = Duration::from_millis(50);
@@ -64,15 +69,15 @@ pub async fn run(
     let (fence_stop, fence_stopped) = super::shutdown::channel();
     let fencing = tokio::spawn(fence(election.clone(), node.clone(), fence_stopped));
     let mut lease = None;
-    let mut warned = false;
+    let mut warned: Option<Instant> = None;
     loop {
         match session(&config, &etcd, &node, &election, &mut lease, &mut stop).await {
             Ok(()) => break,
-            Err(why) if !warned => {
-                warn!(error = %why, "cluster: etcd trouble; retrying (an active node keeps forwarding until its lease would expire)");
-                warned = true;
+            Err(why) if warned.is_none_or(|w| w.elapsed() >= WARN_EVERY) => {
+                warn!(error = %why, "cluster: etcd trouble; retrying on the next member (an active node keeps forwarding until its lease would expire)");
+                warned = Some(Instant::now());
             }
-            Err(_) => {}
+            Err(why) => debug!(error = %why, "cluster: etcd trouble; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
@@ -147,32 +152,21 @@ async fn session(
     stop: &mut Shutdown,
 ) -> Result<(), String> {
     let shared = &node.shared;
-    let sent = Instant::now();
-    let lease = tokio::select! {
-        l = etcd.grant(config.lease_ttl.0) => l?,
+    let (lease, mut keeper, mut answers, lease_member) = tokio::select! {
+        l = lease(config, etcd, node, election, current) => l?,
         _ = stop.wait() => return Ok(()),
     };
-    *current = Some(lease);
-    // A new lease: an election won with the old one is not ours any more.
-    let change = {
-        let mut e = lock(election);
-        let change = e.lease_lost();
-        e.renewed(sent);
-        change
-    };
-    if let Some(change) = change {
-        carry_out(node, change).await;
-    }
-    let (mut keeper, mut answers) = etcd.keep_alive(lease).await?;
     let snapshot = etcd.load().await?;
     let revision = snapshot.revision;
     let vacant = snapshot.active.is_none();
     on_coordinator(shared, move |c, now| c.take_snapshot(snapshot, now)).await;
-    let mut watch = etcd.watch(revision + 1).await?;
+    let (mut watch, watch_member) = etcd.watch(revision + 1).await?;
     info!(node = %config.node_name, lease = format_args!("{lease:x}"), "cluster: joined (state read from etcd)");
 
     let interval = lock(election).keepalive_interval();
     let mut next_keepalive = Instant::now() + interval;
+    // Answers to the keepalives sent on this stream (its opening one was read
+    // when it opened), in order.
     let mut pending: VecDeque<Instant> = VecDeque::new();
     // Campaign now if nobody holds the key; a standby node tries again every
     // interval (the watch also says when the key is let go).
@@ -198,21 +192,22 @@ async fn session(
                 continue;
             }
             answer = answers.message() => {
-                let answer = answer.map_err(|e| format!("etcd lease keepalive: {e}"))?
-                    .ok_or("etcd closed the lease keepalive stream")?;
-                let sent = pending.pop_front().unwrap_or(sent);
+                let answer = answer.map_err(|e| format!("etcd lease keepalive: {e}"))
+                    .and_then(|a| a.ok_or_else(|| "etcd closed the lease keepalive stream".to_string()))
+                    .inspect_err(|_| etcd.failed(lease_member))?;
+                let Some(sent) = pending.pop_front() else {
+                    continue; // an answer to nothing sent: renews nothing
+                };
                 if answer.ttl() <= 0 {
                     return Err("the node's lease expired in etcd".into());
                 }
-                let deadline = lock(election).renewed(sent);
-                if let Some(deadline) = deadline {
-                    on_coordinator(shared, move |c, now| c.fence(Some(deadline), now)).await;
-                }
+                renewed(node, election, sent).await;
                 continue;
             }
             response = watch.message() => {
-                let response = response.map_err(|e| format!("etcd watch: {e}"))?
-                    .ok_or("etcd closed the watch")?;
+                let response = response.map_err(|e| format!("etcd watch: {e}"))
+                    .and_then(|r| r.ok_or_else(|| "etcd closed the watch".to_string()))
+                    .inspect_err(|_| etcd.failed(watch_member))?;
                 if response.canceled() {
                     return Err(format!("etcd cancelled the watch (compacted at revision {})", response.compact_revision()));
                 }
@@ -245,8 +240,11 @@ async fn session(
             return Ok(());
         }
         if now >= next_keepalive {
-            if pending.len() >= 3 {
-                return Err("etcd did not answer three lease keepalives".into());
+            if pending.len() >= 2 {
+                // Two intervals without an answer: this member is dead or has
+                // lost its leader; the next may answer before the deadline.
+                etcd.failed(lease_member);
+                return Err("etcd did not answer two lease keepalives".into());
             }
             keeper
                 .keep_alive()
@@ -270,6 +268,57 @@ async fn session(
             }
         }
     }
+}
+
+/// etcd acknowledged a renewal sent at `sent`: an active node's fence moves
+/// with its deadline (the data plane would stop at the old one).
+async fn renewed(node: &Node, election: &SharedElection, sent: Instant) {
+    let deadline = lock(election).renewed(sent);
+    if let Some(deadline) = deadline {
+        on_coordinator(&node.shared, move |c, now| c.fence(Some(deadline), now)).await;
+    }
+}
+
+/// This node's lease and its keepalive stream: the one it holds, while etcd
+/// may still hold it (an election won stays won across a broken stream or a
+/// lost member), else a new one — which gives up an election won with the old.
+async fn lease(
+    config: &Cluster,
+    etcd: &Etcd,
+    node: &Node,
+    election: &SharedElection,
+    current: &mut Option<i64>,
+) -> Result<(i64, LeaseKeeper, LeaseKeepAliveStream, usize), String> {
+    if let Some(lease) = *current
+        && lock(election).lease_may_live(Instant::now())
+    {
+        let sent = Instant::now();
+        // Opening the stream renews once and reads the answer: an error that
+        // is not "lease not found" is the member's, and the next one is tried.
+        match etcd.keep_alive(lease).await {
+            Ok((keeper, answers, member)) => {
+                renewed(node, election, sent).await;
+                return Ok((lease, keeper, answers, member));
+            }
+            Err(e) if e.contains("lease not found") => {} // expired: a new one below
+            Err(e) => return Err(e),
+        }
+    }
+    let sent = Instant::now();
+    let lease = etcd.grant(config.lease_ttl.0).await?;
+    *current = Some(lease);
+    // A new lease: an election won with the old one is not ours any more.
+    let change = {
+        let mut e = lock(election);
+        let change = e.lease_lost();
+        e.renewed(sent);
+        change
+    };
+    if let Some(change) = change {
+        carry_out(node, change).await;
+    }
+    let (keeper, answers, member) = etcd.keep_alive(lease).await?;
+    Ok((lease, keeper, answers, member))
 }
 
 /// Carries out a role change. Becoming active: the service address first

@@ -86,6 +86,9 @@ impl Etcd {
                 .args(["--initial-advertise-peer-urls", &m.peer])
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-state", "new"])
+                // A LAN's timing (docs/cluster.md, "etcd"): a leader lost is
+                // replaced in well under a second, inside the relays' lease.
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(etcd.log_path(i)).unwrap());
             let _ns = in_netns_when_spawned(&mut command, m.ns.as_deref()).unwrap();
