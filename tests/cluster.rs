@@ -347,6 +347,10 @@ fn a_bad_cluster_section_is_refused_by_key() {
             "cluster.etcd_endpoints",
         ),
         (
+            "[cluster]\netcd_endpoints = [\"https://127.0.0.1:2379\"]\nnode_name = \"a\"\n",
+            "cluster.etcd_endpoints",
+        ),
+        (
             "[cluster]\netcd_endpoints = [\"127.0.0.1:2379\"]\nnode_name = \"a\"\n",
             "cluster.etcd_endpoints",
         ),
