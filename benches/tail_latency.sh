@@ -23,6 +23,7 @@ PAIRS=${PAIRS:-3}
 DURATION=${DURATION:-12}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "runs: $PAIRS pairs of ${DURATION}s, extra arguments: ${EXTRA:-none}; JSON in $OUT"
 
