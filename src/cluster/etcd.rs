@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Longest any one request to etcd may take.
-pub const TIMEOUT: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 const RESERVATIONS: &str = "/rtp-relay/reservations/";
 const GUARD: &str = "/rtp-relay/guard";

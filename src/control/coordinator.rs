@@ -131,12 +131,12 @@ enum Durable {
     /// One relay: the journal on its disk.
     Journal(Store),
     /// A cluster: etcd ([`crate::cluster`]).
-    Cluster(Shared),
+    Cluster(ClusterView),
 }
 
 /// This node's view of the cluster's state.
 #[derive(Debug)]
-struct Shared {
+struct ClusterView {
     etcd: Etcd,
     /// The runtime the etcd client runs on; the coordinator is called from
     /// blocking threads, which wait on it.
@@ -191,7 +191,7 @@ impl Coordinator {
         runtime: tokio::runtime::Handle,
         dataplane: DataPlane,
     ) -> Self {
-        let shared = Shared {
+        let shared = ClusterView {
             etcd,
             runtime,
             guard: 0,
