@@ -288,6 +288,50 @@ fn a_killed_relay_loses_nothing_and_its_restart_keeps_counting() {
     assert!(!net.pins().exists(), "pins removed on SIGTERM");
 }
 
+#[test]
+fn the_stream_watch_logs_what_only_the_kernel_saw() {
+    if skip_fast_path() {
+        return;
+    }
+    let mut net = Net::with_fast_path();
+    net.setup.extra = "[stream]\nstall_timeout = \"1s\"\n".into();
+    let relay = net.start();
+    let lane = net.lane(&relay, "watched", 0);
+    let stranger = net.sender(STRANGER);
+    // Forwarded and refused by the program alone: the relay's sockets see
+    // none of these, so every line below comes from the kernel's state.
+    let sent = lane.send(0xabc, 0..20, |_| 100);
+    send_rtp(&stranger, lane.media, 0xabc, 0..5, |_| 100);
+    assert_eq!(
+        lane.drain().len(),
+        sent.len(),
+        "the appliance's packets arrive"
+    );
+    let s = media_stats(&relay, "watched");
+    assert_eq!(s["packets_to_wowza"], 20, "{s}");
+    assert_eq!(s["dropped"]["unknown_source"], 5, "{s}");
+    let logged = |what: &str| wait_until(Duration::from_secs(5), || relay.log().contains(what));
+    assert!(logged("stream started"), "{}", relay.log());
+    assert!(logged("packets dropped"), "{}", relay.log());
+    assert!(logged("stream stalled"), "{}", relay.log());
+    // The encoder restarts: a new SSRC.
+    lane.send(0xdef, 1000..1005, |_| 100);
+    assert!(logged("stream resumed"), "{}", relay.log());
+    assert!(logged("SSRC changed"), "{}", relay.log());
+    let log = relay.log();
+    let line = |what: &str| log.lines().find(|l| l.contains(what)).unwrap().to_owned();
+    assert!(line("stream started").contains("ssrc=2748"), "{log}");
+    assert!(
+        line("packets dropped").contains("unknown_source=5"),
+        "{log}"
+    );
+    let changed = line("SSRC changed");
+    assert!(
+        changed.contains("from=2748") && changed.contains("to=3567"),
+        "{changed}"
+    );
+}
+
 /// `nsenter` into the relay namespace, then `setpriv` without CAP_BPF and
 /// CAP_SYS_ADMIN, then the binary.
 /// `timeout` bounds a command expected to exit: a relay that does start (the

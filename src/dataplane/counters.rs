@@ -176,6 +176,12 @@ impl MediaCounters {
         self.jitter_q4.set(c.jitter_q4);
     }
 
+    /// The measured SSRC alone, if any.
+    pub fn ssrc(&self) -> Option<u32> {
+        let source = self.source.get();
+        (source >> 41 != 0).then_some(source as u32)
+    }
+
     /// Reads the state back.
     pub fn load(&self) -> RtpCounts {
         let source = self.source.get();

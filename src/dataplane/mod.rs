@@ -33,7 +33,7 @@ use crate::clock::Now;
 use crate::group::GroupId;
 use crate::reservation::schedule::PortFailure;
 use crate::stats::watch::Sample;
-use counters::{PortCounters, PortSnapshot};
+use counters::{DropReason, PortCounters, PortSnapshot};
 use ebpf::{FastPath, KernelPort};
 use forwarder::{Forwarder, PortState};
 use rule::{GroupPlan, PortRule};
@@ -85,6 +85,35 @@ pub struct BoundPort {
 }
 
 impl BoundPort {
+    /// What the stream watch needs of the port, by both backends: as
+    /// [`Self::snapshot`] would give it, from a few fields instead of every
+    /// figure (the watch reads every bound port each second).
+    pub fn sample(&self, epoch: Instant, now: &Now) -> Sample {
+        let media = self.rule.plane == crate::group::Plane::Rtp;
+        let c = &self.counters;
+        let mut dropped = DropReason::ALL.map(|r| c.dropped(r));
+        let mut silent_for = c.last_packet_age(epoch, now.mono);
+        let mut ssrc = if media { c.media.ssrc() } else { None };
+        if let Some(k) = self.kernel.as_ref().and_then(KernelPort::glance) {
+            dropped[DropReason::SendError as usize] += k.send_errors;
+            dropped[DropReason::UnknownSource as usize] += k.unknown_source;
+            if k.last_ns != 0 {
+                let age = now.boot_age(k.last_ns);
+                silent_for = Some(silent_for.map_or(age, |user| user.min(age)));
+            }
+            if media && k.ssrc.is_some() {
+                ssrc = k.ssrc;
+            }
+        }
+        Sample {
+            port: self.rule.port,
+            media,
+            silent_for: silent_for.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            ssrc,
+            dropped,
+        }
+    }
+
     /// Everything measured on the port, by both backends: packets, bytes and
     /// drops add up; the media figures are the kernel's once it has the
     /// stream (it then sees every accepted packet).
@@ -155,32 +184,18 @@ impl BoundPorts {
         port.snapshot(self.clock_rate(port.rule.role), self.epoch, now)
     }
 
-    /// One [`Sample`] per bound port of the groups whose number is `part`
-    /// modulo `parts`, for the stream watcher, with its rule: the watcher
-    /// reads a share at a time (every port's kernel state is a system call).
-    pub fn samples(&self, now: &Now, part: u32, parts: u32) -> Vec<(Sample, PortRule)> {
-        let mut out = Vec::new();
+    /// Appends to `out` one [`Sample`] per bound port of the groups whose
+    /// number is `part` modulo `parts`, with its rule, for the stream watcher:
+    /// it reads a share at a time, into one buffer it keeps.
+    pub fn samples(&self, now: &Now, part: u32, parts: u32, out: &mut Vec<(Sample, PortRule)>) {
         let share = self
             .groups
             .iter()
             .filter(|(g, _)| u32::from(g.get()) % parts.max(1) == part)
             .map(|(_, ports)| ports);
         for ports in share {
-            for p in ports.iter() {
-                let s = self.snapshot(p, now);
-                let sample = Sample {
-                    port: p.rule.port,
-                    media: p.rule.plane == crate::group::Plane::Rtp,
-                    silent_for: s
-                        .seconds_since_last_packet
-                        .map(|s| Duration::from_secs_f64(s.max(0.0))),
-                    ssrc: s.media.as_ref().and_then(|m| m.ssrc),
-                    dropped: s.dropped.as_array(),
-                };
-                out.push((sample, p.rule));
-            }
+            out.extend(ports.iter().map(|p| (p.sample(self.epoch, now), p.rule)));
         }
-        out
     }
 
     /// Larger datagrams are dropped.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use table::{Locals, Rule, Stream, Unsupported};
+use table::{Glance, Locals, Rule, Stream, Unsupported};
 
 /// Where every relay instance pins its state.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rtp-relay";
@@ -354,6 +354,12 @@ impl Mapped {
         })
     }
 
+    /// The [`Glance`] of `port`'s value.
+    fn glance(&self, port: u16) -> Glance {
+        // SAFETY: `port` < 65536 entries, each a `Stream`, mapped while `self` lives.
+        unsafe { Glance::read(self.values.as_ptr().add(usize::from(port))) }
+    }
+
     /// A copy of `port`'s value.
     fn read(&self, port: u16) -> Stream {
         // SAFETY: `port` < 65536 entries, each a `Stream` (size asserted to
@@ -400,6 +406,15 @@ impl Streams {
             last = again;
         }
         Some(last)
+    }
+
+    /// A few fields of `port`'s state, for the stream watch: read in place
+    /// from the mapped values (no copy of the whole, no second read).
+    pub fn glance(&self, port: u16) -> Option<Glance> {
+        match &self.mapped {
+            Some(m) => Some(m.glance(port)),
+            None => self.get(port).as_ref().map(Glance::of),
+        }
     }
 
     /// Whether reads are copies from memory (else system calls).
@@ -830,6 +845,13 @@ impl KernelPort {
         self.streams
             .get(self.port)
             .filter(|s| s.belongs_to(&self.rule))
+    }
+
+    /// The kernel's [`Glance`] of this rule's stream (none as for [`Self::stream`]).
+    pub fn glance(&self) -> Option<Glance> {
+        self.streams
+            .glance(self.port)
+            .filter(|g| g.generation == self.rule.generation)
     }
 
     /// The appliance the kernel latched.

@@ -315,6 +315,57 @@ impl Rule {
     }
 }
 
+/// The few fields of a port's [`Stream`] the stream watch reads each second
+/// ([`crate::dataplane::BoundPort::sample`]), read one by one: fields the
+/// program may be writing meanwhile, each whole (aligned), together perhaps
+/// from two packets apart — which the watch's once-a-second view tolerates.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Glance {
+    /// As [`Stream::generation`].
+    pub generation: u32,
+    /// The measured SSRC, if a media packet was measured.
+    pub ssrc: Option<u32>,
+    /// As [`Stream::last_ns`].
+    pub last_ns: u64,
+    /// As [`Stream::send_errors`].
+    pub send_errors: u64,
+    /// As [`Stream::unknown_source`].
+    pub unknown_source: u64,
+}
+
+impl Glance {
+    /// The glance of a whole copy.
+    pub fn of(s: &Stream) -> Glance {
+        Glance {
+            generation: s.generation,
+            ssrc: s.has_source().then_some(s.ssrc),
+            last_ns: s.last_ns,
+            send_errors: s.send_errors,
+            unknown_source: s.unknown_source,
+        }
+    }
+
+    /// Reads it from the stream at `p` field by field.
+    ///
+    /// # Safety
+    /// `p` points to a live `Stream` (the program's mapped value) for the
+    /// duration of the call.
+    pub unsafe fn read(p: *const Stream) -> Glance {
+        use std::ptr::{addr_of, read_volatile};
+        // SAFETY: per the caller's promise; each field aligned, read whole.
+        unsafe {
+            let has_source = read_volatile(addr_of!((*p).has_source)) != 0;
+            Glance {
+                generation: read_volatile(addr_of!((*p).generation)),
+                ssrc: has_source.then(|| read_volatile(addr_of!((*p).ssrc))),
+                last_ns: read_volatile(addr_of!((*p).last_ns)),
+                send_errors: read_volatile(addr_of!((*p).send_errors)),
+                unknown_source: read_volatile(addr_of!((*p).unknown_source)),
+            }
+        }
+    }
+}
+
 impl Stream {
     /// Appliance → destination packets (a media port counts them once, as
     /// measured packets).
@@ -394,6 +445,33 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_glance_in_place_reads_the_fields_a_copy_holds() {
+        let mut s = Stream {
+            generation: 7,
+            last_ns: 123_456_789,
+            send_errors: 3,
+            unknown_source: 11,
+            ssrc: 0xabc,
+            ..Stream::default()
+        };
+        // SAFETY: a live local.
+        let read = |s: &Stream| unsafe { Glance::read(s) };
+        assert_eq!(read(&s).ssrc, None, "no source measured yet");
+        s.has_source = 1;
+        assert_eq!(read(&s), Glance::of(&s));
+        assert_eq!(
+            read(&s),
+            Glance {
+                generation: 7,
+                ssrc: Some(0xabc),
+                last_ns: 123_456_789,
+                send_errors: 3,
+                unknown_source: 11,
+            }
+        );
+    }
 
     #[test]
     fn a_learn_record_is_read_as_the_program_writes_it() {
