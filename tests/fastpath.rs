@@ -314,9 +314,16 @@ fn the_stream_watch_logs_what_only_the_kernel_saw() {
     assert!(logged("stream started"), "{}", relay.log());
     assert!(logged("packets dropped"), "{}", relay.log());
     assert!(logged("stream stalled"), "{}", relay.log());
-    // The encoder restarts: a new SSRC.
-    lane.send(0xdef, 1000..1005, |_| 100);
-    assert!(logged("stream resumed"), "{}", relay.log());
+    // The encoder restarts: a new SSRC, sent on until the watch has seen it
+    // (it samples each port once a second; the stall timeout is 1 s).
+    let mut seq = 1000;
+    let resumed = wait_until(Duration::from_secs(5), || {
+        lane.send(0xdef, seq..seq + 1, |_| 100);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        relay.log().contains("stream resumed")
+    });
+    assert!(resumed, "{}", relay.log());
     assert!(logged("SSRC changed"), "{}", relay.log());
     let log = relay.log();
     let line = |what: &str| log.lines().find(|l| l.contains(what)).unwrap().to_owned();

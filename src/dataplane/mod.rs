@@ -39,6 +39,7 @@ use forwarder::{Forwarder, PortState};
 use rule::{GroupPlan, PortRule};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker::{Command, WorkerHandle};
@@ -184,16 +185,16 @@ impl BoundPorts {
         port.snapshot(self.clock_rate(port.rule.role), self.epoch, now)
     }
 
-    /// Appends to `out` one [`Sample`] per bound port of the groups whose
-    /// number is `part` modulo `parts`, with its rule, for the stream watcher:
-    /// it reads a share at a time, into one buffer it keeps.
-    pub fn samples(&self, now: &Now, part: u32, parts: u32, out: &mut Vec<(Sample, PortRule)>) {
-        let share = self
-            .groups
-            .iter()
-            .filter(|(g, _)| u32::from(g.get()) % parts.max(1) == part)
-            .map(|(_, ports)| ports);
-        for ports in share {
+    /// Appends to `out` one [`Sample`] per bound port of the groups in
+    /// `groups`, with its rule, for the stream watcher: it reads a share at a
+    /// time, into one buffer it keeps.
+    pub fn samples(
+        &self,
+        now: &Now,
+        groups: (Bound<GroupId>, Bound<GroupId>),
+        out: &mut Vec<(Sample, PortRule)>,
+    ) {
+        for ports in self.groups.range(groups).map(|(_, ports)| ports) {
             out.extend(ports.iter().map(|p| (p.sample(self.epoch, now), p.rule)));
         }
     }
