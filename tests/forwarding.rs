@@ -393,13 +393,18 @@ fn stream_lifecycle_is_logged_not_per_packet() {
     assert!(logged("stream started"), "{}", relay.log());
     assert!(logged("packets dropped"), "{}", relay.log());
     assert!(logged("stream stalled"), "{}", relay.log());
-    // A restarted encoder: new SSRC.
-    for seq in 0..5u16 {
+    // A restarted encoder: new SSRC, sending on until the watch has seen it
+    // (it samples each port once a second; the stall timeout is 1 s).
+    let mut seq = 1000;
+    let resumed = wait_until(Duration::from_secs(5), || {
         appliance
-            .send_to(&rtp(0xbb, 1000 + seq, 50), ("127.0.0.1", media))
+            .send_to(&rtp(0xbb, seq, 50), ("127.0.0.1", media))
             .unwrap();
-    }
-    assert!(logged("stream resumed"), "{}", relay.log());
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        relay.log().contains("stream resumed")
+    });
+    assert!(resumed, "{}", relay.log());
     assert!(logged("SSRC changed"), "{}", relay.log());
     let log = relay.log();
     assert!(
