@@ -96,6 +96,26 @@ pub fn root_command(program: &str, args: &[&str], skip_variable: &str) -> String
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Asserts that the stream watch of `relay` (run with a 1 s `stall_timeout`)
+/// logs a stream's life — started, drops, stalled — then, while `send(seq)`
+/// sends a restarted encoder's packets (until the watch has seen them: it
+/// looks at each port once a second), resumed and SSRC changed. The log.
+pub fn assert_stream_life_logged(relay: &Relay, mut send: impl FnMut(u16)) -> String {
+    let logged = |what: &str| wait_until(Duration::from_secs(5), || relay.log().contains(what));
+    for what in ["stream started", "packets dropped", "stream stalled"] {
+        assert!(logged(what), "{what}: {}", relay.log());
+    }
+    let mut seq = 1000;
+    let resumed = wait_until(Duration::from_secs(5), || {
+        send(seq);
+        seq += 1;
+        relay.log().contains("stream resumed")
+    });
+    assert!(resumed, "{}", relay.log());
+    assert!(logged("SSRC changed"), "{}", relay.log());
+    relay.log()
+}
+
 /// Polls `f` every 50 ms until it is true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
