@@ -171,6 +171,23 @@ impl Etcd {
         Err(format!("etcd {what} (member {}): {outcome}", i + 1))
     }
 
+    /// A message read from a stream (`what`: "lease keepalive", "watch") that
+    /// runs on `member`: an error or the stream's end fails that member.
+    pub fn message<T>(
+        &self,
+        what: &str,
+        member: usize,
+        read: Result<Option<T>, etcd_client::Error>,
+    ) -> Result<T, String> {
+        let outcome = match read {
+            Ok(Some(message)) => return Ok(message),
+            Ok(None) => format!("etcd closed the {what} stream"),
+            Err(e) => format!("etcd {what}: {e}"),
+        };
+        self.failed(member);
+        Err(outcome)
+    }
+
     /// Reads everything: reservations, guard and election key, at one revision.
     pub async fn load(&self) -> Result<Snapshot, String> {
         let resp = self

@@ -98,10 +98,7 @@ impl BoundPort {
         if let Some(k) = self.kernel.as_ref().and_then(KernelPort::glance) {
             dropped[DropReason::SendError as usize] += k.send_errors;
             dropped[DropReason::UnknownSource as usize] += k.unknown_source;
-            if k.last_ns != 0 {
-                let age = now.boot_age(k.last_ns);
-                silent_for = Some(silent_for.map_or(age, |user| user.min(age)));
-            }
+            silent_for = youngest(silent_for, k.last_ns, now);
             if media && k.ssrc.is_some() {
                 ssrc = k.ssrc;
             }
@@ -133,13 +130,7 @@ impl BoundPort {
         if let Some(a) = k.latched(&kernel.rule) {
             s.appliance = Some(a);
         }
-        if k.last_ns != 0 {
-            let age = now.boot_age(k.last_ns);
-            s.seconds_since_last_packet = Some(
-                s.seconds_since_last_packet
-                    .map_or(age, |user| user.min(age)),
-            );
-        }
+        s.seconds_since_last_packet = youngest(s.seconds_since_last_packet, k.last_ns, now);
         if let (Some(m), true) = (s.media.as_mut(), k.has_source()) {
             *m = k.counts().snapshot(clock_rate);
         }
@@ -155,6 +146,16 @@ impl BoundPort {
         }
         s
     }
+}
+
+/// Seconds since a port's last packet by either backend: userspace's age,
+/// or the kernel's (`last_ns`, CLOCK_BOOTTIME; 0: none), the younger.
+fn youngest(user: Option<f64>, kernel_last_ns: u64, now: &Now) -> Option<f64> {
+    if kernel_last_ns == 0 {
+        return user;
+    }
+    let age = now.boot_age(kernel_last_ns);
+    Some(user.map_or(age, |user| user.min(age)))
 }
 
 /// The bound ports as readers see them: a copy the data plane hands out after

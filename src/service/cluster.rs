@@ -192,9 +192,7 @@ async fn session(
                 continue;
             }
             answer = answers.message() => {
-                let answer = answer.map_err(|e| format!("etcd lease keepalive: {e}"))
-                    .and_then(|a| a.ok_or_else(|| "etcd closed the lease keepalive stream".to_string()))
-                    .inspect_err(|_| etcd.failed(lease_member))?;
+                let answer = etcd.message("lease keepalive", lease_member, answer)?;
                 let Some(sent) = pending.pop_front() else {
                     continue; // an answer to nothing sent: renews nothing
                 };
@@ -205,9 +203,7 @@ async fn session(
                 continue;
             }
             response = watch.message() => {
-                let response = response.map_err(|e| format!("etcd watch: {e}"))
-                    .and_then(|r| r.ok_or_else(|| "etcd closed the watch".to_string()))
-                    .inspect_err(|_| etcd.failed(watch_member))?;
+                let response = etcd.message("watch", watch_member, response)?;
                 if response.canceled() {
                     return Err(format!("etcd cancelled the watch (compacted at revision {})", response.compact_revision()));
                 }

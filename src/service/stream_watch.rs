@@ -54,7 +54,6 @@ pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
     let mut watch = Watch::new(stall_timeout);
     // Kept from second to second: 12,288 entries at 2048 webcasts.
     let mut sampled = Vec::new();
-    let mut samples = Vec::new();
     let mut starts = Vec::new();
     let mut part = 0;
     loop {
@@ -76,9 +75,7 @@ pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
             continue;
         }
         part = 0;
-        samples.clear();
-        samples.extend(sampled.iter().map(|(s, _)| *s));
-        let events = watch.observe(&samples, now.mono);
+        let events = watch.observe(sampled.iter().map(|(s, _)| s), now.mono);
         if !events.is_empty() {
             // By port, only when there is something to log (a whole group's
             // streams start in the same pass).

@@ -108,7 +108,11 @@ impl Watch {
 
     /// Takes one pass over every bound port; ports not in `samples` are
     /// forgotten (their group was freed).
-    pub fn observe(&mut self, samples: &[Sample], now: Instant) -> Vec<Event> {
+    pub fn observe<'a>(
+        &mut self,
+        samples: impl IntoIterator<Item = &'a Sample>,
+        now: Instant,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         self.pass += 1;
         for s in samples {
