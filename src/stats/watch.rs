@@ -107,17 +107,31 @@ impl Watch {
     }
 
     /// Takes one pass over every bound port; ports not in `samples` are
-    /// forgotten (their group was freed).
+    /// forgotten (their group was freed). The same as [`Watch::observe_part`]
+    /// of them all, then [`Watch::end_pass`].
     pub fn observe<'a>(
         &mut self,
         samples: impl IntoIterator<Item = &'a Sample>,
         now: Instant,
     ) -> Vec<Event> {
+        let events = self.observe_part(samples, now);
+        self.end_pass();
+        events
+    }
+
+    /// Takes part of a pass: the events of these ports, each sampled once in
+    /// the pass. A pass over thousands of ports at once holds a CPU for
+    /// milliseconds; in parts, for a share of that each.
+    pub fn observe_part<'a>(
+        &mut self,
+        samples: impl IntoIterator<Item = &'a Sample>,
+        now: Instant,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
-        self.pass += 1;
+        let pass = self.pass + 1;
         for s in samples {
             let w = self.ports.entry(s.port).or_default();
-            w.pass = self.pass;
+            w.pass = pass;
             if let Some(silent_for) = s.silent_for {
                 if !w.started {
                     w.started = true;
@@ -162,10 +176,16 @@ impl Watch {
                 });
             }
         }
-        // Mark and sweep, not a search per port: 12,288 ports at 2048 groups.
+        events
+    }
+
+    /// Ends the pass: ports no part of it sampled are forgotten (their group
+    /// was freed). Mark and sweep, not a search per port: 12,288 ports at
+    /// 2048 groups.
+    pub fn end_pass(&mut self) {
+        self.pass += 1;
         let pass = self.pass;
         self.ports.retain(|_, w| w.pass == pass);
-        events
     }
 }
 
@@ -265,5 +285,33 @@ mod tests {
             w.observe(&[s], t0 + Duration::from_secs(62))[0],
             Event::Started { .. }
         ));
+    }
+
+    #[test]
+    fn a_pass_in_parts_keeps_every_port_it_sampled_and_forgets_the_rest() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(Duration::from_secs(5));
+        let on = |port| Sample {
+            port,
+            ..sample(Some(1), Some(1), 0)
+        };
+        let (a, b, c) = (on(65416), on(65418), on(65420));
+        // Three ports started, over two parts of one pass.
+        assert_eq!(w.observe_part(&[a, b], t0).len(), 2);
+        assert_eq!(w.observe_part(&[c], t0).len(), 1);
+        w.end_pass();
+        // The next pass samples a and c in parts, not b (freed): b is
+        // forgotten, a and c are not, so only b starts again afterwards.
+        assert_eq!(w.observe_part(&[a], t0), vec![]);
+        assert_eq!(w.observe_part(&[c], t0), vec![]);
+        w.end_pass();
+        let again = w.observe(&[a, b, c], t0);
+        assert_eq!(
+            again,
+            vec![Event::Started {
+                port: 65418,
+                ssrc: Some(1)
+            }]
+        );
     }
 }
