@@ -222,6 +222,7 @@ impl Coordinator {
             bound: dataplane.bound().clone(),
             loaded: false,
             role: None,
+            next_wakeup: None,
         }));
         let mut coordinator = Coordinator {
             schedule,
@@ -438,6 +439,7 @@ impl Coordinator {
             bound: self.dataplane.bound().clone(),
             loaded: self.loaded,
             role: self.role(),
+            next_wakeup: self.schedule.next_wakeup(),
         }));
     }
 

@@ -25,6 +25,8 @@ pub struct Published {
     pub(super) loaded: bool,
     /// A cluster node's role; `None` for a single relay.
     pub(super) role: Option<Role>,
+    /// The schedule's next wake-up as of this copy.
+    pub(super) next_wakeup: Option<OffsetDateTime>,
 }
 
 impl Published {
@@ -82,10 +84,10 @@ impl Published {
         })
     }
 
-    /// When the schedule next has something to do (a pass over the
-    /// reservations: the scheduler's, not the writer's, time).
+    /// When the schedule next has something to do (worked out once a change,
+    /// by the writer).
     pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
-        schedule::next_wakeup(self.entries())
+        self.next_wakeup
     }
 }
 
