@@ -18,7 +18,7 @@ use crate::reservation::{Change, Reservation, Rules};
 use crate::store::{Loaded, Refused, Store, Stored};
 use arc_swap::ArcSwap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::{debug, info, warn};
 
 /// Why a request was refused; maps onto the API's error codes.
@@ -222,7 +222,7 @@ impl Coordinator {
             bound: dataplane.bound().clone(),
             loaded: false,
             role: None,
-            next_wakeup: None,
+            next_wakeup: OnceLock::new(),
         }));
         let mut coordinator = Coordinator {
             schedule,
@@ -439,7 +439,7 @@ impl Coordinator {
             bound: self.dataplane.bound().clone(),
             loaded: self.loaded,
             role: self.role(),
-            next_wakeup: self.schedule.next_wakeup(),
+            next_wakeup: OnceLock::new(),
         }));
     }
 

@@ -12,7 +12,7 @@ use crate::group::GroupId;
 use crate::reservation::Rules;
 use crate::reservation::schedule::{self, Binding, Entry};
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use time::OffsetDateTime;
 
 /// The reservations and bound ports as of the last change.
@@ -25,8 +25,9 @@ pub struct Published {
     pub(super) loaded: bool,
     /// A cluster node's role; `None` for a single relay.
     pub(super) role: Option<Role>,
-    /// The schedule's next wake-up as of this copy.
-    pub(super) next_wakeup: Option<OffsetDateTime>,
+    /// The schedule's next wake-up as of this copy, worked out by the first
+    /// reader that asks (a pass over every reservation: not for each change).
+    pub(super) next_wakeup: OnceLock<Option<OffsetDateTime>>,
 }
 
 impl Published {
@@ -84,10 +85,11 @@ impl Published {
         })
     }
 
-    /// When the schedule next has something to do (worked out once a change,
-    /// by the writer).
+    /// When the schedule next has something to do (worked out once a copy).
     pub fn next_wakeup(&self) -> Option<OffsetDateTime> {
-        self.next_wakeup
+        *self
+            .next_wakeup
+            .get_or_init(|| schedule::next_wakeup(self.entries()))
     }
 }
 
