@@ -8,7 +8,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use rtp_relay::group::{GroupId, Layout};
 use rtp_relay::reservation::Reservation;
-use rtp_relay::reservation::schedule::{Limits, Schedule, Timing};
+use rtp_relay::reservation::schedule::{self, Limits, Schedule, Timing};
 use std::hint::black_box;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -78,9 +78,15 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // Between changes a poll before the next wake-up returns at once; the
+    // pass that works the wake-up out runs once a change.
     c.bench_function("poll_2048_live_nothing_due", |b| {
         let mut s = full_schedule(2048);
         b.iter(|| s.poll(black_box(now)))
+    });
+    c.bench_function("next_wakeup_2048_live_after_a_change", |b| {
+        let s = full_schedule(2048);
+        b.iter(|| schedule::next_wakeup(black_box(s.entries())))
     });
 }
 
