@@ -406,4 +406,11 @@ fn stream_lifecycle_is_logged_not_per_packet() {
         started.contains("ssrc=170") && !started.contains("Some("),
         "{started}"
     );
+    // Named by the port it happened on, and that port's group and stream.
+    assert!(
+        started.contains(&format!("port={media}"))
+            && started.contains(&format!("group={group}"))
+            && started.contains("stream=\"primary_audio\""),
+        "{started}"
+    );
 }

@@ -186,17 +186,23 @@ impl BoundPorts {
         port.snapshot(self.clock_rate(port.rule.role), self.epoch, now)
     }
 
+    /// The bound port `port`, if it is one.
+    pub fn port(&self, port: u16) -> Option<&BoundPort> {
+        let group = GroupId::locate(port)?.group;
+        self.ports(group).iter().find(|p| p.rule.port == port)
+    }
+
     /// Appends to `out` one [`Sample`] per bound port of the groups in
-    /// `groups`, with its rule, for the stream watcher: it reads a share at a
-    /// time, into one buffer it keeps.
+    /// `groups`, for the stream watcher: it reads a share at a time, into one
+    /// buffer it keeps.
     pub fn samples(
         &self,
         now: &Now,
         groups: (Bound<GroupId>, Bound<GroupId>),
-        out: &mut Vec<(Sample, PortRule)>,
+        out: &mut Vec<Sample>,
     ) {
         for ports in self.groups.range(groups).map(|(_, ports)| ports) {
-            out.extend(ports.iter().map(|p| (p.sample(self.epoch, now), p.rule)));
+            out.extend(ports.iter().map(|p| p.sample(self.epoch, now)));
         }
     }
 

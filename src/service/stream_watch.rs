@@ -77,9 +77,9 @@ pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
         }
         // Observed part by part as sampled: the whole second's at once held
         // a CPU for 1.5–2.8 ms (BENCHMARKS.md, stop 23).
-        for event in watch.observe_part(sampled.iter().map(|(s, _)| s), now.mono) {
-            if let Some((_, rule)) = sampled.iter().find(|(s, _)| s.port == event.port()) {
-                log(&event, rule);
+        for event in watch.observe_part(&sampled, now.mono) {
+            if let Some(port) = view.bound().port(event.port()) {
+                log(&event, &port.rule);
             }
         }
         sampled.clear();

@@ -109,11 +109,7 @@ impl Watch {
     /// Takes one pass over every bound port; ports not in `samples` are
     /// forgotten (their group was freed). The same as [`Watch::observe_part`]
     /// of them all, then [`Watch::end_pass`].
-    pub fn observe<'a>(
-        &mut self,
-        samples: impl IntoIterator<Item = &'a Sample>,
-        now: Instant,
-    ) -> Vec<Event> {
+    pub fn observe(&mut self, samples: &[Sample], now: Instant) -> Vec<Event> {
         let events = self.observe_part(samples, now);
         self.end_pass();
         events
@@ -122,11 +118,7 @@ impl Watch {
     /// Takes part of a pass: the events of these ports, each sampled once in
     /// the pass. A pass over thousands of ports at once holds a CPU for
     /// milliseconds; in parts, for a share of that each.
-    pub fn observe_part<'a>(
-        &mut self,
-        samples: impl IntoIterator<Item = &'a Sample>,
-        now: Instant,
-    ) -> Vec<Event> {
+    pub fn observe_part(&mut self, samples: &[Sample], now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         let pass = self.pass + 1;
         for s in samples {
