@@ -69,7 +69,7 @@ pub fn describe(
         }
     };
     let plan = published.plan(e);
-    let bound = published.bound().ports(e.group);
+    let bound = published.bound();
     let pair_of = |role: Role| layout.pairs().find(|(_, r)| *r == role).map(|(p, _)| p);
     let facts = |role: Role| {
         let pair = pair_of(role).unwrap_or(0);
@@ -79,9 +79,9 @@ pub fn describe(
                 .base_port
                 .wrapping_add(e.group.port(pair, plane) - e.group.base())
         };
-        let port = bound.iter().find(|p| p.rule.port == relay_port);
+        let port = bound.port(relay_port);
         let payload_type = port
-            .and_then(|p| published.bound().snapshot(p, now).media)
+            .and_then(|p| bound.snapshot(p, now).media)
             .and_then(|m| m.payload_type);
         let (h264, version) = match port {
             Some(p) if !role.is_audio() => {

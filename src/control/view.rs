@@ -145,19 +145,15 @@ pub fn reservation(published: &Published, e: &Entry, ended: bool, now: &Now) -> 
 }
 
 fn streams(bound: &BoundPorts, e: &Entry, now: &Now) -> Vec<StreamView> {
-    let ports = bound.ports(e.group);
-    if ports.is_empty() {
+    if bound.ports(e.group).is_empty() {
         return Vec::new();
     }
     let stats = |pair: u8, plane: Plane| {
         let port = e.group.port(pair, plane);
-        ports
-            .iter()
-            .find(|p| p.rule.port == port)
-            .map(|p| PortStats {
-                port,
-                stats: bound.snapshot(p, now),
-            })
+        bound.port(port).map(|p| PortStats {
+            port,
+            stats: bound.snapshot(p, now),
+        })
     };
     e.reservation
         .layout
