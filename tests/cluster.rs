@@ -169,13 +169,20 @@ fn creates_on_two_nodes_at_once_never_both_win() {
     groups.sort();
     groups.dedup();
     assert_eq!(groups.len(), 16, "{made:?}");
-    assert_eq!(
-        a.get("/v1/reservations").body["reservations"]
+    // Each node follows the other's creates through etcd's watch, so its
+    // list catches up shortly after the last create returns.
+    let listed = |relay: &Relay| {
+        relay.get("/v1/reservations").body["reservations"]
             .as_array()
-            .unwrap()
-            .len(),
-        26
-    );
+            .map_or(0, Vec::len)
+    };
+    for (name, relay) in [("a", &a), ("b", &b)] {
+        assert!(
+            wait_until(Duration::from_secs(3), || listed(relay) == 26),
+            "node {name} lists {} reservations, not 26",
+            listed(relay)
+        );
+    }
 }
 
 /// Sends an RTP packet to the relay's first port every 5 ms from 127.0.0.1
