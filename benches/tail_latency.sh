@@ -13,8 +13,31 @@
 #   benches/tail_latency.sh
 #   SIZES=2048 PAIRS=5 DURATION=20 benches/tail_latency.sh
 #   EXTRA=--realtime benches/tail_latency.sh       # the tools at real-time priority
+#   UDP_TABLE=65536 benches/tail_latency.sh        # in a namespace with that UDP table
+#
+# UDP_TABLE runs everything inside a new network namespace whose UDP socket
+# table has that many slots (net.ipv4.udp_child_hash_entries), deleted after:
+# the table size docs/forwarding.md asks of a host with Wowza beside the relay.
+# In this host's table (16,384 slots on a 24 GiB machine) each sink port
+# shares its slot with the relay socket 16,384 ports above it, and every
+# packet delivered to the sink pays for that socket in its lookup.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ -n "${UDP_TABLE:-}" ]; then
+    ns=rtp-relay-bench-$$
+    old=$(sysctl -n net.ipv4.udp_child_hash_entries)
+    # The size is taken when the namespace is created.
+    sysctl -qw net.ipv4.udp_child_hash_entries="$UDP_TABLE"
+    ip netns add "$ns"
+    sysctl -qw net.ipv4.udp_child_hash_entries="$old"
+    trap 'ip netns del "$ns"' EXIT
+    ip -n "$ns" link set lo up
+    echo "namespace $ns: $(nsenter --net=/run/netns/"$ns" sysctl -n net.ipv4.udp_hash_entries) UDP slots"
+    # nsenter, not `ip netns exec`: that remounts /sys, and with it the
+    # bpffs the relay pins its maps in.
+    UDP_TABLE= nsenter --net=/run/netns/"$ns" "$0"
+    exit
+fi
 cargo build --release --quiet --bin rtp-relay
 BIN=${BIN:-target/release/rtp-relay}
 SIZES=${SIZES:-256 1024 2048}
