@@ -104,18 +104,20 @@ fn per_packet(
     let to = SocketAddrV4::new(to.into(), PORT);
     let host = ["10.0.0.1", "10.0.0.2", "172.16.0.1", "192.0.2.1"].map(|a| a.parse().unwrap());
     k.set_locals(&host).unwrap();
-    let mut rule = Rule::default();
-    rule.active = 1;
-    rule.generation = 1;
-    rule.dest_addr = u32::from_ne_bytes(to.ip().octets());
-    rule.dest_port = PORT;
-    rule.src_addr = u32::from_ne_bytes(from.ip().octets());
-    rule.loopback_ifindex = nix::net::if_::if_nametoindex("lo").unwrap();
-    rule.max_packet_size = 4096;
-    rule.clock_rate = 90_000;
-    rule.policy = 2;
-    rule.window_end_ns = u64::MAX;
-    rule.learn = learn;
+    let rule = Rule {
+        active: 1,
+        generation: 1,
+        dest_addr: u32::from_ne_bytes(to.ip().octets()),
+        dest_port: PORT,
+        src_addr: u32::from_ne_bytes(from.ip().octets()),
+        loopback_ifindex: nix::net::if_::if_nametoindex("lo").unwrap(),
+        max_packet_size: 4096,
+        clock_rate: 90_000,
+        policy: 2,
+        window_end_ns: u64::MAX,
+        learn,
+        ..Rule::default()
+    };
     k.set_rule(PORT, rule).unwrap();
     let frame = rtp_frame(from, to, 0x1234, 1, 3000, 1188);
     assert_eq!(

@@ -457,13 +457,16 @@ impl DataPlane {
         if let Some(state) = inherited {
             port.restore(state, now.mono);
         }
-        let kernel = self.install(plan, &rule, false, now);
+        // The learner first: the install makes the kernel copy the port's
+        // parameter sets again, and a copy with no learner to take it would
+        // be lost until they change.
         if let Some(l) = &self.learning
             && rule.plane == crate::group::Plane::Rtp
             && !rule.role.is_audio()
         {
             l.add(rule.port, counters.clone());
         }
+        let kernel = self.install(plan, &rule, false, now);
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
         self.workers[worker].send(Command::Add(socket, Box::new(port), kernel.clone()));

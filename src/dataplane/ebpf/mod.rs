@@ -285,6 +285,13 @@ pub struct FastPath {
 pub struct LearnRing(aya::maps::RingBuf<MapData>);
 
 impl LearnRing {
+    /// The loaded object's ring (`None` if it has none).
+    fn take(ebpf: &mut aya::Ebpf) -> Option<LearnRing> {
+        ebpf.take_map("learn")
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok())
+            .map(LearnRing)
+    }
+
     /// Hands every record waiting to `each`; how many there were.
     pub fn drain(&mut self, mut each: impl FnMut(table::LearnCopy)) -> usize {
         let mut n = 0;
@@ -447,10 +454,7 @@ impl FastPath {
             fence,
         } = load_pinned(&dir)?;
         let fence = fence.ok_or("the eBPF object has no fence map")?;
-        let learn = ebpf
-            .take_map("learn")
-            .and_then(|m| aya::maps::RingBuf::try_from(m).ok())
-            .map(LearnRing);
+        let learn = LearnRing::take(&mut ebpf);
         // Before the program sees a packet: it matches destinations against them.
         write_locals(&mut locals, &mut None);
         let program = classifier(&mut ebpf)?;

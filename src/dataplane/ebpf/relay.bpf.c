@@ -65,7 +65,7 @@ struct rule {
 	__u32 owner;           // the reservation holding the port (userspace's tag)
 	__u8 local_ok;         // a local dest may be reached from other interfaces
 	__u8 learn;            // a video port: parameter-set packets are copied to `learn`
-	__u8 pad[2];
+	__u16 learn_epoch;     // bumped by every install: the learner may be new, copy again
 	__u64 window_end_ns;   // CLOCK_BOOTTIME; past it nothing is forwarded
 };
 
@@ -116,9 +116,13 @@ struct stream {
 	__u32 wowza_lost;      // 24-bit two's complement, sign-extended
 	__u8 wowza_fraction;
 	__u8 has_wowza_report;
-	__u8 pad2[6];
+	__u16 learn_epoch;     // the rule's, when `learned` was last copied
+	__u8 pad2[4];
 	__u64 fenced;          // packets dropped past the fence's deadline (`fence`)
-	__u8 pad3[8];          // 256 bytes: a stream starts a cache line
+	// Fingerprints of the last parameter-set packets copied to `learn`: an
+	// SPS or STAP-A, and a PPS (hand_to_learner). 0: none. 256 bytes: a
+	// stream starts a cache line.
+	__u32 learned[2];
 };
 
 #define MAX_LOCALS 64
@@ -445,12 +449,43 @@ static __always_inline int rtcp_valid(struct __sk_buff *skb, __u32 len, struct r
 	return 0;
 }
 
+// The longest payload fingerprinted; a longer one is always copied. An SPS,
+// a PPS or a STAP-A of both is a few dozen bytes.
+#define LEARN_PRINT_MAX 64
+
+// A fingerprint (never 0) of `n` bytes of payload at `payload`; 0 when they
+// cannot be fingerprinted (longer than LEARN_PRINT_MAX, or not read).
+static __always_inline __u32 fingerprint(struct __sk_buff *skb, __u32 payload, __u32 n)
+{
+	__u64 w[LEARN_PRINT_MAX / 8] = {};
+	if (n == 0 || n > LEARN_PRINT_MAX || payload > 0xffff)
+		return 0;
+	if (bpf_skb_load_bytes(skb, RTP_OFF + payload, w, n) < 0)
+		return 0;
+	__u64 h = n;
+#pragma unroll
+	for (int i = 0; i < LEARN_PRINT_MAX / 8; i++) {
+		h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
+	}
+	__u32 f = (__u32)(h ^ (h >> 32));
+	return f ? f : 1;
+}
+
 // Copies a forwarded packet to `learn` when its payload may carry a parameter
 // set: NAL type 7 (SPS), 8 (PPS), 24 (STAP-A), or 28 (FU-A) of an SPS or PPS.
 // The same rule as the relay's userspace path (src/sdp/learn.rs, wants). An
-// ordinary packet costs one 2-byte load. The ring (1 MiB) holds 500 copies:
-// at 2048 webcasts with two videos each, about 150 ms of them.
-static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, __u32 payload,
+// ordinary packet costs one 2-byte load. The ring (1 MiB) holds 500 copies.
+//
+// An encoder repeats its parameter sets before every keyframe, unchanged: a
+// single SPS, PPS or STAP-A equal to the one last copied (by fingerprint) is
+// not copied again, as the learner would find it unchanged (at 2048 webcasts
+// the copies were ~3,000 a second, each a ring record and a wake of the
+// learner's lock). A new rule install bumps `learn_epoch` and the stream's
+// fingerprints are forgotten: the port's learner may be new (a restart, an
+// upgrade) and must be taught again. A FU-A fragment is always copied.
+static __always_inline void hand_to_learner(struct __sk_buff *skb, struct stream *s,
+					    const struct rule *r, __u32 port, __u32 payload,
 					    __u32 len)
 {
 	__u8 b[2];
@@ -470,19 +505,41 @@ static __always_inline void hand_to_learner(struct __sk_buff *skb, __u32 port, _
 	__u8 type = b[0] & 0x1f, inner = b[1] & 0x1f;
 	if (type != 7 && type != 8 && type != 24 && !(type == 28 && (inner == 7 || inner == 8)))
 		return;
+	__u32 print = type == 28 ? 0 : fingerprint(skb, payload, len - payload);
+	int slot = type == 8;
+	// Compared, copied and recorded under the stream's lock, so that the
+	// fingerprint kept is always that of the latest copy in the ring. Not
+	// got: copied, not recorded.
+	int locked = print && stream_lock(s);
+	if (locked) {
+		if (s->learn_epoch != r->learn_epoch) {
+			s->learned[0] = 0;
+			s->learned[1] = 0;
+			s->learn_epoch = r->learn_epoch;
+		}
+		if (s->learned[slot & 1] == print) {
+			stream_unlock(s);
+			return;
+		}
+	}
 	struct learn_copy *c = bpf_ringbuf_reserve(&learn, sizeof(*c), 0);
 	if (!c)
-		return; // the relay is behind: the next keyframe's sets come again
+		goto out; // the relay is behind: the next keyframe's sets come again
 	__u32 n = len < LEARN_MAX ? len : LEARN_MAX;
 	c->port = port;
 	c->len = n;
 	if (n == 0 || n > LEARN_MAX || bpf_skb_load_bytes(skb, RTP_OFF, c->data, n) < 0) {
 		bpf_ringbuf_discard(c, 0);
-		return;
+		goto out;
 	}
 	// No wake-up: the relay reads the ring on a timer. A wake-up per copy
 	// would cost the sender's CPU an interrupt and the relay a context switch.
 	bpf_ringbuf_submit(c, BPF_RB_NO_WAKEUP);
+	if (locked)
+		s->learned[slot & 1] = print;
+out:
+	if (locked)
+		stream_unlock(s);
 }
 
 // Would the relay's socket take a packet to `daddr`? Bound to one address,
@@ -741,7 +798,7 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 		// interface its packets came in on.
 		local = ifindex == r->loopback_ifindex;
 	} else if (r->learn && !rtcp) {
-		hand_to_learner(skb, port, payload, len);
+		hand_to_learner(skb, s, r, port, payload, len);
 	}
 	int verdict = forward(skb, saddr, daddr, sport, dport, from_addr, to_addr, dport,
 			      to_port, ifindex, local, r->loopback_ifindex);

@@ -48,7 +48,10 @@ pub struct Rule {
     /// 1: a video stream's port: copies of the packets that may carry H.264
     /// parameter sets go to the `learn` ring ([`LearnCopy`]).
     pub learn: u8,
-    pad: [u8; 2],
+    /// Bumped by every install ([`Rule::carry_over`]): the kernel then
+    /// forgets which parameter sets it copied, as the port's learner may be
+    /// new, and copies the next ones again.
+    pub learn_epoch: u16,
     /// CLOCK_BOOTTIME nanoseconds at which the window closes.
     pub window_end_ns: u64,
 }
@@ -113,10 +116,13 @@ pub struct Stream {
     wowza_lost: u32,
     wowza_fraction: u8,
     has_wowza_report: u8,
-    pad2: [u8; 6],
+    learn_epoch: u16,
+    pad2: [u8; 4],
     /// Packets dropped past the fence's deadline (docs/cluster.md, "Fencing").
     pub fenced: u64,
-    pad3: [u8; 8],
+    /// Fingerprints of the parameter-set packets last copied to the `learn`
+    /// ring (an SPS or STAP-A, a PPS): the same again is not copied.
+    learned: [u32; 2],
 }
 
 /// The most local addresses `locals` holds (`MAX_LOCALS` in `relay.bpf.c`).
@@ -283,7 +289,7 @@ impl Rule {
             owner,
             local_ok: u8::from(route.local_ok),
             learn: u8::from(rule.plane == Plane::Rtp && !rule.role.is_audio()),
-            pad: [0; 2],
+            learn_epoch: 0,
             window_end_ns,
         }
     }
@@ -302,8 +308,9 @@ impl Rule {
     /// restart, a changed destination) and its latch unless
     /// [`Admission::forgets_latch`] says otherwise — then the latch epoch is
     /// bumped, which the program reads as "forget". Anyone else starts a new
-    /// stream generation.
+    /// stream generation. The learn epoch is bumped whatever the owner.
     pub fn carry_over(&mut self, old: &Rule, relatch: bool) {
+        self.learn_epoch = old.learn_epoch.wrapping_add(1);
         if old.active != 0 && old.owner == self.owner {
             self.generation = old.generation;
             let forget = old.admission().forgets_latch(&self.admission(), relatch);
@@ -574,6 +581,8 @@ mod tests {
                         "{old:?} -> {new:?}, relatch {relatch}"
                     );
                     assert_eq!(after.generation, before.generation, "same owner");
+                    // The learner may be new whatever else holds (a restart).
+                    assert_ne!(after.learn_epoch, before.learn_epoch);
                 }
             }
         }
@@ -582,5 +591,6 @@ mod tests {
         let mine = kernel_rule(&rules[0], 7);
         theirs.carry_over(&mine, false);
         assert_ne!(theirs.generation, mine.generation);
+        assert_ne!(theirs.learn_epoch, mine.learn_epoch);
     }
 }

@@ -4,8 +4,8 @@
 
 use super::table::{Locals, Rule};
 use super::{
-    Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_object_pinned, load_pinned, remove_pins,
-    unavailable, write_fence,
+    LearnRing, Loaded, PIN_ROOT, PROGRAM, Streams, chain, load_object_pinned, load_pinned,
+    remove_pins, unavailable, write_fence,
 };
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
@@ -20,6 +20,7 @@ pub struct Detached {
     streams: Streams,
     locals: Array<MapData, Locals>,
     fence: Option<Array<MapData, u64>>,
+    learn: Option<LearnRing>,
     dir: PathBuf,
 }
 
@@ -37,7 +38,7 @@ impl Detached {
         }
         let dir = Path::new(PIN_ROOT).join(name);
         let Loaded {
-            ebpf,
+            mut ebpf,
             rules,
             streams,
             locals,
@@ -46,12 +47,14 @@ impl Detached {
             Some(o) => load_object_pinned(o, &dir)?,
             None => load_pinned(&dir)?,
         };
+        let learn = LearnRing::take(&mut ebpf);
         Ok(Detached {
             ebpf,
             rules,
             streams,
             locals,
             fence,
+            learn,
             dir,
         })
     }
@@ -81,6 +84,15 @@ impl Detached {
     /// The stream map.
     pub fn streams(&self) -> &Streams {
         &self.streams
+    }
+
+    /// The copies waiting in the `learn` ring, as (port, packet), taken out.
+    pub fn learn_copies(&mut self) -> Vec<(u16, Vec<u8>)> {
+        let mut copies = Vec::new();
+        if let Some(ring) = self.learn.as_mut() {
+            ring.drain(|c| copies.push((c.port, c.packet.to_vec())));
+        }
+        copies
     }
 
     /// Runs the program `repeat` times on `frame` (an Ethernet frame; the
@@ -276,18 +288,19 @@ mod tests {
 
     /// A rule forwarding `PORT` from anyone to 127.0.0.1:40000, open forever.
     fn any_rule() -> Rule {
-        let mut rule = Rule::default();
-        rule.active = 1;
-        rule.generation = 1;
-        rule.dest_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        rule.src_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        rule.loopback_ifindex = super::super::route::ifindex("lo").unwrap();
-        rule.max_packet_size = 1500;
-        rule.clock_rate = CLOCK;
-        rule.dest_port = 40000;
-        rule.policy = 2;
-        rule.window_end_ns = u64::MAX;
-        rule
+        Rule {
+            active: 1,
+            generation: 1,
+            dest_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            src_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            loopback_ifindex: super::super::route::ifindex("lo").unwrap(),
+            max_packet_size: 1500,
+            clock_rate: CLOCK,
+            dest_port: 40000,
+            policy: 2,
+            window_end_ns: u64::MAX,
+            ..Rule::default()
+        }
     }
 
     #[test]
@@ -542,6 +555,73 @@ mod tests {
     /// first report block as `on_destination_report` does. One program for
     /// every case (loading it per case would take seconds), dropped — its pins
     /// removed — when the test ends.
+    /// A video port's parameter-set packets are copied to the `learn` ring
+    /// once each while they repeat unchanged (an encoder sends them before
+    /// every keyframe), again when they change or the rule is installed anew
+    /// (the learner may be new); FU-A fragments and long payloads always,
+    /// other packets never.
+    #[test]
+    fn the_kernel_copies_each_parameter_set_once_until_it_changes() {
+        let Some(mut k) = load("learn") else { return };
+        let mut rule = any_rule();
+        rule.learn = 1;
+        rule.learn_epoch = 1;
+        k.set_rule(PORT, rule).unwrap();
+        let from = "127.0.0.2:5004".parse().unwrap();
+        let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
+        let mut seq = 0u16;
+        // Sends an RTP packet with `payload`: the packets the ring took.
+        let mut send = |k: &mut Detached, payload: &[u8]| {
+            let mut rtp = rtp_frame(from, to, 7, seq, 0, 0)[42..].to_vec();
+            rtp.extend_from_slice(payload);
+            seq += 1;
+            let frame = udp_frame(from, to, &rtp);
+            assert_eq!(k.run(&frame, 1).unwrap().verdict, TC_ACT_OK);
+            let copies = k.learn_copies();
+            assert!(copies.iter().all(|(p, c)| *p == PORT && *c == rtp));
+            copies.len()
+        };
+        let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47, 0xfe, 0xc8];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut other_sps = sps;
+        other_sps[4] = 0xda;
+        let stap_a = [&[0x78, 0x00, 10][..], &sps, &[0x00, 4], &pps].concat();
+        let fu_a = [0x7c, 0x87, 0x42, 0xc0, 0x1e];
+        let long_sps = [&sps[..], &[0x11; 90]].concat();
+        let slice = [0x65, 0x88, 0x84, 0x00];
+
+        assert_eq!(send(&mut k, &sps), 1, "a first SPS");
+        assert_eq!(send(&mut k, &sps), 0, "the same SPS again");
+        assert_eq!(send(&mut k, &pps), 1, "a first PPS");
+        assert_eq!(send(&mut k, &sps), 0, "the SPS after the PPS");
+        assert_eq!(send(&mut k, &pps), 0, "the PPS after the SPS");
+        assert_eq!(send(&mut k, &other_sps), 1, "a changed SPS");
+        assert_eq!(send(&mut k, &other_sps), 0, "the changed SPS again");
+        assert_eq!(send(&mut k, &sps), 1, "the first SPS back");
+        assert_eq!(send(&mut k, &sps[..9]), 1, "a shorter SPS");
+        assert_eq!(send(&mut k, &stap_a), 1, "a STAP-A");
+        assert_eq!(send(&mut k, &stap_a), 0, "the same STAP-A");
+        assert_eq!(send(&mut k, &fu_a), 1, "a fragment");
+        assert_eq!(send(&mut k, &fu_a), 1, "fragments always");
+        assert_eq!(send(&mut k, &long_sps), 1, "a long SPS");
+        assert_eq!(send(&mut k, &long_sps), 1, "long ones always");
+        assert_eq!(send(&mut k, &slice), 0, "a slice never");
+        assert_eq!(send(&mut k, &pps), 0, "the PPS is still the one copied");
+
+        // Installed anew: the sets are copied again, once.
+        rule.learn_epoch = 2;
+        k.set_rule(PORT, rule).unwrap();
+        assert_eq!(send(&mut k, &pps), 1, "the PPS, for a new learner");
+        assert_eq!(send(&mut k, &pps), 0, "and only once");
+        assert_eq!(send(&mut k, &stap_a), 1, "the STAP-A, for a new learner");
+
+        // A port without a learner: nothing.
+        rule.learn = 0;
+        rule.learn_epoch = 3;
+        k.set_rule(PORT, rule).unwrap();
+        assert_eq!(send(&mut k, &other_sps), 0, "not a video port");
+    }
+
     #[test]
     fn the_kernel_judges_and_counts_rtcp_as_userspace_does() {
         use crate::packet::rtcp;
