@@ -749,4 +749,42 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
         });
         assert!(written, "{file}: {on_disk:?}");
     }
+
+    // The kernel copies a parameter set only when it changes; a restarted
+    // relay's learners start empty while the kernel's streams carry on (the
+    // maps are pinned), so its install must make the kernel copy the same
+    // sets again.
+    relay.crash();
+    let relay = net.start();
+    let a = sdp(&relay, "kernel", "");
+    assert_eq!(a.status, 503, "a new process knows no sets: {}", a.text);
+    freeze(&relay);
+    run_gen(
+        Some(&net.appliance_ns()),
+        &[
+            "--groups",
+            &group,
+            "--layout",
+            "audio-display-video",
+            "--target",
+            RELAY_A,
+            "--bind",
+            APPLIANCE,
+            "--duration",
+            "3s",
+        ],
+    );
+    relay.signal(Signal::SIGCONT);
+    let text = sdp_when_ready(&relay, "kernel", "", Duration::from_secs(5));
+    assert_describes(
+        &text,
+        &Expected {
+            id: "kernel",
+            view: &view,
+            address: WOWZA,
+            audio: (CONFIG_RTPMAP, CONFIG_FMTP),
+            role: "primary_video",
+            sets: parameter_sets(&profile.video, 2),
+        },
+    );
 }
