@@ -29,8 +29,10 @@ pub struct Learning {
 /// when it changes (docs/forwarding.md), so a read most often finds nothing
 /// and the wake-up is the cost: at 10 ms, 1.5 ms of CPU a second. At 2048
 /// webcasts starting at once, the first sets of 4096 videos (two copies each
-/// within a keyframe interval of 2 s) fill 200 of the ring's 500 records
-/// in 50 ms; a copy the full ring refuses comes again with the next keyframe.
+/// in a keyframe interval of 2 s) fill about 200 of the ring's 500 records
+/// in 50 ms when their keyframes are spread over the interval. A copy the
+/// full ring refuses comes again with the next keyframe, and finds more room
+/// then: sets already copied are not copied again.
 const READ_EVERY: Duration = Duration::from_millis(50);
 
 impl Learning {

@@ -93,8 +93,7 @@ pub struct Watch {
     stall_timeout: Duration,
     /// By `u16::MAX - port`: the relay's port groups count down from 65535,
     /// so the table reaches only as far as the lowest port watched, and a
-    /// pass, group by group, walks it in order (a hash map's probes were
-    /// cache misses, 12,288 of them a second at 2048 webcasts).
+    /// pass, group by group, walks it in order, with no hashing and no sweep.
     ports: Vec<PortWatch>,
     pass: u64,
 }

@@ -480,10 +480,11 @@ static __always_inline __u32 fingerprint(struct __sk_buff *skb, __u32 payload, _
 // An encoder repeats its parameter sets before every keyframe, unchanged: a
 // single SPS, PPS or STAP-A equal to the one last copied (by fingerprint) is
 // not copied again, as the learner would find it unchanged (at 2048 webcasts
-// the copies were ~3,000 a second, each a ring record and a wake of the
-// learner's lock). A new rule install bumps `learn_epoch` and the stream's
-// fingerprints are forgotten: the port's learner may be new (a restart, an
-// upgrade) and must be taught again. A FU-A fragment is always copied.
+// the copies were ~3,000 a second, each a ring record the relay read and
+// handed to a learner for nothing). A new rule install bumps `learn_epoch`
+// and the stream's fingerprints are forgotten: the port's learner may be new
+// (a restart, an upgrade) and must be taught again. A FU-A fragment is
+// always copied.
 static __always_inline void hand_to_learner(struct __sk_buff *skb, struct stream *s,
 					    const struct rule *r, __u32 port, __u32 payload,
 					    __u32 len)

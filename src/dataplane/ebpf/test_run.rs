@@ -548,13 +548,6 @@ mod tests {
         out
     }
 
-    /// RTCP on a control port: the kernel forwards exactly the compounds
-    /// `rtcp::check` accepts (up to RTCP_MAX_PARTS packets; longer ones go to
-    /// userspace, which judges them as always), counts the appliance's
-    /// reports as `RtcpStream::on_compound` does and reads the destination's
-    /// first report block as `on_destination_report` does. One program for
-    /// every case (loading it per case would take seconds), dropped — its pins
-    /// removed — when the test ends.
     /// A video port's parameter-set packets are copied to the `learn` ring
     /// once each while they repeat unchanged (an encoder sends them before
     /// every keyframe), again when they change or the rule is installed anew
@@ -622,6 +615,13 @@ mod tests {
         assert_eq!(send(&mut k, &other_sps), 0, "not a video port");
     }
 
+    /// RTCP on a control port: the kernel forwards exactly the compounds
+    /// `rtcp::check` accepts (up to RTCP_MAX_PARTS packets; longer ones go to
+    /// userspace, which judges them as always), counts the appliance's
+    /// reports as `RtcpStream::on_compound` does and reads the destination's
+    /// first report block as `on_destination_report` does. One program for
+    /// every case (loading it per case would take seconds), dropped — its pins
+    /// removed — when the test ends.
     #[test]
     fn the_kernel_judges_and_counts_rtcp_as_userspace_does() {
         use crate::packet::rtcp;
