@@ -685,21 +685,25 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
     // forwards, and only the kernel's copies can teach the learners.
     freeze(&relay);
     let group = KERNEL.to_string();
-    let report = run_gen(
-        Some(&net.appliance_ns()),
-        &[
-            "--groups",
-            &group,
-            "--layout",
-            "audio-display-video",
-            "--target",
-            RELAY_A,
-            "--bind",
-            APPLIANCE,
-            "--duration",
-            "3s",
-        ],
-    );
+    // 3 s of the webcast, from the appliance.
+    let send = || {
+        run_gen(
+            Some(&net.appliance_ns()),
+            &[
+                "--groups",
+                &group,
+                "--layout",
+                "audio-display-video",
+                "--target",
+                RELAY_A,
+                "--bind",
+                APPLIANCE,
+                "--duration",
+                "3s",
+            ],
+        )
+    };
+    let report = send();
     stop.store(true, Ordering::Relaxed);
     let received: usize = receivers.into_iter().map(|r| r.join().unwrap().len()).sum();
     // Nothing waits in the relay's sockets for its userspace path.
@@ -716,16 +720,9 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
     assert!(queued.iter().all(|(_, q)| *q == 0), "{queued:?}");
 
     let profile = Profile::echo360_live();
-    for (role, sets) in [
-        ("primary_video", parameter_sets(&profile.video, 2)),
-        ("primary_display", parameter_sets(&profile.display, 1)),
-    ] {
-        let query = if role == "primary_video" {
-            String::new()
-        } else {
-            format!("?video={role}")
-        };
-        let text = sdp_when_ready(&relay, "kernel", &query, Duration::from_secs(5));
+    // The SDP of `role` (asked with `query`), once ready, describes it with `sets`.
+    let ready = |relay: &Relay, query: &str, role: &str, sets| {
+        let text = sdp_when_ready(relay, "kernel", query, Duration::from_secs(5));
         assert_describes(
             &text,
             &Expected {
@@ -737,6 +734,18 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
                 sets,
             },
         );
+        text
+    };
+    for (role, sets) in [
+        ("primary_video", parameter_sets(&profile.video, 2)),
+        ("primary_display", parameter_sets(&profile.display, 1)),
+    ] {
+        let query = if role == "primary_video" {
+            String::new()
+        } else {
+            format!("?video={role}")
+        };
+        let text = ready(&relay, &query, role, sets);
         let file = if query.is_empty() {
             "kernel.sdp".to_string()
         } else {
@@ -759,32 +768,12 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
     let a = sdp(&relay, "kernel", "");
     assert_eq!(a.status, 503, "a new process knows no sets: {}", a.text);
     freeze(&relay);
-    run_gen(
-        Some(&net.appliance_ns()),
-        &[
-            "--groups",
-            &group,
-            "--layout",
-            "audio-display-video",
-            "--target",
-            RELAY_A,
-            "--bind",
-            APPLIANCE,
-            "--duration",
-            "3s",
-        ],
-    );
+    send();
     relay.signal(Signal::SIGCONT);
-    let text = sdp_when_ready(&relay, "kernel", "", Duration::from_secs(5));
-    assert_describes(
-        &text,
-        &Expected {
-            id: "kernel",
-            view: &view,
-            address: WOWZA,
-            audio: (CONFIG_RTPMAP, CONFIG_FMTP),
-            role: "primary_video",
-            sets: parameter_sets(&profile.video, 2),
-        },
+    ready(
+        &relay,
+        "",
+        "primary_video",
+        parameter_sets(&profile.video, 2),
     );
 }
