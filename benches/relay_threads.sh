@@ -17,12 +17,10 @@ if [ -z "${BIN:-}" ]; then
     BIN=target/release/rtp-relay
 fi
 ns=rtp-relay-threads-$$
-old=$(sysctl -n net.ipv4.udp_child_hash_entries)
-trap 'sysctl -qw net.ipv4.udp_child_hash_entries="$old"; ip netns del "$ns" 2>/dev/null || true' EXIT
-sysctl -qw net.ipv4.udp_child_hash_entries=65536
-ip netns add "$ns"
-sysctl -qw net.ipv4.udp_child_hash_entries="$old"
-ip -n "$ns" link set lo up
+# shellcheck source=benches/namespace.sh
+source benches/namespace.sh
+trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+new_namespace "$ns" 65536
 # Setup takes a few seconds at 2048 webcasts; the window starts after it.
 warmup=8
 nsenter --net=/run/netns/"$ns" "$BIN" loadtest --spawn --fast-path ebpf --groups "$WEBCASTS" \

@@ -25,17 +25,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -n "${UDP_TABLE:-}" ]; then
     ns=rtp-relay-bench-$$
-    old=$(sysctl -n net.ipv4.udp_child_hash_entries)
-    # The host's setting comes back and the namespace goes whatever fails.
-    trap 'sysctl -qw net.ipv4.udp_child_hash_entries="$old"; ip netns del "$ns" 2>/dev/null || true' EXIT
-    # The size is taken when the namespace is created.
-    sysctl -qw net.ipv4.udp_child_hash_entries="$UDP_TABLE"
-    ip netns add "$ns"
-    sysctl -qw net.ipv4.udp_child_hash_entries="$old"
-    ip -n "$ns" link set lo up
+    # shellcheck source=benches/namespace.sh
+    source benches/namespace.sh
+    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    new_namespace "$ns" "$UDP_TABLE"
     echo "namespace $ns: $(nsenter --net=/run/netns/"$ns" sysctl -n net.ipv4.udp_hash_entries) UDP slots"
-    # nsenter, not `ip netns exec`: that remounts /sys, and with it the
-    # bpffs the relay pins its maps in.
     UDP_TABLE= nsenter --net=/run/netns/"$ns" "$0"
     exit
 fi
