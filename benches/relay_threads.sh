@@ -19,7 +19,7 @@ fi
 ns=rtp-relay-threads-$$
 # shellcheck source=benches/namespace.sh
 source benches/namespace.sh
-trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+trap 'delete_namespace "$ns"' EXIT
 new_namespace "$ns" 65536
 # Setup takes a few seconds at 2048 webcasts; the window starts after it.
 warmup=8

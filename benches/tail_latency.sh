@@ -27,7 +27,7 @@ if [ -n "${UDP_TABLE:-}" ]; then
     ns=rtp-relay-bench-$$
     # shellcheck source=benches/namespace.sh
     source benches/namespace.sh
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    trap 'delete_namespace "$ns"' EXIT
     new_namespace "$ns" "$UDP_TABLE"
     echo "namespace $ns: $(nsenter --net=/run/netns/"$ns" sysctl -n net.ipv4.udp_hash_entries) UDP slots"
     UDP_TABLE= nsenter --net=/run/netns/"$ns" "$0"
