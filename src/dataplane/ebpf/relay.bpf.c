@@ -694,7 +694,8 @@ int rtp_relay_ingress(struct __sk_buff *skb)
 	} else {
 		ok = ok && rtcp_valid(skb, len, &reports);
 		// The first report block (ssrc, fraction and cumulative lost, highest
-		// sequence, jitter): read now, as no helper may run under the lock.
+		// sequence, jitter): read now, so that the lock is held only for the
+		// stores below.
 		if (ok && reports.block && bpf_skb_load_bytes(skb, RTP_OFF + (reports.block & 0xffff), h, 16) < 0)
 			ok = 0;
 	}

@@ -563,16 +563,19 @@ mod tests {
         let from = "127.0.0.2:5004".parse().unwrap();
         let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), PORT);
         let mut seq = 0u16;
-        // Sends an RTP packet with `payload`: the packets the ring took.
-        let mut send = |k: &mut Detached, payload: &[u8]| {
-            let mut rtp = rtp_frame(from, to, 7, seq, 0, 0)[42..].to_vec();
-            rtp.extend_from_slice(payload);
-            seq += 1;
-            let frame = udp_frame(from, to, &rtp);
-            assert_eq!(k.run(&frame, 1).unwrap().verdict, TC_ACT_OK);
-            let copies = k.learn_copies();
-            assert!(copies.iter().all(|(p, c)| *p == PORT && *c == rtp));
-            copies.len()
+        // Sends an RTP packet with each payload and checks how many copies
+        // of it the ring took.
+        let mut sends = |k: &mut Detached, steps: &[(&[u8], usize, &str)]| {
+            for &(payload, copies, what) in steps {
+                let mut rtp = rtp_frame(from, to, 7, seq, 0, 0)[42..].to_vec();
+                rtp.extend_from_slice(payload);
+                seq += 1;
+                let frame = udp_frame(from, to, &rtp);
+                assert_eq!(k.run(&frame, 1).unwrap().verdict, TC_ACT_OK, "{what}");
+                let taken = k.learn_copies();
+                assert!(taken.iter().all(|(p, c)| *p == PORT && *c == rtp), "{what}");
+                assert_eq!(taken.len(), copies, "{what}");
+            }
         };
         let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47, 0xfe, 0xc8];
         let pps = [0x68, 0xce, 0x3c, 0x80];
@@ -583,36 +586,46 @@ mod tests {
         let long_sps = [&sps[..], &[0x11; 90]].concat();
         let slice = [0x65, 0x88, 0x84, 0x00];
 
-        assert_eq!(send(&mut k, &sps), 1, "a first SPS");
-        assert_eq!(send(&mut k, &sps), 0, "the same SPS again");
-        assert_eq!(send(&mut k, &pps), 1, "a first PPS");
-        assert_eq!(send(&mut k, &sps), 0, "the SPS after the PPS");
-        assert_eq!(send(&mut k, &pps), 0, "the PPS after the SPS");
-        assert_eq!(send(&mut k, &other_sps), 1, "a changed SPS");
-        assert_eq!(send(&mut k, &other_sps), 0, "the changed SPS again");
-        assert_eq!(send(&mut k, &sps), 1, "the first SPS back");
-        assert_eq!(send(&mut k, &sps[..9]), 1, "a shorter SPS");
-        assert_eq!(send(&mut k, &stap_a), 1, "a STAP-A");
-        assert_eq!(send(&mut k, &stap_a), 0, "the same STAP-A");
-        assert_eq!(send(&mut k, &fu_a), 1, "a fragment");
-        assert_eq!(send(&mut k, &fu_a), 1, "fragments always");
-        assert_eq!(send(&mut k, &long_sps), 1, "a long SPS");
-        assert_eq!(send(&mut k, &long_sps), 1, "long ones always");
-        assert_eq!(send(&mut k, &slice), 0, "a slice never");
-        assert_eq!(send(&mut k, &pps), 0, "the PPS is still the one copied");
+        sends(
+            &mut k,
+            &[
+                (&sps, 1, "a first SPS"),
+                (&sps, 0, "the same SPS again"),
+                (&pps, 1, "a first PPS"),
+                (&sps, 0, "the SPS after the PPS"),
+                (&pps, 0, "the PPS after the SPS"),
+                (&other_sps, 1, "a changed SPS"),
+                (&other_sps, 0, "the changed SPS again"),
+                (&sps, 1, "the first SPS back"),
+                (&sps[..9], 1, "a shorter SPS"),
+                (&stap_a, 1, "a STAP-A"),
+                (&stap_a, 0, "the same STAP-A"),
+                (&fu_a, 1, "a fragment"),
+                (&fu_a, 1, "fragments always"),
+                (&long_sps, 1, "a long SPS"),
+                (&long_sps, 1, "long ones always"),
+                (&slice, 0, "a slice never"),
+                (&pps, 0, "the PPS is still the one copied"),
+            ],
+        );
 
         // Installed anew: the sets are copied again, once.
         rule.learn_epoch = 2;
         k.set_rule(PORT, rule).unwrap();
-        assert_eq!(send(&mut k, &pps), 1, "the PPS, for a new learner");
-        assert_eq!(send(&mut k, &pps), 0, "and only once");
-        assert_eq!(send(&mut k, &stap_a), 1, "the STAP-A, for a new learner");
+        sends(
+            &mut k,
+            &[
+                (&pps, 1, "the PPS, for a new learner"),
+                (&pps, 0, "and only once"),
+                (&stap_a, 1, "the STAP-A, for a new learner"),
+            ],
+        );
 
         // A port without a learner: nothing.
         rule.learn = 0;
         rule.learn_epoch = 3;
         k.set_rule(PORT, rule).unwrap();
-        assert_eq!(send(&mut k, &other_sps), 0, "not a video port");
+        sends(&mut k, &[(&other_sps, 0, "not a video port")]);
     }
 
     /// RTCP on a control port: the kernel forwards exactly the compounds
