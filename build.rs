@@ -1,6 +1,6 @@
 //! Compiles the eBPF programs with clang for the BPF target: the kernel fast
 //! path (`src/dataplane/ebpf/relay.bpf.c`) and the sink's receive steering
-//! (`src/traffic/steer.bpf.c`), and the load test's yardstick, a bare
+//! (`src/udp/steer.bpf.c`), and the load test's yardstick, a bare
 //! rewrite (`src/traffic/bare.bpf.c`). Without clang (or libbpf's headers) the relay
 //! still builds; it then runs the userspace data plane only (and the sink one
 //! socket per port) and says why.
@@ -11,7 +11,7 @@ use std::process::Command;
 /// Each program's source and the object it becomes in `OUT_DIR`.
 const PROGRAMS: [(&str, &str); 3] = [
     ("src/dataplane/ebpf/relay.bpf.c", "relay.bpf.o"),
-    ("src/traffic/steer.bpf.c", "steer.bpf.o"),
+    ("src/udp/steer.bpf.c", "steer.bpf.o"),
     ("src/traffic/bare.bpf.c", "bare.bpf.o"),
 ];
 

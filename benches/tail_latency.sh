@@ -17,10 +17,9 @@
 #
 # UDP_TABLE runs everything inside a new network namespace whose UDP socket
 # table has that many slots (net.ipv4.udp_child_hash_entries), deleted after:
-# the table size docs/forwarding.md asks of a host with Wowza beside the relay.
-# In this host's table (16,384 slots on a 24 GiB machine) each sink port
-# shares its slot with the relay socket 16,384 ports above it, and every
-# packet delivered to the sink pays for that socket in its lookup.
+# the table size docs/forwarding.md asks of a host with Wowza beside a relay
+# whose ports hold sockets. (On the fast path they hold none since stop 27;
+# the sink's own 4,096 per-port sockets remain in either table.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -n "${UDP_TABLE:-}" ]; then

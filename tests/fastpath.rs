@@ -600,3 +600,106 @@ fn pin_array(path: &std::path::Path, value_size: u32) {
     // SAFETY: our own descriptor; the pin keeps the map.
     unsafe { libc::close(fd as i32) };
 }
+
+/// The local ports of the relay's own UDP sockets (`/proc/<pid>/net/udp`,
+/// the relay's namespace, the sockets among its descriptors).
+fn relay_udp_ports(relay: &Relay) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{}/net/udp", relay.pid())).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| inodes.iter().any(|i| i == f[9]))
+        .map(|f| u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// A socket of the appliance whose datagrams carry IP options (four NOPs):
+/// the program forwards only 20-byte IP headers, so these take the
+/// userspace path.
+fn with_ip_options(socket: std::net::UdpSocket) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let options = [1u8, 1, 1, 1];
+    // SAFETY: a valid socket and a 4-byte option buffer.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            options.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+    socket
+}
+
+#[test]
+fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_them() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = Net::with_fast_path();
+    let relay = net.start();
+    let lane = net.lane(&relay, "steered", 5);
+    let (media, control) = (lane.media, relay_port(base(5) + 1));
+
+    // Held, and counted as held, without a socket of their own.
+    let ports = relay_udp_ports(&relay);
+    assert!(
+        !ports.contains(&media.port()) && !ports.contains(&control.port()),
+        "the relay's sockets: {ports:?}"
+    );
+    let metrics = relay.get("/metrics").text;
+    assert!(metrics.contains("rtp_relay_bound_sockets 2"), "{metrics}");
+
+    // What the kernel does not forward waits for the relay process (stopped
+    // here), which then forwards it from the relay's port.
+    let appliance = with_ip_options(lane.appliance);
+    freeze(&relay);
+    let sent = send_rtp(&appliance, media, 0x51, 0..3, |_| 100);
+    assert!(drain(&lane.wowza).is_empty(), "not forwarded by the kernel");
+    relay.signal(Signal::SIGCONT);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    lane.wowza
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    while got.len() < sent.len() {
+        let (n, from) = lane
+            .wowza
+            .recv_from(&mut buf)
+            .expect("forwarded by userspace");
+        got.push((buf[..n].to_vec(), from));
+    }
+    for ((data, from), p) in got.iter().zip(&sent) {
+        assert_eq!(
+            (data, *from),
+            (p, media),
+            "unchanged, from the relay's port"
+        );
+    }
+    let s = || media_stats(&relay, "steered");
+    assert!(
+        wait_until(Duration::from_secs(2), || s()["packets_to_wowza"] == 3),
+        "{}",
+        s()
+    );
+    assert_eq!(s()["media"]["extended_highest_sequence"], 2, "{}", s());
+
+    // Freed: no longer steered, and nothing of it is forwarded.
+    assert_eq!(relay.delete("/v1/reservations/steered").status, 200);
+    send_rtp(&appliance, media, 0x51, 3..4, |_| 100);
+    assert!(
+        drain(&lane.wowza).is_empty(),
+        "a freed group forwards nothing"
+    );
+}

@@ -707,17 +707,14 @@ fn ready_on_the_fast_path_from_the_kernels_copies() {
     stop.store(true, Ordering::Relaxed);
     let received: usize = receivers.into_iter().map(|r| r.join().unwrap().len()).sum();
     // Nothing waits in the relay's sockets for its userspace path.
-    let queued: Vec<(String, u64)> = ports
-        .iter()
-        .map(|(role, port, _)| (role.clone(), receive_queue(&relay, *port)))
-        .collect();
+    let queued = userspace_queue(&relay);
     relay.signal(Signal::SIGCONT);
     assert_eq!(
         received as u64,
         report["packets"].as_u64().unwrap(),
         "the kernel forwards every packet"
     );
-    assert!(queued.iter().all(|(_, q)| *q == 0), "{queued:?}");
+    assert_eq!(queued, 0, "bytes left to userspace");
 
     let profile = Profile::echo360_live();
     // The SDP of `role` (asked with `query`), once ready, describes it with `sets`.

@@ -15,9 +15,14 @@
 //! opens, hands each socket to a worker, and frees them (synchronously) when it
 //! closes. Binding is idempotent: it binds the ports not yet bound and reports
 //! the ones that failed, so a degraded group is completed by binding it again.
-//! With the fast path on, every bound media port's rule is mirrored into the
+//! With the fast path on, every bound port's rule is mirrored into the
 //! kernel, and readers see the sum of both backends' counters through
-//! [`BoundPorts`], a copy handed out after every change.
+//! [`BoundPorts`], a copy handed out after every change. A port the kernel
+//! forwards keeps no socket of its own (on an IPv4 address): binding it
+//! checks that it is free, then what the kernel leaves to userspace is
+//! steered to the workers' sockets ([`crate::udp::steer`]), as thousands of
+//! idle bound sockets lengthen every packet's tail on the machine
+//! (BENCHMARKS.md, stop 26).
 
 pub mod counters;
 pub mod ebpf;
@@ -38,11 +43,11 @@ use ebpf::{FastPath, KernelPort};
 use forwarder::{Forwarder, PortState};
 use rule::{GroupPlan, PortRule};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{Command, WorkerHandle};
+use worker::{Command, PortSockets, WorkerHandle};
 
 /// File descriptors kept free for what is neither a group socket, a worker's
 /// nor the control plane's connections: stdio, the journal and its lock, the
@@ -243,6 +248,11 @@ pub struct DataPlane {
     inherited: HashMap<u16, (UdpSocket, PortState)>,
     /// The workers' side of the fence (the kernel's is in its map).
     fence: Arc<fence::Fence>,
+    /// How ports are bound.
+    sockets: PortSockets,
+    /// On the fast path (IPv4): the kernel's ports' datagrams for userspace
+    /// go to the workers' steering sockets, one per worker.
+    steering: Option<crate::udp::steer::Steering>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -272,9 +282,18 @@ impl DataPlane {
             let ahead = Duration::from_nanos(boot_ns.saturating_sub(now.boot_ns));
             fence.set(Some(now.mono.checked_add(ahead).unwrap_or(now.mono)));
         }
+        let sockets = PortSockets {
+            address: options.bind_address,
+            recv_buffer: options.recv_buffer_bytes,
+            send_buffer: options.send_buffer_bytes,
+        };
         let workers: Vec<_> = (0..options.workers.max(1))
-            .map(|i| WorkerHandle::spawn(i, slot, fence.clone()))
+            .map(|i| WorkerHandle::spawn(i, slot, fence.clone(), sockets))
             .collect::<std::io::Result<_>>()?;
+        let steering = match (&fast, options.bind_address) {
+            (Some(_), IpAddr::V4(address)) => steer(address, &options, &workers),
+            _ => None,
+        };
         let reserved_files = SPARE_FILES + FILES_PER_WORKER * workers.len() as u64;
         let mut fast = fast;
         let learning = match fast.as_mut().and_then(FastPath::take_learn_ring) {
@@ -299,6 +318,8 @@ impl DataPlane {
             learning,
             inherited: HashMap::new(),
             fence,
+            sockets,
+            steering,
         })
     }
 
@@ -419,8 +440,16 @@ impl DataPlane {
                 continue;
             }
             let opened = match self.inherited.remove(&rule.port) {
-                Some((socket, state)) => Ok((socket, Some(state))),
-                None => open_socket(&self.options, rule.port).map(|s| (s, None)),
+                Some((socket, state)) => Ok((Some(socket), Some(state))),
+                None => match self.sockets.open(rule.port) {
+                    Ok(s) => Ok((Some(s), None)),
+                    // The port a steering socket happened to be bound on: the
+                    // relay holds it already, and steers it.
+                    Err(_) if self.steering.as_ref().is_some_and(|s| s.holds(rule.port)) => {
+                        Ok((None, None))
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match opened {
                 Ok((socket, state)) => ports.push(self.start_port(plan, rule, socket, state, now)),
@@ -447,7 +476,7 @@ impl DataPlane {
         &mut self,
         plan: &GroupPlan,
         rule: PortRule,
-        socket: UdpSocket,
+        socket: Option<UdpSocket>,
         inherited: Option<PortState>,
         now: &Now,
     ) -> BoundPort {
@@ -469,7 +498,26 @@ impl DataPlane {
         let kernel = self.install(plan, &rule, false, now);
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
-        self.workers[worker].send(Command::Add(socket, Box::new(port), kernel.clone()));
+        // Steered before the worker closes the port's own socket; a port
+        // without one is steered even if the kernel does not forward it.
+        let steered = match self.steering.as_mut() {
+            Some(steering) if kernel.is_some() || socket.is_none() => {
+                match steering.steer(rule.port, worker) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(port = rule.port, error = %e, "the port keeps its own socket");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        self.workers[worker].send(Command::Add(
+            socket,
+            Box::new(port),
+            kernel.clone(),
+            steered,
+        ));
         BoundPort {
             rule,
             counters,
@@ -554,6 +602,13 @@ impl DataPlane {
                 fast.remove(p.rule.port);
             }
         }
+        if let Some(steering) = self.steering.as_mut() {
+            for p in bound.iter() {
+                if let Err(e) = steering.unsteer(p.rule.port) {
+                    tracing::warn!(port = p.rule.port, error = %e, "a freed port stays steered");
+                }
+            }
+        }
         if let Some(l) = &self.learning {
             for p in bound.iter() {
                 l.remove(p.rule.port);
@@ -595,12 +650,33 @@ impl DataPlane {
     }
 }
 
-fn open_socket(o: &Options, port: u16) -> std::io::Result<UdpSocket> {
-    crate::udp::udp_socket(
-        SocketAddr::new(o.bind_address, port),
-        o.recv_buffer_bytes,
-        o.send_buffer_bytes,
-    )
+/// Starts the steering of the fast path's ports, one socket per worker
+/// (the first [`crate::udp::steer::MAX_SOCKETS`] workers): `None`, and
+/// every port keeps its own socket, when it cannot (logged).
+fn steer(
+    address: std::net::Ipv4Addr,
+    options: &Options,
+    workers: &[WorkerHandle],
+) -> Option<crate::udp::steer::Steering> {
+    let n = workers.len().min(crate::udp::steer::MAX_SOCKETS);
+    let steering =
+        match crate::udp::steer::Steering::start(address, n, options.recv_buffer_bytes, false) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!(%why, "the fast path's ports keep a socket each");
+                return None;
+            }
+        };
+    for (i, worker) in workers.iter().take(n).enumerate() {
+        match steering.socket(i).try_clone() {
+            Ok(s) => worker.send(Command::Steer(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fast path's ports keep a socket each");
+                return None;
+            }
+        }
+    }
+    Some(steering)
 }
 
 #[cfg(test)]
@@ -855,7 +931,8 @@ mod tests {
     fn inherited_sockets_no_window_takes_are_closed() {
         let (_, _, p) = lane(536);
         let port = p.group.port(0, Plane::Rtp);
-        let socket = open_socket(&options(), port).unwrap();
+        let socket =
+            crate::udp::udp_socket(([127, 0, 0, 1], port).into(), 1 << 16, 1 << 16).unwrap();
         let state = Forwarder::new(
             p.rules(1500).next().unwrap(),
             48_000,

@@ -1,8 +1,13 @@
-//! A data-plane worker: one thread, one epoll instance, the sockets assigned to
+//! A data-plane worker: one thread, one epoll instance, the ports assigned to
 //! it. For each readable socket it receives a batch, lets each [`Forwarder`] decide,
 //! and sends the forwards back out of the same socket in one batch. Commands
 //! from the control plane (add, update, remove a port) arrive over a channel
 //! with a waker; nothing on the packet path locks or allocates.
+//!
+//! On the kernel fast path a port has no socket of its own (docs/forwarding.md,
+//! "Kernel fast path"): what the kernel leaves to userspace is steered to the
+//! worker's one steering socket, told apart by its destination port, and the
+//! forwards leave from a socket bound to the port for that send only.
 
 use super::ebpf::KernelPort;
 use super::fence::Fence;
@@ -14,6 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -22,13 +28,25 @@ use std::time::Instant;
 use tracing::warn;
 
 const WAKE: Token = Token(usize::MAX);
+const STEERED: Token = Token(usize::MAX - 1);
+/// No port of this worker (in [`Worker::steered_ports`]).
+const NO_PORT: u32 = u32::MAX;
 /// Batches read from one socket before the others get their turn.
 const FAIR_SHARE: usize = 8;
 
 /// What the control plane asks of a worker.
 pub enum Command {
     /// Start forwarding on this socket (also on the fast path, if given).
-    Add(std::net::UdpSocket, Box<Forwarder>, Option<KernelPort>),
+    /// Steered (true): the port's datagrams come through the steering socket,
+    /// and its own socket (if any) is read until empty, then closed.
+    Add(
+        Option<std::net::UdpSocket>,
+        Box<Forwarder>,
+        Option<KernelPort>,
+        bool,
+    ),
+    /// Read this steering socket (the steered ports' datagrams).
+    Steer(std::net::UdpSocket),
     /// Replace a port's rule; `relatch` forgets its latched appliance.
     Update(PortRule, bool, Option<KernelPort>),
     /// Close these ports; the sender is answered once they are closed.
@@ -63,14 +81,20 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts worker `index`; `slot` is the receive buffer size per datagram;
-    /// past `fence`'s deadline it forwards nothing.
-    pub fn spawn(index: usize, slot: usize, fence: Arc<Fence>) -> io::Result<WorkerHandle> {
+    /// past `fence`'s deadline it forwards nothing. `sockets` says how a
+    /// steered port's socket is bound for a send or a handover.
+    pub fn spawn(
+        index: usize,
+        slot: usize,
+        fence: Arc<Fence>,
+        sockets: PortSockets,
+    ) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (commands, rx) = channel();
         let thread = std::thread::Builder::new()
             .name(format!("data-{index}"))
-            .spawn(move || Worker::new(poll, rx, slot, fence).run())?;
+            .spawn(move || Worker::new(poll, rx, slot, fence, sockets).run())?;
         Ok(WorkerHandle {
             commands,
             waker,
@@ -95,14 +119,69 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// How a port's socket is bound: the data plane's address and buffer sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct PortSockets {
+    /// `bind_address`.
+    pub address: IpAddr,
+    /// `SO_RCVBUF`.
+    pub recv_buffer: usize,
+    /// `SO_SNDBUF`.
+    pub send_buffer: usize,
+}
+
+impl PortSockets {
+    /// A socket of its own for `port`, as a bind gives it.
+    pub fn open(&self, port: u16) -> io::Result<std::net::UdpSocket> {
+        crate::udp::udp_socket(
+            SocketAddr::new(self.address, port),
+            self.recv_buffer,
+            self.send_buffer,
+        )
+    }
+
+    /// A socket bound to `port` for one send from a steered port:
+    /// `SO_REUSEADDR`, so that two such sends need not wait for each other
+    /// (a steered port's datagrams never reach it: the steering comes first).
+    fn for_sending(&self, port: u16) -> io::Result<socket2::Socket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let addr = SocketAddr::new(self.address, port);
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    }
+}
+
+/// One port of a worker.
+struct Port {
+    /// Its own socket; a steered port's only until it is read empty (and
+    /// while a handover holds it).
+    socket: Option<UdpSocket>,
+    forwarder: Forwarder,
+    kernel: Option<KernelPort>,
+    /// Its datagrams come through the steering socket.
+    steered: bool,
+}
+
 struct Worker {
     poll: Poll,
     commands: Receiver<Command>,
-    ports: Slab<(UdpSocket, Forwarder, Option<KernelPort>)>,
+    ports: Slab<Port>,
     by_port: HashMap<u16, usize>,
     batch: Batch,
     /// Sockets left readable after their fair share (edge-triggered: no new event).
     again: Vec<usize>,
+    /// The steering socket, its batch (with each datagram's destination), and
+    /// whether it was left readable after its fair share.
+    steering: Option<(UdpSocket, Batch, bool)>,
+    /// Steered port number → slab key ([`NO_PORT`]: none of this worker's):
+    /// an index, not a hash, per steered datagram.
+    steered_ports: Vec<u32>,
+    /// The forwards of one steered batch: slab key, datagram, destination.
+    steered_sends: Vec<(usize, usize, SocketAddr)>,
+    sockets: PortSockets,
     /// Paused for an upgrade: nothing is read.
     paused: bool,
     /// Past its deadline, what is read is dropped.
@@ -110,7 +189,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(poll: Poll, commands: Receiver<Command>, slot: usize, fence: Arc<Fence>) -> Self {
+    fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        slot: usize,
+        fence: Arc<Fence>,
+        sockets: PortSockets,
+    ) -> Self {
         Worker {
             poll,
             commands,
@@ -118,6 +203,10 @@ impl Worker {
             by_port: HashMap::new(),
             batch: Batch::new(slot),
             again: Vec::with_capacity(1024),
+            steering: None,
+            steered_ports: Vec::new(),
+            steered_sends: Vec::with_capacity(BATCH),
+            sockets,
             paused: false,
             fence,
         }
@@ -127,7 +216,9 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<usize> = Vec::with_capacity(1024);
         loop {
-            let timeout = (!self.again.is_empty()).then_some(std::time::Duration::ZERO);
+            let steered_again = self.steering.as_ref().is_some_and(|s| s.2);
+            let timeout =
+                (!self.again.is_empty() || steered_again).then_some(std::time::Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -137,6 +228,7 @@ impl Worker {
             }
             ready.clear();
             ready.append(&mut self.again);
+            let mut steered = steered_again;
             for event in events.iter() {
                 match event.token() {
                     WAKE => {
@@ -144,11 +236,15 @@ impl Worker {
                             return;
                         }
                     }
+                    STEERED => steered = true,
                     Token(key) => ready.push(key),
                 }
             }
             if self.paused {
                 continue;
+            }
+            if steered {
+                self.drain_steered();
             }
             for &key in &ready {
                 self.drain(key);
@@ -160,32 +256,65 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add(socket, port, kernel) => {
-                    let number = port.rule().port;
+                Command::Add(socket, forwarder, kernel, steered) => {
+                    let number = forwarder.rule().port;
                     let entry = self.ports.vacant_entry();
-                    let mut socket = UdpSocket::from_std(socket);
-                    if let Err(e) = self.poll.registry().register(
-                        &mut socket,
-                        Token(entry.key()),
-                        Interest::READABLE,
-                    ) {
+                    let key = entry.key();
+                    let mut socket = socket.map(UdpSocket::from_std);
+                    if let Some(socket) = socket.as_mut()
+                        && let Err(e) =
+                            self.poll
+                                .registry()
+                                .register(socket, Token(key), Interest::READABLE)
+                    {
                         warn!(port = number, error = %e, "cannot watch a bound socket; it will not forward");
                         continue;
                     }
-                    self.by_port.insert(number, entry.key());
-                    entry.insert((socket, *port, kernel));
+                    self.by_port.insert(number, key);
+                    entry.insert(Port {
+                        socket,
+                        forwarder: *forwarder,
+                        kernel,
+                        steered,
+                    });
+                    if steered {
+                        self.set_steered(number, key as u32);
+                        // Read what it holds (a handover's), then closed.
+                        self.again.push(key);
+                    }
+                }
+                Command::Steer(socket) => {
+                    let mut socket = UdpSocket::from_std(socket);
+                    match self
+                        .poll
+                        .registry()
+                        .register(&mut socket, STEERED, Interest::READABLE)
+                    {
+                        Ok(()) => {
+                            let slot = self.batch.slot();
+                            self.steering = Some((socket, Batch::with_destinations(slot), true));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot watch the steering socket; what the kernel leaves to userspace is lost")
+                        }
+                    }
                 }
                 Command::Update(rule, relatch, kernel) => {
                     if let Some(&key) = self.by_port.get(&rule.port) {
-                        self.ports[key].1.set_rule(rule, relatch);
-                        self.ports[key].2 = kernel;
+                        self.ports[key].forwarder.set_rule(rule, relatch);
+                        self.ports[key].kernel = kernel;
                     }
                 }
                 Command::Remove(numbers, done) => {
                     for number in numbers {
                         if let Some(key) = self.by_port.remove(&number) {
-                            let (mut socket, ..) = self.ports.remove(key);
-                            let _ = self.poll.registry().deregister(&mut socket);
+                            let port = self.ports.remove(key);
+                            if let Some(mut socket) = port.socket {
+                                let _ = self.poll.registry().deregister(&mut socket);
+                            }
+                            if port.steered {
+                                self.set_steered(number, NO_PORT);
+                            }
                             self.again.retain(|&k| k != key);
                         }
                     }
@@ -194,24 +323,17 @@ impl Worker {
                 Command::Pause(reply) => {
                     self.paused = true;
                     self.again.clear();
-                    let now = Instant::now();
-                    let ports = self
-                        .ports
-                        .iter()
-                        .map(|(_, (socket, port, _))| Paused {
-                            port: port.rule().port,
-                            fd: socket.as_raw_fd(),
-                            address: socket.local_addr(),
-                            state: port.state(now),
-                        })
-                        .collect();
-                    let _ = reply.send(ports);
+                    let _ = reply.send(self.pause());
                 }
                 Command::Resume => {
                     // Edge-triggered: what arrived meanwhile raised no new
-                    // event once ignored; every socket is read again.
+                    // event once ignored; every socket is read again (and a
+                    // steered port's, bound for the handover, closed).
                     self.paused = false;
                     self.again = self.ports.iter().map(|(key, _)| key).collect();
+                    if let Some(s) = self.steering.as_mut() {
+                        s.2 = true;
+                    }
                 }
                 Command::Stop => return false,
             }
@@ -219,17 +341,65 @@ impl Worker {
         true
     }
 
+    /// Records which of this worker's ports a steered datagram's port is.
+    fn set_steered(&mut self, port: u16, key: u32) {
+        if self.steered_ports.is_empty() {
+            self.steered_ports = vec![NO_PORT; 1 << 16];
+        }
+        self.steered_ports[usize::from(port)] = key;
+    }
+
+    /// Every port's socket and state, for a handover. A steered port is
+    /// bound afresh, as the next process takes its ports by their sockets;
+    /// one that cannot be (another process took the port) is left out, and
+    /// the next process binds it as a new one.
+    fn pause(&mut self) -> Vec<Paused> {
+        let now = Instant::now();
+        let mut paused = Vec::with_capacity(self.ports.len());
+        for (_, port) in self.ports.iter_mut() {
+            let number = port.forwarder.rule().port;
+            if port.socket.is_none() {
+                match self.sockets.open(number) {
+                    Ok(s) => port.socket = Some(UdpSocket::from_std(s)),
+                    Err(e) => {
+                        warn!(port = number, error = %e, "upgrade: a steered port cannot be bound for the handover; the next process binds it afresh");
+                        continue;
+                    }
+                }
+            }
+            let Some(socket) = &port.socket else { continue };
+            paused.push(Paused {
+                port: number,
+                fd: socket.as_raw_fd(),
+                address: socket.local_addr(),
+                state: port.forwarder.state(now),
+            });
+        }
+        paused
+    }
+
     /// Receives, decides and forwards on one socket until it is empty or has had
-    /// its fair share.
+    /// its fair share. A steered port's own socket, once empty, is closed.
     fn drain(&mut self, key: usize) {
-        let Some((socket, port, kernel)) = self.ports.get_mut(key) else {
+        let Some(Port {
+            socket: Some(socket),
+            forwarder: port,
+            kernel,
+            steered,
+        }) = self.ports.get_mut(key)
+        else {
             return;
         };
         let fd = socket.as_raw_fd();
         for _ in 0..FAIR_SHARE {
             let n = match self.batch.recv(fd) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if *steered && let Some(mut socket) = self.ports[key].socket.take() {
+                        let _ = self.poll.registry().deregister(&mut socket);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error queued on the socket: reading it clears it.
                 Err(_) => continue,
@@ -271,5 +441,97 @@ impl Worker {
             }
         }
         self.again.push(key);
+    }
+
+    /// Receives, decides and forwards what the steering socket holds (the
+    /// steered ports' datagrams the kernel did not forward) until it is empty
+    /// or has had its fair share. Each datagram goes to its port's forwarder;
+    /// the forwards leave port by port, from a socket bound to the port.
+    fn drain_steered(&mut self) {
+        let Some((socket, batch, again)) = self.steering.as_mut() else {
+            return;
+        };
+        *again = false;
+        let fd = socket.as_raw_fd();
+        for _ in 0..FAIR_SHARE {
+            let n = match batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            // Fenced: read and dropped, as on a port's own socket.
+            if self.fence.passed(now) {
+                self.fence.count(n);
+                if n < BATCH {
+                    return;
+                }
+                continue;
+            }
+            self.steered_sends.clear();
+            for i in 0..n {
+                // Not a steered port of this worker (its own port's traffic,
+                // or a port freed meanwhile): dropped.
+                let Some(key) = batch
+                    .destination(i)
+                    .map(|to| self.steered_ports[usize::from(to.port())])
+                    .filter(|&k| k != NO_PORT)
+                else {
+                    continue;
+                };
+                let key = key as usize;
+                let Some((from, data, len)) = batch.datagram(i) else {
+                    continue;
+                };
+                let port = &mut self.ports[key];
+                if let Some(latched) = port.kernel.as_ref().and_then(KernelPort::latched) {
+                    port.forwarder.adopt_latch(latched);
+                }
+                if let Verdict::Forward(to) = port.forwarder.on_datagram(from, data, len, now) {
+                    self.steered_sends.push((key, i, to));
+                }
+            }
+            // By port, each port's in the order they came.
+            self.steered_sends
+                .sort_unstable_by_key(|&(key, i, _)| (key, i));
+            for group in self.steered_sends.chunk_by(|a, b| a.0 == b.0) {
+                let port = &mut self.ports[group[0].0];
+                let transient;
+                let fd = match &port.socket {
+                    Some(own) => own.as_raw_fd(),
+                    None => match self.sockets.for_sending(port.forwarder.rule().port) {
+                        Ok(s) => {
+                            transient = s;
+                            transient.as_raw_fd()
+                        }
+                        Err(e) => {
+                            warn!(port = port.forwarder.rule().port, error = %e, "cannot bind a steered port to send from it");
+                            for _ in group {
+                                port.forwarder.send_failed();
+                            }
+                            continue;
+                        }
+                    },
+                };
+                for &(_, i, to) in group {
+                    batch.forward(i, to);
+                }
+                let forwarder = &port.forwarder;
+                batch.send(fd, |to, len, ok| {
+                    if ok {
+                        forwarder.sent(forwarder.direction(to), len);
+                    } else {
+                        forwarder.send_failed();
+                    }
+                });
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+        if let Some(s) = self.steering.as_mut() {
+            s.2 = true;
+        }
     }
 }

@@ -23,5 +23,4 @@ pub mod receiver;
 pub mod scheduling;
 pub mod sink;
 pub mod source;
-pub mod steer;
 pub mod wheel;

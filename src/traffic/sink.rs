@@ -5,8 +5,8 @@
 use super::profile::{Profile, SR_INTERVAL};
 use super::receiver::StreamReceiver;
 use super::scheduling::Placement;
-use super::steer::Steering;
 use crate::group::Role;
+use crate::udp::steer::Steering;
 use crate::udp::{BATCH, Batch};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
@@ -181,14 +181,14 @@ impl Sink {
         let (steering, refused) = match (options.receive, bind) {
             (Receive::PerPort, _) => (None, None),
             (Receive::Auto, IpAddr::V6(_)) => (None, Some("steering is IPv4 only".into())),
-            (Receive::Auto, IpAddr::V4(a)) => match Steering::start(a, &media_ports) {
+            (Receive::Auto, IpAddr::V4(a)) => match steer(a, &media_ports) {
                 Ok(s) => (Some(s), None),
                 Err(why) => (None, Some(why)),
             },
         };
         let mut steered = match &steering {
             Some(s) => {
-                let mut socket = mio::net::UdpSocket::from_std(s.socket().try_clone()?);
+                let mut socket = mio::net::UdpSocket::from_std(s.socket(0).try_clone()?);
                 poll.registry()
                     .register(&mut socket, STEERED, Interest::READABLE)?;
                 Some(socket)
@@ -258,6 +258,20 @@ impl Sink {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }
+}
+
+/// The steered socket's receive buffer: every media port's datagrams queue
+/// there, so it holds what thousands of per-port buffers held (≈ 90 ms of
+/// 2048 webcasts).
+const STEERED_RECV_BUFFER: usize = 64 << 20;
+
+/// Steers every media port on `address` to one socket.
+fn steer(address: std::net::Ipv4Addr, media_ports: &[u16]) -> Result<Steering, String> {
+    let mut steering = Steering::start(address, 1, STEERED_RECV_BUFFER, true)?;
+    for &port in media_ports {
+        steering.steer(port, 0)?;
+    }
+    Ok(steering)
 }
 
 fn open(bind: IpAddr, port: u16) -> io::Result<UdpSocket> {

@@ -158,6 +158,11 @@ impl Batch {
         None
     }
 
+    /// The most bytes a datagram keeps (larger ones are cut to it).
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
     /// Queues datagram `i` to be sent to `to`.
     #[inline]
     pub fn forward(&mut self, i: usize, to: SocketAddr) {

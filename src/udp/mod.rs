@@ -6,9 +6,12 @@
 //!   from and into buffers allocated once;
 //! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for,
 //!   and [`set_int_option`] for the options socket2 does not name;
-//! - [`raise_open_files_limit`]: every bound port is a file descriptor.
+//! - [`raise_open_files_limit`]: every bound port is a file descriptor;
+//! - [`steer`]: an sk_lookup program that delivers chosen ports' datagrams
+//!   to a few sockets.
 
 mod batch;
+pub mod steer;
 
 pub(crate) use batch::{BATCH, Batch};
 

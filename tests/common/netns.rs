@@ -61,24 +61,37 @@ pub fn freeze(relay: &Relay) {
     );
 }
 
-/// The bytes waiting in the receive queue of the relay's UDP socket on
-/// `port` (`/proc/<pid>/net/udp`, read in the relay's namespace): what its
-/// data plane has yet to read.
-pub fn receive_queue(relay: &Relay, port: u16) -> u64 {
+/// The bytes waiting in the receive queues of the relay's UDP sockets
+/// (`/proc/<pid>/net/udp`, read in the relay's namespace, for the sockets
+/// among the relay's descriptors): what its data plane has yet to read. On
+/// the fast path a port has no socket of its own, and what the kernel leaves
+/// to userspace waits in a worker's steering socket.
+pub fn userspace_queue(relay: &Relay) -> u64 {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
     let table = std::fs::read_to_string(format!("/proc/{}/net/udp", relay.pid())).unwrap();
-    let local = format!(":{port:04X}");
-    let line = table
+    let relays: Vec<&str> = table
         .lines()
         .skip(1)
-        .find(|l| {
+        .filter(|l| {
             l.split_whitespace()
-                .nth(1)
-                .is_some_and(|a| a.ends_with(&local))
+                .nth(9)
+                .is_some_and(|inode| inodes.iter().any(|i| i == inode))
         })
-        .unwrap_or_else(|| panic!("no UDP socket on port {port}:\n{table}"));
-    // "tx_queue:rx_queue", in hex.
-    let queues = line.split_whitespace().nth(4).unwrap();
-    u64::from_str_radix(queues.split(':').nth(1).unwrap(), 16).unwrap()
+        .collect();
+    assert!(!relays.is_empty(), "the relay has no UDP socket:\n{table}");
+    relays
+        .iter()
+        // "tx_queue:rx_queue", in hex.
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .map(|q| u64::from_str_radix(q.split(':').nth(1).unwrap(), 16).unwrap())
+        .sum()
 }
 
 /// Runs `ip args`; panics with its error (and how to skip) when it fails.

@@ -1,0 +1,168 @@
+//! Receive steering: the I/O around `steer.bpf.c`, an sk_lookup program that
+//! delivers the UDP datagrams of chosen ports to a few sockets instead of the
+//! ports' own. Each datagram's port is read back from `IP_ORIGDSTADDR`
+//! ([`super::Batch::with_destinations`]).
+//!
+//! Two users:
+//! - the relay, on the kernel fast path: its ports then need no socket of
+//!   their own (docs/forwarding.md, "Kernel fast path"), and what the kernel
+//!   leaves to userspace reaches its workers' sockets, one per worker;
+//! - the sink (docs/traffic-tools.md): thousands of media ports read 32
+//!   datagrams at a time with one `recvmmsg`, instead of one system call and
+//!   one epoll event per port and datagram.
+//!
+//! For an unconnected socket the kernel asks the program first, so a steered
+//! port's datagrams reach the steering socket even if the port is bound by
+//! another socket. The program is attached to the process's network
+//! namespace for as long as the [`Steering`] lives (the kernel detaches it
+//! when the process ends, however it ends). It needs `CAP_BPF` and
+//! `CAP_NET_ADMIN`.
+
+use aya::maps::{Array, MapData};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+
+/// The compiled program, when this build has one.
+#[cfg(ebpf_program)]
+const OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
+    env!("OUT_DIR"),
+    "/steer.bpf.o"
+)));
+#[cfg(not(ebpf_program))]
+const OBJECT: Option<&[u8]> = None;
+
+const PROGRAM: &str = "rtp_relay_steer";
+/// The program's socket map holds this many (`MAX_SOCKETS` in steer.bpf.c).
+pub const MAX_SOCKETS: usize = 1024;
+
+/// Steering in force: the sockets that receive, and the attached program.
+pub struct Steering {
+    sockets: Vec<UdpSocket>,
+    /// By port: 0, or 1 + the index of the socket it is steered to.
+    ports: Array<MapData, u16>,
+    /// Owns the program and its link: dropping it detaches the program.
+    _ebpf: aya::Ebpf,
+}
+
+impl Steering {
+    /// Opens `sockets` sockets on `address` (at most [`MAX_SOCKETS`]) with a
+    /// receive buffer of `recv_buffer` bytes (forced past `rmem_max` when
+    /// `force`), and attaches the program; no port is steered yet. With
+    /// `address` 0.0.0.0, datagrams to any local address are steered. Why
+    /// not, when the build, the kernel or the privileges do not allow it.
+    pub fn start(
+        address: Ipv4Addr,
+        sockets: usize,
+        recv_buffer: usize,
+        force: bool,
+    ) -> Result<Steering, String> {
+        use aya::maps::SockMap;
+        use aya::programs::SkLookup;
+        let object = OBJECT.ok_or_else(|| {
+            option_env!("RTP_RELAY_EBPF_MISSING")
+                .unwrap_or("this build has no eBPF programs")
+                .to_string()
+        })?;
+        if sockets == 0 || sockets > MAX_SOCKETS {
+            return Err(format!(
+                "{sockets} steering sockets asked for; 1 to {MAX_SOCKETS} can be steered to"
+            ));
+        }
+        let sockets: Vec<UdpSocket> = (0..sockets)
+            .map(|_| open(address, recv_buffer, force))
+            .collect::<Result<_, _>>()?;
+
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(object)
+            .map_err(|e| format!("the kernel refused the steering object: {e}"))?;
+        let ports: Array<_, u16> = Array::try_from(
+            ebpf.take_map("ports")
+                .ok_or("the steering object has no ports map")?,
+        )
+        .map_err(|e| format!("ports map: {e}"))?;
+        let mut address_map: Array<_, u32> = Array::try_from(
+            ebpf.take_map("address")
+                .ok_or("the steering object has no address map")?,
+        )
+        .map_err(|e| format!("address map: {e}"))?;
+        address_map
+            .set(0, u32::from(address).to_be(), 0)
+            .map_err(|e| format!("address map: {e}"))?;
+        let mut socket_map = SockMap::try_from(
+            ebpf.take_map("socket")
+                .ok_or("the steering object has no socket map")?,
+        )
+        .map_err(|e| format!("socket map: {e}"))?;
+        for (i, socket) in sockets.iter().enumerate() {
+            socket_map
+                .set(i as u32, socket, 0)
+                .map_err(|e| format!("socket map: {e}"))?;
+        }
+
+        let program: &mut SkLookup = ebpf
+            .program_mut(PROGRAM)
+            .ok_or("the steering object has no program")?
+            .try_into()
+            .map_err(|e| format!("{PROGRAM} is not an sk_lookup program: {e}"))?;
+        program
+            .load()
+            .map_err(|e| format!("the kernel refused the steering program: {e}"))?;
+        let netns = std::fs::File::open("/proc/self/ns/net")
+            .map_err(|e| format!("cannot open this network namespace: {e}"))?;
+        program
+            .attach(netns)
+            .map_err(|e| format!("cannot attach the steering program: {e}"))?;
+        Ok(Steering {
+            sockets,
+            ports,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Steers `port`'s datagrams to socket `socket`.
+    pub fn steer(&mut self, port: u16, socket: usize) -> Result<(), String> {
+        if socket >= self.sockets.len() {
+            return Err(format!("no steering socket {socket}"));
+        }
+        self.ports
+            .set(u32::from(port), socket as u16 + 1, 0)
+            .map_err(|e| format!("cannot steer port {port}: {e}"))
+    }
+
+    /// Gives `port` back to the kernel's ordinary lookup.
+    pub fn unsteer(&mut self, port: u16) -> Result<(), String> {
+        self.ports
+            .set(u32::from(port), 0, 0)
+            .map_err(|e| format!("cannot stop steering port {port}: {e}"))
+    }
+
+    /// Whether one of the steering sockets is bound on `port` (it took an
+    /// ephemeral port, which may be one to steer).
+    pub fn holds(&self, port: u16) -> bool {
+        self.sockets
+            .iter()
+            .any(|s| s.local_addr().is_ok_and(|a| a.port() == port))
+    }
+
+    /// The socket steered datagrams arrive on, by index.
+    pub fn socket(&self, i: usize) -> &UdpSocket {
+        &self.sockets[i]
+    }
+
+    /// How many sockets receive.
+    pub fn sockets(&self) -> usize {
+        self.sockets.len()
+    }
+}
+
+fn open(address: Ipv4Addr, recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
+    let socket = super::udp_socket(SocketAddr::from((address, 0)), recv_buffer, 1 << 16)
+        .map_err(|e| format!("cannot open a steering socket: {e}"))?;
+    if force {
+        let size = libc::c_int::try_from(recv_buffer).unwrap_or(libc::c_int::MAX);
+        super::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+            .map_err(|e| format!("cannot size a steering socket's buffer: {e}"))?;
+    }
+    super::set_int_option(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)
+        .map_err(|e| format!("cannot ask for datagram destinations: {e}"))?;
+    Ok(socket)
+}
