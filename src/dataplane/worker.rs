@@ -154,6 +154,16 @@ impl PortSockets {
     }
 }
 
+/// A worker's steering socket: every datagram of its steered ports that the
+/// kernel did not forward.
+struct Steering {
+    socket: UdpSocket,
+    /// Records each datagram's destination.
+    batch: Batch,
+    /// Left readable after its fair share (edge-triggered: no new event).
+    again: bool,
+}
+
 /// One port of a worker.
 struct Port {
     /// Its own socket; a steered port's only until it is read empty (and
@@ -173,9 +183,8 @@ struct Worker {
     batch: Batch,
     /// Sockets left readable after their fair share (edge-triggered: no new event).
     again: Vec<usize>,
-    /// The steering socket, its batch (with each datagram's destination), and
-    /// whether it was left readable after its fair share.
-    steering: Option<(UdpSocket, Batch, bool)>,
+    /// The steering socket, once the data plane gives it one.
+    steering: Option<Steering>,
     /// Steered port number → slab key ([`NO_PORT`]: none of this worker's):
     /// an index, not a hash, per steered datagram.
     steered_ports: Vec<u32>,
@@ -216,7 +225,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<usize> = Vec::with_capacity(1024);
         loop {
-            let steered_again = self.steering.as_ref().is_some_and(|s| s.2);
+            let steered_again = self.steering.as_ref().is_some_and(|s| s.again);
             let timeout =
                 (!self.again.is_empty() || steered_again).then_some(std::time::Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -292,7 +301,11 @@ impl Worker {
                     {
                         Ok(()) => {
                             let slot = self.batch.slot();
-                            self.steering = Some((socket, Batch::with_destinations(slot), true));
+                            self.steering = Some(Steering {
+                                socket,
+                                batch: Batch::with_destinations(slot),
+                                again: true,
+                            });
                         }
                         Err(e) => {
                             warn!(error = %e, "cannot watch the steering socket; what the kernel leaves to userspace is lost")
@@ -332,7 +345,7 @@ impl Worker {
                     self.paused = false;
                     self.again = self.ports.iter().map(|(key, _)| key).collect();
                     if let Some(s) = self.steering.as_mut() {
-                        s.2 = true;
+                        s.again = true;
                     }
                 }
                 Command::Stop => return false,
@@ -448,7 +461,12 @@ impl Worker {
     /// or has had its fair share. Each datagram goes to its port's forwarder;
     /// the forwards leave port by port, from a socket bound to the port.
     fn drain_steered(&mut self) {
-        let Some((socket, batch, again)) = self.steering.as_mut() else {
+        let Some(Steering {
+            socket,
+            batch,
+            again,
+        }) = self.steering.as_mut()
+        else {
             return;
         };
         *again = false;
@@ -530,8 +548,6 @@ impl Worker {
                 return;
             }
         }
-        if let Some(s) = self.steering.as_mut() {
-            s.2 = true;
-        }
+        *again = true;
     }
 }

@@ -128,7 +128,7 @@ pub struct Options {
 pub struct Sink {
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
-    thread: JoinHandle<Report>,
+    thread: Option<JoinHandle<Report>>,
 }
 
 struct Port {
@@ -244,7 +244,7 @@ impl Sink {
         Ok(Sink {
             stop,
             received,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -254,9 +254,23 @@ impl Sink {
     }
 
     /// Stops receiving and reports.
-    pub fn finish(self) -> Report {
+    pub fn finish(mut self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sink {
+    /// A sink dropped unfinished (a failed load test) stops, and its ports
+    /// are free for the next run once its thread ends.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -38,21 +38,9 @@ pub(super) enum Program<'a> {
     Bare(&'a crate::traffic::bare::BareRewrite),
 }
 
-/// Sends `o`'s load over `streams` (role, port gen sends to, sink port) and
-/// measures it, with the relay at `relay` when there is one.
-pub(super) fn measure(
-    o: &Options,
-    streams: &[(Role, u16, u16)],
-    through_relay: bool,
-    relay: &RelayAt,
-) -> Result<Report, String> {
-    let RelayAt {
-        pid,
-        url,
-        client,
-        ref program,
-    } = *relay;
-    let localhost = IpAddr::from([127, 0, 0, 1]);
+/// Starts the sink on the sink ports of `streams` (role, port gen sends to,
+/// sink port), on 127.0.0.1.
+pub(super) fn start_sink(o: &Options, streams: &[(Role, u16, u16)]) -> Result<Sink, String> {
     let sink_streams: Vec<sink::Stream> = streams
         .iter()
         .map(|&(role, _, sink)| sink::Stream {
@@ -61,8 +49,32 @@ pub(super) fn measure(
             control_port: sink + 1,
         })
         .collect();
-    let sink =
-        Sink::start(localhost, &sink_streams, &o.profile, o.sink).map_err(|e| e.to_string())?;
+    Sink::start(LOCALHOST, &sink_streams, &o.profile, o.sink).map_err(|e| e.to_string())
+}
+
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Sends `o`'s load over `streams` (role, port gen sends to, sink port) and
+/// measures it, with the relay at `relay` when there is one; `sink` is the
+/// sink if already started on those ports.
+pub(super) fn measure(
+    o: &Options,
+    streams: &[(Role, u16, u16)],
+    through_relay: bool,
+    relay: &RelayAt,
+    sink: Option<Sink>,
+) -> Result<Report, String> {
+    let RelayAt {
+        pid,
+        url,
+        client,
+        ref program,
+    } = *relay;
+    let localhost = LOCALHOST;
+    let sink = match sink {
+        Some(sink) => sink,
+        None => start_sink(o, streams)?,
+    };
     let targets: Vec<Target> = streams
         .iter()
         .map(|&(role, relay, _)| Target {

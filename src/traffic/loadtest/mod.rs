@@ -176,6 +176,19 @@ pub fn run(o: &Options) -> Result<Report, String> {
             GroupId::try_from(u32::from(o.first_group) + u32::from(i)).map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
+    // A spawned relay's sink is bound first: the relay's own sockets (its
+    // steering sockets, on ports the kernel picks from the ephemeral range,
+    // where the sink's ports are) then keep clear of the sink's ports.
+    let sink = match &o.mode {
+        Mode::Spawn { .. } => {
+            let planned: Vec<_> = groups
+                .iter()
+                .flat_map(|&g| local_ports(g, o.layout, true))
+                .collect();
+            Some(measure::start_sink(o, &planned)?)
+        }
+        _ => None,
+    };
     let mut relay = match &o.mode {
         Mode::Spawn { fast_path } => Some(Spawned::start(o.groups, *fast_path)?),
         _ => None,
@@ -234,7 +247,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
             client: client.as_ref(),
             program,
         };
-        measure::measure(o, &streams, through_relay, &relay_at)
+        measure::measure(o, &streams, through_relay, &relay_at, sink)
     })();
     if let Some(c) = &client {
         for &g in &groups {
