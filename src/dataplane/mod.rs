@@ -660,7 +660,7 @@ fn steer(
 ) -> Option<crate::udp::steer::Steering> {
     let n = workers.len().min(crate::udp::steer::MAX_SOCKETS);
     let steering =
-        match crate::udp::steer::Steering::start(address, n, options.recv_buffer_bytes, false) {
+        match crate::udp::steer::Steering::start(address, 0, n, options.recv_buffer_bytes, false) {
             Ok(s) => s,
             Err(why) => {
                 tracing::warn!(%why, "the fast path's ports keep a socket each");

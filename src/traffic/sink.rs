@@ -159,9 +159,25 @@ impl Sink {
     ) -> io::Result<Sink> {
         options.placement.check()?;
         let poll = Poll::new()?;
+        let media_ports: Vec<u16> = streams.iter().map(|s| s.media_port).collect();
+        // Steering first: its socket is bound on the first media port, so
+        // that the sink holds no port but its own (a port the kernel picked
+        // could be one a relay is about to bind).
+        let (steering, refused) = match (options.receive, bind, media_ports.first()) {
+            (Receive::PerPort, ..) | (_, _, None) => (None, None),
+            (Receive::Auto, IpAddr::V6(_), _) => (None, Some("steering is IPv4 only".into())),
+            (Receive::Auto, IpAddr::V4(a), Some(&first)) => match steer(a, first, &media_ports) {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, Some(why)),
+            },
+        };
+        let steered_at = steering.as_ref().map(|_| media_ports[0]);
         let mut ports = Vec::with_capacity(streams.len() * 2);
         for (i, s) in streams.iter().enumerate() {
             for (port, media) in [(s.media_port, true), (s.control_port, false)] {
+                if steered_at == Some(port) {
+                    continue;
+                }
                 let socket = open(bind, port).map_err(|e| {
                     io::Error::new(e.kind(), format!("sink cannot bind {bind}:{port}: {e}"))
                 })?;
@@ -177,15 +193,6 @@ impl Sink {
                 });
             }
         }
-        let media_ports: Vec<u16> = streams.iter().map(|s| s.media_port).collect();
-        let (steering, refused) = match (options.receive, bind) {
-            (Receive::PerPort, _) => (None, None),
-            (Receive::Auto, IpAddr::V6(_)) => (None, Some("steering is IPv4 only".into())),
-            (Receive::Auto, IpAddr::V4(a)) => match steer(a, &media_ports) {
-                Ok(s) => (Some(s), None),
-                Err(why) => (None, Some(why)),
-            },
-        };
         let mut steered = match &steering {
             Some(s) => {
                 let mut socket = mio::net::UdpSocket::from_std(s.socket(0).try_clone()?);
@@ -279,9 +286,9 @@ impl Drop for Sink {
 /// 2048 webcasts).
 const STEERED_RECV_BUFFER: usize = 64 << 20;
 
-/// Steers every media port on `address` to one socket.
-fn steer(address: std::net::Ipv4Addr, media_ports: &[u16]) -> Result<Steering, String> {
-    let mut steering = Steering::start(address, 1, STEERED_RECV_BUFFER, true)?;
+/// Steers every media port on `address` to one socket, bound on `first`.
+fn steer(address: std::net::Ipv4Addr, first: u16, media_ports: &[u16]) -> Result<Steering, String> {
+    let mut steering = Steering::start(address, first, 1, STEERED_RECV_BUFFER, true)?;
     for &port in media_ports {
         steering.steer(port, 0)?;
     }
@@ -314,6 +321,9 @@ impl Receiving<'_> {
         let mut events = Events::with_capacity(4096);
         let mut batch = Batch::new(2048);
         let mut steered_batch = Batch::with_destinations(2048);
+        // Each stream's control port, by stream (a steered sink's first
+        // media port has no socket of its own, so indices do not pair up).
+        let controls: Vec<&Port> = ports.iter().filter(|p| !p.media).collect();
         let mut next_reports = Instant::now();
         let mut timeout = IDLE_WAIT;
         while !stop.load(Ordering::Relaxed) {
@@ -333,7 +343,7 @@ impl Receiving<'_> {
             timeout = pace(datagrams);
             let now = Instant::now();
             if now >= next_reports {
-                send_reports(ports, &mut self.states, now);
+                send_reports(&controls, &mut self.states, now);
                 next_reports = now + Duration::from_millis(100);
             }
         }
@@ -490,8 +500,9 @@ fn pace(datagrams: usize) -> Duration {
 const COALESCE: Duration = Duration::from_micros(200);
 
 /// Sends the receiver reports that are due, from each stream's control socket
-/// to where its RTCP comes from (or, before any, the media sender's port + 1).
-fn send_reports(ports: &[Port], states: &mut [State], now: Instant) {
+/// (`controls`, by stream) to where its RTCP comes from (or, before any, the
+/// media sender's port + 1).
+fn send_reports(controls: &[&Port], states: &mut [State], now: Instant) {
     for (i, state) in states.iter_mut().enumerate() {
         if now < state.next_report {
             continue;
@@ -505,6 +516,6 @@ fn send_reports(ports: &[Port], states: &mut [State], now: Instant) {
         let (Some(to), Some(rr)) = (to, state.rx.receiver_report(now)) else {
             continue;
         };
-        let _ = ports[2 * i + 1].socket.send_to(&rr, to);
+        let _ = controls[i].socket.send_to(&rr, to);
     }
 }

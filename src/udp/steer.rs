@@ -47,10 +47,13 @@ impl Steering {
     /// Opens `sockets` sockets on `address` (at most [`MAX_SOCKETS`]) with a
     /// receive buffer of `recv_buffer` bytes (forced past `rmem_max` when
     /// `force`), and attaches the program; no port is steered yet. With
-    /// `address` 0.0.0.0, datagrams to any local address are steered. Why
-    /// not, when the build, the kernel or the privileges do not allow it.
+    /// `address` 0.0.0.0, datagrams to any local address are steered. The
+    /// first socket is bound on `port`, the others (and with `port` 0 all)
+    /// on ports the kernel picks. Why not, when the build, the kernel or the
+    /// privileges do not allow it.
     pub fn start(
         address: Ipv4Addr,
+        port: u16,
         sockets: usize,
         recv_buffer: usize,
         force: bool,
@@ -68,7 +71,7 @@ impl Steering {
             ));
         }
         let sockets: Vec<UdpSocket> = (0..sockets)
-            .map(|_| open(address, recv_buffer, force))
+            .map(|i| open((address, if i == 0 { port } else { 0 }), recv_buffer, force))
             .collect::<Result<_, _>>()?;
 
         let mut ebpf = aya::EbpfLoader::new()
@@ -154,9 +157,13 @@ impl Steering {
     }
 }
 
-fn open(address: Ipv4Addr, recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
-    let socket = super::udp_socket(SocketAddr::from((address, 0)), recv_buffer, 1 << 16)
-        .map_err(|e| format!("cannot open a steering socket: {e}"))?;
+fn open(at: (Ipv4Addr, u16), recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
+    let socket = super::udp_socket(SocketAddr::from(at), recv_buffer, 1 << 16).map_err(|e| {
+        format!(
+            "cannot open a steering socket on {}: {e}",
+            SocketAddr::from(at)
+        )
+    })?;
     if force {
         let size = libc::c_int::try_from(recv_buffer).unwrap_or(libc::c_int::MAX);
         super::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
