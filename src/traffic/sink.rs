@@ -141,7 +141,8 @@ struct State {
     rx: StreamReceiver,
     peer_media: Option<SocketAddr>,
     peer_control: Option<SocketAddr>,
-    next_report: Instant,
+    /// When its next receiver report is due; none before its first packet.
+    next_report: Option<Instant>,
 }
 
 /// The token of the steered socket (the per-port sockets' are their indices).
@@ -206,7 +207,6 @@ impl Sink {
         for (i, &port) in media_ports.iter().enumerate() {
             by_port[usize::from(port)] = i as u32;
         }
-        let start = Instant::now();
         let states: Vec<State> = streams
             .iter()
             .enumerate()
@@ -214,8 +214,7 @@ impl Sink {
                 rx: StreamReceiver::new(profile.role(s.role).clock_rate, 0x5111_0000 + i as u32),
                 peer_media: None,
                 peer_control: None,
-                // Stagger reports over the interval.
-                next_report: start + SR_INTERVAL + SR_INTERVAL.mul_f64((i % 101) as f64 / 101.0),
+                next_report: None,
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -412,6 +411,12 @@ impl Receiving<'_> {
         wall_ns: u64,
     ) {
         let state = &mut self.states[stream];
+        // Reports start with the stream (a sink started before its relay
+        // and generator would else report into the void), staggered over
+        // the interval.
+        state.next_report.get_or_insert_with(|| {
+            now + SR_INTERVAL + SR_INTERVAL.mul_f64((stream % 101) as f64 / 101.0)
+        });
         if media {
             state.peer_media = Some(from);
             self.report.packets += 1;
@@ -504,10 +509,10 @@ const COALESCE: Duration = Duration::from_micros(200);
 /// media sender's port + 1).
 fn send_reports(controls: &[&Port], states: &mut [State], now: Instant) {
     for (i, state) in states.iter_mut().enumerate() {
-        if now < state.next_report {
+        let Some(due) = state.next_report.as_mut().filter(|due| now >= **due) else {
             continue;
-        }
-        state.next_report += SR_INTERVAL;
+        };
+        *due += SR_INTERVAL;
         let to = state.peer_control.or_else(|| {
             state
                 .peer_media
