@@ -687,6 +687,7 @@ impl Config {
             workers: self.effective_workers(),
             audio_clock_rate: self.stream.audio_clock_rate,
             video_clock_rate: self.stream.video_clock_rate,
+            steering_port: self.control.listen.port(),
         }
     }
 

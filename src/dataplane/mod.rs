@@ -74,6 +74,10 @@ pub struct Options {
     pub audio_clock_rate: u32,
     /// Video and display RTP clock (Hz).
     pub video_clock_rate: u32,
+    /// The UDP port of the fast path's steering sockets (docs/forwarding.md,
+    /// "Ports without sockets"): the control plane's port, so that they take
+    /// no port another service may expect; 0, or taken: one the kernel picks.
+    pub steering_port: u16,
 }
 
 /// A bound port as readers see it.
@@ -658,15 +662,24 @@ fn steer(
     options: &Options,
     workers: &[WorkerHandle],
 ) -> Option<crate::udp::steer::Steering> {
-    let n = workers.len().min(crate::udp::steer::MAX_SOCKETS);
-    let steering =
-        match crate::udp::steer::Steering::start(address, 0, n, options.recv_buffer_bytes, false) {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::warn!(%why, "the fast path's ports keep a socket each");
-                return None;
-            }
-        };
+    use crate::udp::steer::{MAX_SOCKETS, Steering};
+    let n = workers.len().min(MAX_SOCKETS);
+    let start = |port| Steering::start(address, port, n, options.recv_buffer_bytes, false);
+    let steering = match start(options.steering_port) {
+        Ok(s) => Ok(s),
+        Err(why) if options.steering_port != 0 => {
+            tracing::info!(%why, "the steering sockets take a port the kernel picks");
+            start(0)
+        }
+        Err(why) => Err(why),
+    };
+    let steering = match steering {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(%why, "the fast path's ports keep a socket each");
+            return None;
+        }
+    };
     for (i, worker) in workers.iter().take(n).enumerate() {
         match steering.socket(i).try_clone() {
             Ok(s) => worker.send(Command::Steer(s)),
@@ -694,6 +707,7 @@ mod tests {
             workers: 2,
             audio_clock_rate: 48_000,
             video_clock_rate: 90_000,
+            steering_port: 0,
         }
     }
 

@@ -168,9 +168,13 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle) -> Result<(
         None => ("userspace", String::new()),
     };
     info!(path, reason = %why, "data path chosen");
-    let mut dataplane =
-        DataPlane::start(config.data_plane_options(), open_files, fast, &Now::read())
-            .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
+    let mut options = config.data_plane_options();
+    // The port the control plane listens on (`listen` may say 0).
+    if let Ok(a) = listener.local_addr() {
+        options.steering_port = a.port();
+    }
+    let mut dataplane = DataPlane::start(options, open_files, fast, &Now::read())
+        .map_err(|e| format!("cannot start the data-plane workers: {e}"))?;
     let handed_over = taken.ports.len();
     dataplane.inherit(std::mem::take(&mut taken.ports));
     // The API's connections and the group sockets each get file descriptors

@@ -58,10 +58,11 @@ int rtp_relay_steer(struct bpf_sk_lookup *ctx)
     struct bpf_sock *sk = bpf_map_lookup_elem(&socket, &index);
     if (!sk)
         return SK_PASS;
-    // Should the assignment fail, the ordinary lookup decides: the port's
-    // own socket if it has one, else the datagram is refused as on any
-    // closed port.
-    bpf_sk_assign(ctx, sk, 0);
+    // The sockets share a port (SO_REUSEPORT): this one, not one the
+    // kernel would pick from their group. Should the assignment fail, the
+    // ordinary lookup decides: the port's own socket if it has one, else
+    // the datagram is refused as on any closed port.
+    bpf_sk_assign(ctx, sk, BPF_SK_LOOKUP_F_NO_REUSEPORT);
     bpf_sk_release(sk);
     return SK_PASS;
 }

@@ -48,9 +48,10 @@ impl Steering {
     /// receive buffer of `recv_buffer` bytes (forced past `rmem_max` when
     /// `force`), and attaches the program; no port is steered yet. With
     /// `address` 0.0.0.0, datagrams to any local address are steered. The
-    /// first socket is bound on `port`, the others (and with `port` 0 all)
-    /// on ports the kernel picks. Why not, when the build, the kernel or the
-    /// privileges do not allow it.
+    /// sockets share one port (`SO_REUSEPORT`; the program picks the socket,
+    /// not the kernel): `port`, or with 0 one the kernel picks. Why not, when
+    /// the build, the kernel or the privileges do not allow it (or `port` is
+    /// taken).
     pub fn start(
         address: Ipv4Addr,
         port: u16,
@@ -70,8 +71,13 @@ impl Steering {
                 "{sockets} steering sockets asked for; 1 to {MAX_SOCKETS} can be steered to"
             ));
         }
-        let sockets: Vec<UdpSocket> = (0..sockets)
-            .map(|i| open((address, if i == 0 { port } else { 0 }), recv_buffer, force))
+        let first = open((address, port), recv_buffer, force)?;
+        let port = first
+            .local_addr()
+            .map_err(|e| format!("a steering socket has no address: {e}"))?
+            .port();
+        let sockets: Vec<UdpSocket> = std::iter::once(Ok(first))
+            .chain((1..sockets).map(|_| open((address, port), recv_buffer, force)))
             .collect::<Result<_, _>>()?;
 
         let mut ebpf = aya::EbpfLoader::new()
@@ -138,12 +144,10 @@ impl Steering {
             .map_err(|e| format!("cannot stop steering port {port}: {e}"))
     }
 
-    /// Whether one of the steering sockets is bound on `port` (it took an
-    /// ephemeral port, which may be one to steer).
+    /// Whether the steering sockets are bound on `port` (which may be one to
+    /// steer).
     pub fn holds(&self, port: u16) -> bool {
-        self.sockets
-            .iter()
-            .any(|s| s.local_addr().is_ok_and(|a| a.port() == port))
+        self.sockets[0].local_addr().is_ok_and(|a| a.port() == port)
     }
 
     /// The socket steered datagrams arrive on, by index.
@@ -158,12 +162,15 @@ impl Steering {
 }
 
 fn open(at: (Ipv4Addr, u16), recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
-    let socket = super::udp_socket(SocketAddr::from(at), recv_buffer, 1 << 16).map_err(|e| {
-        format!(
-            "cannot open a steering socket on {}: {e}",
-            SocketAddr::from(at)
-        )
-    })?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let at = SocketAddr::from(at);
+    let failed = |e: std::io::Error| format!("cannot open a steering socket on {at}: {e}");
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(failed)?;
+    socket.set_reuse_port(true).map_err(failed)?;
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.set_nonblocking(true).map_err(failed)?;
+    socket.bind(&at.into()).map_err(failed)?;
+    let socket = UdpSocket::from(socket);
     if force {
         let size = libc::c_int::try_from(recv_buffer).unwrap_or(libc::c_int::MAX);
         super::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
