@@ -14,6 +14,7 @@
 #   SIZES=2048 PAIRS=5 DURATION=20 benches/tail_latency.sh
 #   EXTRA=--realtime benches/tail_latency.sh       # the tools at real-time priority
 #   UDP_TABLE=65536 benches/tail_latency.sh        # in a namespace with that UDP table
+#   RESERVED= benches/tail_latency.sh              # ip_local_reserved_ports left as it is
 #
 # UDP_TABLE runs everything inside a new network namespace whose UDP socket
 # table has that many slots (net.ipv4.udp_child_hash_entries), deleted after:
@@ -32,6 +33,15 @@ if [ -n "${UDP_TABLE:-}" ]; then
     UDP_TABLE= nsenter --net=/run/netns/"$ns" "$0"
     exit
 fi
+# The relay's ports reserved from the kernel's own port choices, as
+# docs/forwarding.md ("Ports without sockets") asks, so that none of them
+# needs a socket; put back at exit. RESERVED= leaves the setting alone.
+RESERVED=${RESERVED-49152-65535}
+if [ -n "$RESERVED" ]; then
+    reserved_before=$(sysctl -n net.ipv4.ip_local_reserved_ports)
+    trap 'sysctl -qw net.ipv4.ip_local_reserved_ports="$reserved_before"' EXIT
+    sysctl -qw net.ipv4.ip_local_reserved_ports="$RESERVED"
+fi
 cargo build --release --quiet --bin rtp-relay
 BIN=${BIN:-target/release/rtp-relay}
 SIZES=${SIZES:-256 1024 2048}
@@ -42,7 +52,7 @@ EXTRA=${EXTRA:-}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
-echo "runs: $PAIRS pairs of ${DURATION}s, extra arguments: ${EXTRA:-none}; JSON in $OUT"
+echo "runs: $PAIRS pairs of ${DURATION}s, extra arguments: ${EXTRA:-none}; reserved ports: $(sysctl -n net.ipv4.ip_local_reserved_ports); JSON in $OUT"
 
 compare() { # baseline webcasts
     echo "== $2 webcasts: fast path vs $1" >&2

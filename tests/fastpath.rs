@@ -650,7 +650,7 @@ fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_
     let net = Net::with_fast_path();
     let relay = net.start();
     let lane = net.lane(&relay, "steered", 5);
-    let (media, control) = (lane.media, relay_port(base(5) + 1));
+    let media = lane.media;
 
     // Held, and counted as held, without a socket of their own: the relay's
     // UDP sockets are its workers' steering sockets, on the control plane's
@@ -663,6 +663,27 @@ fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_
     );
     let metrics = relay.get("/metrics").text;
     assert!(metrics.contains("rtp_relay_bound_sockets 2"), "{metrics}");
+
+    // A port the kernel may hand out by itself (group 600: 60728–60729, in
+    // the default ip_local_port_range 32768–60999) keeps its socket, until
+    // the range is reserved (net.ipv4.ip_local_reserved_ports).
+    let ns = net.relay_ns();
+    let sysctl = |setting: &str| {
+        common::root_command(
+            "nsenter",
+            &[&format!("--net={}", ns.display()), "sysctl", "-qw", setting],
+            "RTP_RELAY_SKIP_NETNS",
+        )
+    };
+    sysctl("net.ipv4.ip_local_port_range=32768 60999");
+    reserve(&relay, "in-range", 600, &from_appliance());
+    assert!(relay_udp_ports(&relay).contains(&base(600)));
+    sysctl("net.ipv4.ip_local_reserved_ports=60000-61000");
+    reserve(&relay, "reserved", 601, &from_appliance());
+    let ports = relay_udp_ports(&relay);
+    assert!(!ports.contains(&base(601)), "{ports:?}");
+    assert_eq!(relay.delete("/v1/reservations/in-range").status, 200);
+    assert_eq!(relay.delete("/v1/reservations/reserved").status, 200);
 
     // What the kernel does not forward waits for the relay process (stopped
     // here), which then forwards it from the relay's port.

@@ -26,6 +26,7 @@
 
 pub mod counters;
 pub mod ebpf;
+pub mod ephemeral;
 pub mod fence;
 pub mod forwarder;
 pub mod learning;
@@ -257,6 +258,9 @@ pub struct DataPlane {
     /// On the fast path (IPv4): the kernel's ports' datagrams for userspace
     /// go to the workers' steering sockets, one per worker.
     steering: Option<crate::udp::steer::Steering>,
+    /// The ports the kernel may hand out by itself, read at each bind: a
+    /// port among them keeps its socket (`None`: unknown, every port does).
+    ephemeral: Option<ephemeral::EphemeralPorts>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -324,6 +328,7 @@ impl DataPlane {
             fence,
             sockets,
             steering,
+            ephemeral: None,
         })
     }
 
@@ -426,6 +431,11 @@ impl DataPlane {
     pub fn bind(&mut self, plan: &GroupPlan, now: &Now) -> Vec<PortFailure> {
         let mut failures = Vec::new();
         let mut ports: Vec<BoundPort> = self.bound.ports(plan.group).to_vec();
+        if self.steering.is_some() {
+            self.ephemeral = ephemeral::EphemeralPorts::read()
+                .inspect_err(|why| tracing::warn!(%why, "the group's ports keep a socket each"))
+                .ok();
+        }
         // Sockets of the other groups: counted once, not per rule.
         let others = self.bound.bound_sockets() - ports.len();
         for rule in plan.rules(self.options.max_packet_size) {
@@ -503,9 +513,14 @@ impl DataPlane {
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
         // Steered before the worker closes the port's own socket; a port
-        // without one is steered even if the kernel does not forward it.
+        // without one is steered even if the kernel does not forward it. A
+        // port the kernel may give another socket keeps its own.
+        let reserved = self
+            .ephemeral
+            .as_ref()
+            .is_some_and(|e| !e.may_assign(rule.port));
         let steered = match self.steering.as_mut() {
-            Some(steering) if kernel.is_some() || socket.is_none() => {
+            Some(steering) if kernel.is_some() && reserved || socket.is_none() => {
                 match steering.steer(rule.port, worker) {
                     Ok(()) => true,
                     Err(e) => {
