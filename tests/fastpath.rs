@@ -601,24 +601,11 @@ fn pin_array(path: &std::path::Path, value_size: u32) {
     unsafe { libc::close(fd as i32) };
 }
 
-/// The local ports of the relay's own UDP sockets (`/proc/<pid>/net/udp`,
-/// the relay's namespace, the sockets among its descriptors).
+/// The local ports of the relay's own UDP sockets.
 fn relay_udp_ports(relay: &Relay) -> Vec<u16> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-        })
-        .collect();
-    let table = std::fs::read_to_string(format!("/proc/{}/net/udp", relay.pid())).unwrap();
-    table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| inodes.iter().any(|i| i == f[9]))
-        .map(|f| u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap())
+    relay_udp_sockets(relay)
+        .iter()
+        .map(|&(port, _)| port)
         .collect()
 }
 

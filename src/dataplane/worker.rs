@@ -405,30 +405,17 @@ impl Worker {
         };
         let fd = socket.as_raw_fd();
         for _ in 0..FAIR_SHARE {
-            let n = match self.batch.recv(fd) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let (n, now) = match receive(&mut self.batch, fd, &self.fence) {
+                Received::Datagrams(n, now) => (n, now),
+                Received::Empty => {
                     if *steered && let Some(mut socket) = self.ports[key].socket.take() {
                         let _ = self.poll.registry().deregister(&mut socket);
                     }
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error queued on the socket: reading it clears it.
-                Err(_) => continue,
+                Received::Fenced(n) if n < BATCH => return,
+                Received::Fenced(_) | Received::Again => continue,
             };
-            let now = Instant::now();
-            // Fenced: read and dropped, neither forwarded nor measured (the
-            // node is no longer the cluster's active one). Read all the same,
-            // so that the sockets' buffers hold no stale packets when the
-            // fence is lifted.
-            if self.fence.passed(now) {
-                self.fence.count(n);
-                if n < BATCH {
-                    return;
-                }
-                continue;
-            }
             // Only what the kernel did not forward gets here (a slow path):
             // judge it by the kernel's latch, when the kernel has one.
             if let Some(latched) = kernel.as_ref().and_then(KernelPort::latched) {
@@ -472,21 +459,12 @@ impl Worker {
         *again = false;
         let fd = socket.as_raw_fd();
         for _ in 0..FAIR_SHARE {
-            let n = match batch.recv(fd) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => continue,
+            let (n, now) = match receive(batch, fd, &self.fence) {
+                Received::Datagrams(n, now) => (n, now),
+                Received::Empty => return,
+                Received::Fenced(n) if n < BATCH => return,
+                Received::Fenced(_) | Received::Again => continue,
             };
-            let now = Instant::now();
-            // Fenced: read and dropped, as on a port's own socket.
-            if self.fence.passed(now) {
-                self.fence.count(n);
-                if n < BATCH {
-                    return;
-                }
-                continue;
-            }
             self.steered_sends.clear();
             for i in 0..n {
                 // Not a steered port of this worker (its own port's traffic,
@@ -550,4 +528,34 @@ impl Worker {
         }
         *again = true;
     }
+}
+
+/// What one `recvmmsg` brought.
+enum Received {
+    /// This many datagrams, read at this time.
+    Datagrams(usize, Instant),
+    /// Nothing waits.
+    Empty,
+    /// Interrupted, or an ICMP error queued on the socket (reading it cleared
+    /// it): read again.
+    Again,
+    /// This many datagrams, dropped: the fence has passed (the node is no
+    /// longer the cluster's active one). Read all the same, so that the
+    /// sockets' buffers hold no stale packets when the fence is lifted.
+    Fenced(usize),
+}
+
+/// Receives a batch on `fd`, and drops it if `fence` has passed.
+fn receive(batch: &mut Batch, fd: RawFd, fence: &Fence) -> Received {
+    let n = match batch.recv(fd) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::Empty,
+        Err(_) => return Received::Again,
+    };
+    let now = Instant::now();
+    if fence.passed(now) {
+        fence.count(n);
+        return Received::Fenced(n);
+    }
+    Received::Datagrams(n, now)
 }

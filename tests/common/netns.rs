@@ -61,12 +61,10 @@ pub fn freeze(relay: &Relay) {
     );
 }
 
-/// The bytes waiting in the receive queues of the relay's UDP sockets
-/// (`/proc/<pid>/net/udp`, read in the relay's namespace, for the sockets
-/// among the relay's descriptors): what its data plane has yet to read. On
-/// the fast path a port has no socket of its own, and what the kernel leaves
-/// to userspace waits in a worker's steering socket.
-pub fn userspace_queue(relay: &Relay) -> u64 {
+/// The relay's own UDP sockets (`/proc/<pid>/net/udp`, read in the relay's
+/// namespace, for the sockets among the relay's descriptors): each one's
+/// local port and the bytes waiting in its receive queue.
+pub fn relay_udp_sockets(relay: &Relay) -> Vec<(u16, u64)> {
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -76,22 +74,27 @@ pub fn userspace_queue(relay: &Relay) -> u64 {
         })
         .collect();
     let table = std::fs::read_to_string(format!("/proc/{}/net/udp", relay.pid())).unwrap();
-    let relays: Vec<&str> = table
+    let hex = |field: &str, part: usize| {
+        u64::from_str_radix(field.split(':').nth(part).unwrap(), 16).unwrap()
+    };
+    table
         .lines()
         .skip(1)
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(9)
-                .is_some_and(|inode| inodes.iter().any(|i| i == inode))
-        })
-        .collect();
-    assert!(!relays.is_empty(), "the relay has no UDP socket:\n{table}");
-    relays
-        .iter()
-        // "tx_queue:rx_queue", in hex.
-        .map(|l| l.split_whitespace().nth(4).unwrap())
-        .map(|q| u64::from_str_radix(q.split(':').nth(1).unwrap(), 16).unwrap())
-        .sum()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| inodes.iter().any(|i| i == f[9]))
+        // "address:port" and "tx_queue:rx_queue", in hex.
+        .map(|f| (hex(f[1], 1) as u16, hex(f[4], 1)))
+        .collect()
+}
+
+/// The bytes waiting in the receive queues of the relay's UDP sockets: what
+/// its data plane has yet to read. On the fast path a port has no socket of
+/// its own, and what the kernel leaves to userspace waits in a worker's
+/// steering socket.
+pub fn userspace_queue(relay: &Relay) -> u64 {
+    let sockets = relay_udp_sockets(relay);
+    assert!(!sockets.is_empty(), "the relay has no UDP socket");
+    sockets.iter().map(|&(_, queued)| queued).sum()
 }
 
 /// Runs `ip args`; panics with its error (and how to skip) when it fails.
