@@ -4,10 +4,11 @@
 //! from the control plane (add, update, remove a port) arrive over a channel
 //! with a waker; nothing on the packet path locks or allocates.
 //!
-//! On the kernel fast path a port has no socket of its own (docs/forwarding.md,
-//! "Kernel fast path"): what the kernel leaves to userspace is steered to the
-//! worker's one steering socket, told apart by its destination port, and the
-//! forwards leave from a socket bound to the port for that send only.
+//! On the kernel fast path a port may have no socket of its own
+//! (docs/forwarding.md, "Ports without sockets"): what the kernel leaves to
+//! userspace is steered to the worker's one steering socket, told apart by its
+//! destination port, and the forwards leave from a socket bound to the port
+//! for that send only (a slow path: a socket and a bind a send).
 
 use super::ebpf::KernelPort;
 use super::fence::Fence;
