@@ -176,9 +176,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
             GroupId::try_from(u32::from(o.first_group) + u32::from(i)).map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    // A spawned relay's sink is bound first: the relay's own sockets (its
-    // steering sockets, on ports the kernel picks from the ephemeral range,
-    // where the sink's ports are) then keep clear of the sink's ports.
+    // A spawned relay's sink is bound first: the relay's steering sockets
+    // take its control port's number, which the kernel picks for a spawned
+    // relay from the ephemeral range, where the sink's ports are.
     let sink = match &o.mode {
         Mode::Spawn { .. } => {
             let planned: Vec<_> = groups
