@@ -387,6 +387,25 @@ impl DataPlane {
     /// the sockets' buffers, nothing changes the ports' state any more. Every
     /// bound port's socket and state, from each worker; the sockets stay open.
     pub fn pause(&mut self) -> Vec<Paused> {
+        // The steered ports get their sockets back and the steering goes, so
+        // that what the kernel leaves to userspace from now on waits in
+        // sockets the next process inherits. A failed upgrade goes on so,
+        // each port with its socket, until the next start.
+        if let Some(steering) = self.steering.take() {
+            let waits: Vec<_> = self
+                .workers
+                .iter()
+                .map(|w| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    w.send(Command::Unsteer(tx));
+                    rx
+                })
+                .collect();
+            for rx in waits {
+                let _ = rx.recv_timeout(Duration::from_secs(5));
+            }
+            drop(steering);
+        }
         let replies: Vec<_> = self
             .workers
             .iter()

@@ -48,6 +48,10 @@ pub enum Command {
     ),
     /// Read this steering socket (the steered ports' datagrams).
     Steer(std::net::UdpSocket),
+    /// Before a handover: every steered port gets a socket of its own again,
+    /// read as any port's, so that what arrives once the steering is
+    /// detached waits there for the next process; answered once done.
+    Unsteer(Sender<()>),
     /// Replace a port's rule; `relatch` forgets its latched appliance.
     Update(PortRule, bool, Option<KernelPort>),
     /// Close these ports; the sender is answered once they are closed.
@@ -334,7 +338,13 @@ impl Worker {
                     }
                     let _ = done.send(());
                 }
+                Command::Unsteer(done) => {
+                    self.unsteer();
+                    let _ = done.send(());
+                }
                 Command::Pause(reply) => {
+                    // What the steering delivered before it was detached.
+                    self.drain_steered();
                     self.paused = true;
                     self.again.clear();
                     let _ = reply.send(self.pause());
@@ -361,6 +371,35 @@ impl Worker {
             self.steered_ports = vec![NO_PORT; 1 << 16];
         }
         self.steered_ports[usize::from(port)] = key;
+    }
+
+    /// Gives every steered port a socket of its own (bound afresh, watched,
+    /// kept): the steering is about to be detached. A port that cannot be
+    /// bound (another process took it) stays steered until then.
+    fn unsteer(&mut self) {
+        for (key, port) in self.ports.iter_mut() {
+            if !port.steered {
+                continue;
+            }
+            let number = port.forwarder.rule().port;
+            if port.socket.is_none() {
+                let socket = self.sockets.open(number).map(UdpSocket::from_std);
+                let registered = socket.and_then(|mut s| {
+                    self.poll
+                        .registry()
+                        .register(&mut s, Token(key), Interest::READABLE)
+                        .map(|()| s)
+                });
+                match registered {
+                    Ok(s) => port.socket = Some(s),
+                    Err(e) => {
+                        warn!(port = number, error = %e, "upgrade: a steered port cannot be bound for the handover");
+                        continue;
+                    }
+                }
+            }
+            port.steered = false;
+        }
     }
 
     /// Every port's socket and state, for a handover. A steered port is
