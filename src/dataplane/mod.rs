@@ -392,32 +392,30 @@ impl DataPlane {
         // sockets the next process inherits. A failed upgrade goes on so,
         // each port with its socket, until the next start.
         if let Some(steering) = self.steering.take() {
-            let waits: Vec<_> = self
-                .workers
-                .iter()
-                .map(|w| {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    w.send(Command::Unsteer(tx));
-                    rx
-                })
-                .collect();
-            for rx in waits {
+            for rx in self.ask_workers(Command::Unsteer) {
                 let _ = rx.recv_timeout(Duration::from_secs(5));
             }
             drop(steering);
         }
-        let replies: Vec<_> = self
-            .workers
+        self.ask_workers(Command::Pause)
+            .into_iter()
+            .flat_map(|rx| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
+            .collect()
+    }
+
+    /// Sends every worker the command `ask` makes with a reply channel; the
+    /// replies' receivers, by worker.
+    fn ask_workers<T>(
+        &self,
+        ask: impl Fn(std::sync::mpsc::Sender<T>) -> Command,
+    ) -> Vec<std::sync::mpsc::Receiver<T>> {
+        self.workers
             .iter()
             .map(|w| {
                 let (tx, rx) = std::sync::mpsc::channel();
-                w.send(Command::Pause(tx));
+                w.send(ask(tx));
                 rx
             })
-            .collect();
-        replies
-            .into_iter()
-            .flat_map(|rx| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
             .collect()
     }
 

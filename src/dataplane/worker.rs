@@ -402,27 +402,16 @@ impl Worker {
         }
     }
 
-    /// Every port's socket and state, for a handover. A steered port is
-    /// bound afresh, as the next process takes its ports by their sockets;
-    /// one that cannot be (another process took the port) is left out, and
-    /// the next process binds it as a new one.
+    /// Every port's socket and state, for a handover. A port without a
+    /// socket ([`Worker::unsteer`] could not bind it: another process took
+    /// it) is left out, and the next process binds it as a new one.
     fn pause(&mut self) -> Vec<Paused> {
         let now = Instant::now();
         let mut paused = Vec::with_capacity(self.ports.len());
-        for (_, port) in self.ports.iter_mut() {
-            let number = port.forwarder.rule().port;
-            if port.socket.is_none() {
-                match self.sockets.open(number) {
-                    Ok(s) => port.socket = Some(UdpSocket::from_std(s)),
-                    Err(e) => {
-                        warn!(port = number, error = %e, "upgrade: a steered port cannot be bound for the handover; the next process binds it afresh");
-                        continue;
-                    }
-                }
-            }
+        for (_, port) in self.ports.iter() {
             let Some(socket) = &port.socket else { continue };
             paused.push(Paused {
-                port: number,
+                port: port.forwarder.rule().port,
                 fd: socket.as_raw_fd(),
                 address: socket.local_addr(),
                 state: port.forwarder.state(now),
