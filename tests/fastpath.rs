@@ -671,6 +671,10 @@ fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_
     assert!(!ports.contains(&base(601)), "{ports:?}");
     assert_eq!(relay.delete("/v1/reservations/in-range").status, 200);
     assert_eq!(relay.delete("/v1/reservations/reserved").status, 200);
+    // A neighbour bound and freed (group 4, whose ports share a word of the
+    // steering program's port bitmap with group 5's) leaves group 5 steered.
+    reserve(&relay, "neighbour", 4, &from_appliance());
+    assert_eq!(relay.delete("/v1/reservations/neighbour").status, 200);
 
     // What the kernel does not forward waits for the relay process (stopped
     // here), which then forwards it from the relay's port.

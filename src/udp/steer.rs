@@ -39,6 +39,11 @@ pub struct Steering {
     sockets: Vec<UdpSocket>,
     /// By port: 0, or 1 + the index of the socket it is steered to.
     ports: Array<MapData, u16>,
+    /// Bit `p % 64` of word `p / 64`: port `p` is steered (the program's
+    /// first test, cheap for the ports it does not steer).
+    steered: Array<MapData, u64>,
+    /// What `steered` holds, so that a change writes one word.
+    steered_words: Vec<u64>,
     /// Owns the program and its link: dropping it detaches the program.
     _ebpf: aya::Ebpf,
 }
@@ -88,6 +93,11 @@ impl Steering {
                 .ok_or("the steering object has no ports map")?,
         )
         .map_err(|e| format!("ports map: {e}"))?;
+        let steered: Array<_, u64> = Array::try_from(
+            ebpf.take_map("steered")
+                .ok_or("the steering object has no steered map")?,
+        )
+        .map_err(|e| format!("steered map: {e}"))?;
         let mut address_map: Array<_, u32> = Array::try_from(
             ebpf.take_map("address")
                 .ok_or("the steering object has no address map")?,
@@ -123,6 +133,8 @@ impl Steering {
         Ok(Steering {
             sockets,
             ports,
+            steered_words: vec![0; steered.len() as usize],
+            steered,
             _ebpf: ebpf,
         })
     }
@@ -132,16 +144,35 @@ impl Steering {
         if socket >= self.sockets.len() {
             return Err(format!("no steering socket {socket}"));
         }
+        // The socket first: the program reads it only once the bit is set.
         self.ports
             .set(u32::from(port), socket as u16 + 1, 0)
+            .map_err(|e| format!("cannot steer port {port}: {e}"))?;
+        self.mark(port, true)
             .map_err(|e| format!("cannot steer port {port}: {e}"))
     }
 
     /// Gives `port` back to the kernel's ordinary lookup.
     pub fn unsteer(&mut self, port: u16) -> Result<(), String> {
-        self.ports
-            .set(u32::from(port), 0, 0)
+        self.mark(port, false)
+            .and_then(|()| self.ports.set(u32::from(port), 0, 0))
             .map_err(|e| format!("cannot stop steering port {port}: {e}"))
+    }
+
+    /// Sets or clears `port`'s bit in `steered`. The kernel copies the whole
+    /// word, and only this bit differs from what is there: a lookup meanwhile
+    /// sees every other port's bit unchanged.
+    fn mark(&mut self, port: u16, on: bool) -> Result<(), aya::maps::MapError> {
+        let i = usize::from(port / 64);
+        let bit = 1u64 << (port % 64);
+        let word = if on {
+            self.steered_words[i] | bit
+        } else {
+            self.steered_words[i] & !bit
+        };
+        self.steered.set(i as u32, word, 0)?;
+        self.steered_words[i] = word;
+        Ok(())
     }
 
     /// Whether the steering sockets are bound on `port` (which may be one to
