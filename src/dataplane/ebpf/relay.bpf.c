@@ -43,7 +43,6 @@
 #define UDP_LEN 8
 #define RTP_OFF (ETH_LEN + IP_LEN + UDP_LEN)
 
-#define IP_CSUM_OFF (ETH_LEN + offsetof(struct iphdr, check))
 #define UDP_CSUM_OFF (ETH_LEN + IP_LEN + offsetof(struct udphdr, check))
 
 // One bound port's rule: written by userspace only.
@@ -579,10 +578,26 @@ static __always_inline __u32 csum_diff(__u32 a0, __u32 a1, __u32 b0, __u32 b1)
 	return (__u32)sum;
 }
 
+// The IPv4 header checksum `check` with `diff` (a csum_diff of the header's
+// words) applied, as bpf_l3_csum_replace would write it: the header
+// checksum is always complete, never left to hardware, so it is written
+// directly, without a helper call.
+static __always_inline __u16 ip_csum_update(__u16 check, __u32 diff)
+{
+	__u64 sum = (__u64)diff + (__u16)~check;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
 // Rewrites the addresses and ports and sends the packet on: up the local
 // stack, or out of `ifindex` toward another host. Written directly (the
 // verifier unclones the packet first); the checksums follow from two
 // differences, addresses (IP header and UDP pseudo-header) and ports (UDP).
+// The UDP checksum takes the kernel's helper: a locally sent packet's holds
+// only the pseudo-header's sum (CHECKSUM_PARTIAL), which the port change
+// must leave alone, and only the kernel knows which kind a packet has.
 static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 old_dst,
 				   __u16 old_sport, __u16 old_dport, __u32 src, __u32 dst,
 				   __u16 sport, __u16 dport, __u32 ifindex, __u32 local,
@@ -602,13 +617,13 @@ static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 o
 	struct udphdr *udp = data + ETH_LEN + IP_LEN;
 	ip->saddr = src;
 	ip->daddr = dst;
+	ip->check = ip_csum_update(ip->check, addr_diff);
 	udp->source = sport;
 	udp->dest = dport;
 	if (redirect_lo)
 		// A local destination reached from another interface enters through
 		// loopback, as the relay's own send would: lo's (zero) addresses.
 		__builtin_memset(data, 0, 12);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, addr_diff, 0);
 	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, addr_diff,
 			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
 	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, port_diff, BPF_F_MARK_MANGLED_0);

@@ -341,6 +341,68 @@ mod tests {
         assert!(s.jitter_seconds > 0.0, "{s:?}");
     }
 
+    /// Whatever the addresses and ports, a packet leaves with the rule's
+    /// and both checksums right: the header's written by the program, the
+    /// UDP one by the kernel's helper (a NIC's packet, its sum complete).
+    #[test]
+    fn the_kernel_rewrites_any_addresses_with_both_checksums_right() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        const TC_ACT_REDIRECT: u32 = 7;
+        let Some(k) = load("checksums") else {
+            return;
+        };
+        let k = std::cell::RefCell::new(k);
+        let lo = super::super::route::ifindex("lo").unwrap();
+        let generation = std::cell::Cell::new(1u32);
+        let mut runner = TestRunner::new(Config {
+            cases: 500,
+            ..Config::default()
+        });
+        let cases = (any::<[u32; 4]>(), any::<[u16; 2]>(), 0usize..300);
+        let outcome = runner.run(&cases, |([from, to, src, dest], [sport, dport], len)| {
+            let mut k = k.borrow_mut();
+            generation.set(generation.get() + 1);
+            let (to, from) = (std::net::Ipv4Addr::from(to), std::net::Ipv4Addr::from(from));
+            k.set_rule(
+                PORT,
+                Rule {
+                    generation: generation.get(),
+                    bind_addr: u32::from_ne_bytes(to.octets()),
+                    dest_addr: dest,
+                    src_addr: src,
+                    dest_port: dport,
+                    egress_ifindex: lo,
+                    ..any_rule()
+                },
+            )
+            .unwrap();
+            let sent = rtp_frame(
+                std::net::SocketAddrV4::new(from, sport),
+                std::net::SocketAddrV4::new(to, PORT),
+                1,
+                0,
+                0,
+                len,
+            );
+            let out = k.run(&sent, 1).unwrap();
+            prop_assert_eq!(out.verdict, TC_ACT_REDIRECT, "sent on toward Wowza");
+            let f = &out.frame;
+            prop_assert_eq!(&f[26..30], &src.to_ne_bytes(), "source address");
+            prop_assert_eq!(&f[30..34], &dest.to_ne_bytes(), "destination address");
+            prop_assert_eq!(&f[34..36], &PORT.to_be_bytes(), "source port");
+            prop_assert_eq!(&f[36..38], &dport.to_be_bytes(), "destination port");
+            prop_assert_eq!(&f[42..], &sent[42..], "payload");
+            prop_assert_eq!(internet_checksum([&f[14..34]]), 0, "IP header checksum");
+            prop_assert_eq!(&f[40..42], &udp_checksum(f).to_be_bytes(), "UDP checksum");
+            Ok(())
+        });
+        drop(k);
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+    }
+
     /// The kernel forwards exactly the second bytes `RtpHeader::parse`
     /// accepts: RTCP-typed ones (RFC 5761 §4: 192–223) and reserved payload
     /// types are left to userspace, which drops them as malformed.
