@@ -718,3 +718,42 @@ fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_
         "a freed group forwards nothing"
     );
 }
+
+/// The load test through a relay on the fast path (its own namespace's `lo`):
+/// the program's time, counted by the kernel for the run's last third and
+/// scaled to the whole run, is charged to the relay, and the machine's CPU is
+/// measured apart from it; nothing is lost.
+#[test]
+fn the_load_test_charges_the_fast_paths_program_to_the_relay() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = Net::new();
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", net.relay_ns().display()))
+        .arg(BIN)
+        .args(["loadtest", "--fast-path", "ebpf", "--groups", "4"])
+        .args(["--first-group", "250", "--duration", "3s", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["data_path"], "ebpf", "{r}");
+    assert!(r["sent"].as_u64().unwrap() > 1000, "{r}");
+    assert_eq!(r["received"], r["sent"], "nothing lost: {r}");
+    // Counted (the statistics were on for part of the run), and scaled to
+    // the whole run: between 10 ns and 100 µs a packet.
+    let kernel = r["relay_kernel_cpu_seconds"].as_f64().unwrap();
+    let per_packet = kernel / r["received"].as_f64().unwrap();
+    assert!(
+        (1e-8..1e-4).contains(&per_packet),
+        "{per_packet} s a packet: {r}"
+    );
+    assert!(r["relay_cpu_us_per_packet"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["box_cpu_us_per_packet"].as_f64().unwrap() > 0.0, "{r}");
+}

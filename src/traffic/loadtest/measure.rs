@@ -100,21 +100,15 @@ pub(super) fn measure(
             .map(|(path, _)| path),
     };
     // A kernel forwarder's work is the kernel's, in the senders' time:
-    // counted apart (while this descriptor is open) and charged to it.
+    // counted apart and charged to it.
     let kernel_side = matches!(program, Program::Bare(_)) || data_path.as_deref() == Some("ebpf");
-    let counting = (through_relay && kernel_side)
-        .then(crate::dataplane::ebpf::count_program_time)
-        .flatten();
-    let program_time = || {
-        counting.as_ref()?;
-        match program {
-            Program::None => None,
-            Program::Pinned(pins) => crate::dataplane::ebpf::program_time(Some(pins)),
-            Program::AnyRelay => crate::dataplane::ebpf::program_time(None),
-            Program::Bare(b) => b.program_time(),
-        }
+    let counts_program = through_relay && kernel_side;
+    let program_time = || match program {
+        Program::None => None,
+        Program::Pinned(pins) => crate::dataplane::ebpf::program_time(Some(pins)),
+        Program::AnyRelay => crate::dataplane::ebpf::program_time(None),
+        Program::Bare(b) => b.program_time(),
     };
-    let kernel_before = program_time();
     let cpu_before = relay_cpu(pid, url);
     let started = Instant::now();
     let reference = ProcessTimes::read();
@@ -124,12 +118,29 @@ pub(super) fn measure(
     let scrapes = Scrapes::default();
     let target = generator::target_rate(&o.profile, &generator_options.targets);
     let generating = AtomicBool::new(true);
-    let (offered, (sending_end, ended)) = std::thread::scope(|scope| {
+    let sent_all = AtomicBool::new(false);
+    let (offered, (sending_end, ended), split) = std::thread::scope(|scope| {
         // Read the counters as soon as the generator ends: the progress bar
         // and the scrapes notice it only later.
         let handle = scope.spawn(|| {
             let offered = generator::run(&generator_options, &stop, &progress);
+            sent_all.store(true, Ordering::Relaxed);
             (offered, (cpu_counters(&reference), Instant::now()))
+        });
+        let split = scope.spawn(|| {
+            split_at(started + o.duration.mul_f64(STATS_FROM), &sent_all)?;
+            let counters = cpu_counters(&reference);
+            let sent = progress.load(Ordering::Relaxed);
+            let counting = counts_program
+                .then(crate::dataplane::ebpf::count_program_time)
+                .flatten();
+            let program = counting.as_ref().and_then(|_| program_time());
+            Some(Split {
+                box_busy: counters.box_busy,
+                sent,
+                counting,
+                program,
+            })
         });
         if let (Some(every), Some(url)) = (o.scrape_every, url) {
             let (scrapes, generating) = (&scrapes, &generating);
@@ -141,7 +152,8 @@ pub(super) fn measure(
         }
         let result = handle.join();
         generating.store(false, Ordering::Relaxed);
-        result
+        let split = split.join().ok().flatten();
+        result.map(|(offered, end)| (offered, end, split))
     })
     .map_err(|_| "the generator thread failed".to_string())?;
     let offered = offered.map_err(|e| format!("generator: {e}"))?;
@@ -157,8 +169,31 @@ pub(super) fn measure(
         last = now;
     }
     let cpu_after = relay_cpu(pid, url);
-    let kernel_after = program_time();
-    let box_after = box_cpu(&reference).map(|(busy, _)| busy);
+    // Read while still counted; then the statistics go off.
+    let (box_busy, box_packets, kernel, kernel_packets) = match split {
+        Some(Split {
+            box_busy,
+            sent,
+            counting,
+            program,
+        }) => {
+            let kernel_after = counting.as_ref().and_then(|_| program_time());
+            drop(counting);
+            (
+                (sending_start.box_busy, box_busy),
+                sent,
+                (program, kernel_after),
+                offered.packets.saturating_sub(sent),
+            )
+        }
+        // The generator ended early: the whole run, and no program time.
+        None => (
+            (sending_start.box_busy, sending_end.box_busy),
+            offered.packets,
+            (None, None),
+            0,
+        ),
+    };
     let delivered = sink.finish();
     let sdp = client
         .filter(|_| through_relay)
@@ -173,15 +208,52 @@ pub(super) fn measure(
         offered,
         delivered,
         relay_cpu: (cpu_before, cpu_after),
-        kernel: (kernel_before, kernel_after),
+        kernel,
+        kernel_packets,
         data_path,
-        box_busy: (sending_start.box_busy, box_after),
+        box_busy,
+        box_packets,
         sending: (sending_start, sending_end),
         sending_seconds: ended.duration_since(started).as_secs_f64(),
         scrapes: scrapes.count.load(Ordering::Relaxed),
         slowest_scrape_us: scrapes.slowest_us.load(Ordering::Relaxed),
         sdp,
     }))
+}
+
+/// Where in the sending the run is split, as a share of its duration. The
+/// kernel's run-time statistics of BPF programs cost two clock reads each
+/// time any program on the machine runs: more CPU a packet on the side that
+/// runs more programs (a relay's fast path and steering, against the
+/// direct path's none). So they are on only after the split, where the
+/// program's time is counted, and the machine's CPU is measured before it,
+/// without them.
+const STATS_FROM: f64 = 2.0 / 3.0;
+
+/// The counters read at the split (and the statistics turned on there).
+struct Split {
+    /// The machine's busy CPU seconds since the sending started.
+    box_busy: Option<f64>,
+    /// RTP packets sent by then.
+    sent: u64,
+    /// Holds the program statistics on, when they are counted.
+    counting: Option<std::os::fd::OwnedFd>,
+    /// The program's time as they went on.
+    program: Option<crate::dataplane::ebpf::ProgramTime>,
+}
+
+/// Waits until `at`; `None` if everything was sent before.
+fn split_at(at: Instant, sent_all: &AtomicBool) -> Option<()> {
+    loop {
+        if sent_all.load(Ordering::Relaxed) {
+            return None;
+        }
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(5)));
+    }
 }
 
 /// What scraping during the run cost.

@@ -58,13 +58,15 @@ pub struct Report {
     /// The kernel's seconds in the fast path's program during the run: work
     /// done for the relay that the kernel charges to the senders' CPU time,
     /// not the relay's (none when not measured: no fast path, or no
-    /// CAP_SYS_ADMIN to count it).
+    /// CAP_SYS_ADMIN to count it). Counted over the run's last third and
+    /// scaled to the whole run by the packets sent.
     pub relay_kernel_cpu_seconds: Option<f64>,
     /// Relay CPU per forwarded packet, microseconds: the process's and the
     /// program's together.
     pub relay_cpu_us_per_packet: Option<f64>,
-    /// The whole machine's busy CPU (generator, sink, relay, kernel) from the
-    /// generator's start until the sink settled, per RTP packet sent, microseconds.
+    /// The whole machine's busy CPU (generator, sink, relay, kernel) over the
+    /// first two thirds of the sending, per RTP packet sent then, microseconds
+    /// (the last third counts the program's time, which costs CPU itself).
     pub box_cpu_us_per_packet: Option<f64>,
     /// The machine's CPUs (those `/proc/stat` counts).
     pub cores: Option<u32>,
@@ -145,15 +147,21 @@ pub(super) struct Measurement {
     pub delivered: sink::Report,
     /// Relay CPU seconds before and after, when known.
     pub relay_cpu: (Option<f64>, Option<f64>),
-    /// The fast path's program time before and after, when counted.
+    /// The fast path's program time before and after, when counted: over
+    /// the run's last third only (measure.rs, `STATS_FROM`).
     pub kernel: (
         Option<crate::dataplane::ebpf::ProgramTime>,
         Option<crate::dataplane::ebpf::ProgramTime>,
     ),
+    /// RTP packets sent while `kernel` counted.
+    pub kernel_packets: u64,
     /// The relay's data path, when it said.
     pub data_path: Option<String>,
-    /// The machine's busy CPU seconds before and after, when known.
+    /// The machine's busy CPU seconds as the generator started and when
+    /// `box_packets` had been sent, when known.
     pub box_busy: (Option<f64>, Option<f64>),
+    /// RTP packets sent between the two `box_busy` readings.
+    pub box_packets: u64,
     /// The CPU counters as the generator started and as it ended.
     pub sending: (CpuCounters, CpuCounters),
     /// Wall seconds between those two readings.
@@ -173,9 +181,11 @@ impl Report {
         let seconds = offered.seconds.max(1e-9);
         let cpu = difference(m.relay_cpu).filter(|_| m.through_relay);
         let kernel = match m.kernel {
-            (Some(a), Some(b)) if m.through_relay => {
-                Some(b.run_time.saturating_sub(a.run_time).as_secs_f64())
-            }
+            // Scaled from the packets it was counted over to the run's.
+            (Some(a), Some(b)) if m.through_relay && m.kernel_packets > 0 => Some(
+                b.run_time.saturating_sub(a.run_time).as_secs_f64() * offered.packets as f64
+                    / m.kernel_packets as f64,
+            ),
             _ => None,
         };
         let (start, end) = m.sending;
@@ -222,7 +232,7 @@ impl Report {
             relay_kernel_cpu_seconds: kernel,
             relay_cpu_us_per_packet: total.and_then(|c| us_per_packet(c, forwarded(offered, s))),
             box_cpu_us_per_packet: difference(m.box_busy)
-                .and_then(|busy| us_per_packet(busy, offered.packets)),
+                .and_then(|busy| us_per_packet(busy, m.box_packets)),
             cores,
             box_idle_share: idle(difference((start.box_busy, end.box_busy))),
             tools_cpu_seconds: tools_cpu,
@@ -522,8 +532,10 @@ pub(super) mod tests {
             },
             relay_cpu: (Some(10.0), Some(10.25)),
             kernel: (None, None),
+            kernel_packets: 0,
             data_path: Some("userspace".into()),
             box_busy: (Some(100.0), Some(101.5)),
+            box_packets: 1000,
             // 2 CPUs over 2 s of sending: 4 CPU seconds, 1 of them busy, half
             // a second of it the tools'.
             sending: (
@@ -573,7 +585,7 @@ pub(super) mod tests {
         assert_eq!(r.relay_cpu_us_per_packet, Some(250.0));
         assert_eq!(r.relay_kernel_cpu_seconds, None);
         assert_eq!(r.data_path.as_deref(), Some("userspace"));
-        // 1.5 busy seconds over the 1000 packets sent.
+        // 1.5 busy seconds over the 1000 packets sent meanwhile.
         assert_eq!(r.box_cpu_us_per_packet, Some(1500.0));
         // Sending: 1 of 4 CPU seconds busy, 0.5 of them the tools'.
         assert_eq!(r.cores, Some(2));
@@ -701,6 +713,7 @@ pub(super) mod tests {
         m.delivered = sink::Report::default();
         m.offered.packets = 0;
         m.offered.received_reports = 0;
+        m.box_packets = 0;
         let r = Report::new(m);
         assert_eq!(r.relay_cpu_seconds, Some(0.25), "CPU was spent");
         assert_eq!(r.relay_cpu_us_per_packet, None, "but nothing forwarded");
@@ -717,11 +730,14 @@ pub(super) mod tests {
             run_time: std::time::Duration::from_millis(ms),
             runs,
         };
-        // 0.25 s in the process, 0.05 s in the program: 300 µs a packet.
-        m.kernel = (Some(at(1000, 5)), Some(at(1050, 1005)));
+        // 0.25 s in the process; 0.025 s in the program over the half of the
+        // packets sent while it was counted, so 0.05 s over all: 300 µs a packet.
+        m.kernel = (Some(at(1000, 5)), Some(at(1025, 505)));
+        m.kernel_packets = 500;
         let r = Report::new(m.clone());
-        assert_eq!(r.relay_kernel_cpu_seconds, Some(0.05));
-        assert_eq!(r.relay_cpu_us_per_packet, Some(300.0));
+        let near = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9 * b);
+        assert!(near(r.relay_kernel_cpu_seconds, 0.05), "{r:?}");
+        assert!(near(r.relay_cpu_us_per_packet, 300.0), "{r:?}");
         let text = table(&r);
         assert!(text.contains("ebpf"), "{text}");
         assert!(text.contains("+ 0.05 s in the kernel's program"), "{text}");
@@ -729,8 +745,12 @@ pub(super) mod tests {
         let mut bare = m.clone();
         bare.relay_cpu = (None, None);
         let r = Report::new(bare);
-        assert_eq!(r.relay_cpu_us_per_packet, Some(50.0));
+        assert!(near(r.relay_cpu_us_per_packet, 50.0), "{r:?}");
         assert!(table(&r).contains("50.00 µs per forwarded packet, all in the kernel's program"));
+        // Counted over no packet: not scaled up from nothing.
+        let mut none = m.clone();
+        none.kernel_packets = 0;
+        assert_eq!(Report::new(none).relay_kernel_cpu_seconds, None);
         // Not counted at the start (or the end): nothing charged, nothing made up.
         m.kernel.0 = None;
         let r = Report::new(m);
