@@ -3,7 +3,8 @@
 # relay (spawned, fast_path = "ebpf") against the direct path (gen → sink, no
 # relay) at 256, 1024 and 2048 webcasts, and against a bare kernel rewrite
 # (`--compare bare`) at 2048 — each `loadtest --compare` with PAIRS pairs of
-# DURATION-second runs, alternating, with RTCP sender reports out and receiver
+# DURATION-second runs (BARE_PAIRS for the bare rewrite, 5 by default: the
+# machine-CPU goal is a few per cent, about the spread of one pair), alternating, with RTCP sender reports out and receiver
 # reports back (every stream reports each 5 s, so a run carries two rounds).
 # Prints every comparison's medians and ratios and the goals they are held to:
 # p99 ≤ 1.2× and max ≤ 2× direct at 2048, machine CPU per packet ≤ 1.05×
@@ -47,21 +48,22 @@ BIN=${BIN:-target/release/rtp-relay}
 SIZES=${SIZES:-256 1024 2048}
 BARE_SIZE=${BARE_SIZE-2048}   # empty: no bare comparison
 PAIRS=${PAIRS:-3}
+BARE_PAIRS=${BARE_PAIRS:-5}
 DURATION=${DURATION:-12}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
-echo "runs: $PAIRS pairs of ${DURATION}s, extra arguments: ${EXTRA:-none}; reserved ports: $(sysctl -n net.ipv4.ip_local_reserved_ports); JSON in $OUT"
+echo "runs: $PAIRS pairs of ${DURATION}s ($BARE_PAIRS against bare), extra arguments: ${EXTRA:-none}; reserved ports: $(sysctl -n net.ipv4.ip_local_reserved_ports); JSON in $OUT"
 
-compare() { # baseline webcasts
+compare() { # baseline webcasts pairs
     echo "== $2 webcasts: fast path vs $1" >&2
     # shellcheck disable=SC2086
-    "$BIN" loadtest --spawn --fast-path ebpf --compare "$1" --pairs "$PAIRS" --groups "$2" \
+    "$BIN" loadtest --spawn --fast-path ebpf --compare "$1" --pairs "$3" --groups "$2" \
         --duration "${DURATION}s" --json $EXTRA > "$OUT/$1-$2.json"
 }
-for n in $SIZES; do compare direct "$n"; done
-[ -z "$BARE_SIZE" ] || compare bare "$BARE_SIZE"
+for n in $SIZES; do compare direct "$n" "$PAIRS"; done
+[ -z "$BARE_SIZE" ] || compare bare "$BARE_SIZE" "$BARE_PAIRS"
 
 python3 - "$OUT" "$SIZES" "$BARE_SIZE" <<'PY'
 import json, os, statistics, sys
