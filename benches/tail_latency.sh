@@ -4,8 +4,9 @@
 # relay) at 256, 1024 and 2048 webcasts, and against a bare kernel rewrite
 # (`--compare bare`) at 2048 — each `loadtest --compare` with PAIRS pairs of
 # DURATION-second runs (BARE_PAIRS for the bare rewrite, 5 by default: the
-# machine-CPU goal is a few per cent, about the spread of one pair), alternating, with RTCP sender reports out and receiver
-# reports back (every stream reports each 5 s, so a run carries two rounds).
+# machine-CPU goal is a few per cent, about the spread of one pair),
+# alternating, with RTCP sender reports out and receiver reports back (every
+# stream reports each 5 s, so a run carries two rounds).
 # Prints every comparison's medians and ratios and the goals they are held to:
 # p99 ≤ 1.2× and max ≤ 2× direct at 2048, machine CPU per packet ≤ 1.05×
 # the bare rewrite's, nothing lost. Needs root (the fast path, the bare

@@ -343,7 +343,8 @@ mod tests {
 
     /// Whatever the addresses and ports, a packet leaves with the rule's
     /// and both checksums right: the header's written by the program, the
-    /// UDP one by the kernel's helper (a NIC's packet, its sum complete).
+    /// UDP one by the kernel's helper (for a packet as a NIC delivers it,
+    /// its UDP checksum over the whole datagram).
     #[test]
     fn the_kernel_rewrites_any_addresses_with_both_checksums_right() {
         use proptest::prelude::*;
