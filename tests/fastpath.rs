@@ -720,9 +720,9 @@ fn the_kernels_ports_have_no_socket_and_what_it_leaves_to_userspace_leaves_from_
 }
 
 /// The load test through a relay on the fast path (its own namespace's `lo`):
-/// the program's time, counted by the kernel for the run's last third and
-/// scaled to the whole run, is charged to the relay, and the machine's CPU is
-/// measured apart from it; nothing is lost.
+/// nothing is lost, and the program's time, counted by the kernel for part of
+/// the run and scaled to the whole of it, is charged to the relay. (That the
+/// statistics are off while the machine's CPU is measured is not asserted.)
 #[test]
 fn the_load_test_charges_the_fast_paths_program_to_the_relay() {
     if skip_fast_path() {

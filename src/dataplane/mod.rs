@@ -258,9 +258,6 @@ pub struct DataPlane {
     /// On the fast path (IPv4): the kernel's ports' datagrams for userspace
     /// go to the workers' steering sockets, one per worker.
     steering: Option<crate::udp::steer::Steering>,
-    /// The ports the kernel may hand out by itself, read at each bind: a
-    /// port among them keeps its socket (`None`: unknown, every port does).
-    ephemeral: Option<ephemeral::EphemeralPorts>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -328,7 +325,6 @@ impl DataPlane {
             fence,
             sockets,
             steering,
-            ephemeral: None,
         })
     }
 
@@ -448,11 +444,13 @@ impl DataPlane {
     pub fn bind(&mut self, plan: &GroupPlan, now: &Now) -> Vec<PortFailure> {
         let mut failures = Vec::new();
         let mut ports: Vec<BoundPort> = self.bound.ports(plan.group).to_vec();
-        if self.steering.is_some() {
-            self.ephemeral = ephemeral::EphemeralPorts::read()
+        // The ports the kernel may hand out by itself, read at each bind: a
+        // port among them keeps its socket (`None`: unknown, every port does).
+        let ephemeral = self.steering.as_ref().and_then(|_| {
+            ephemeral::EphemeralPorts::read()
                 .inspect_err(|why| tracing::warn!(%why, "the group's ports keep a socket each"))
-                .ok();
-        }
+                .ok()
+        });
         // Sockets of the other groups: counted once, not per rule.
         let others = self.bound.bound_sockets() - ports.len();
         for rule in plan.rules(self.options.max_packet_size) {
@@ -483,7 +481,10 @@ impl DataPlane {
                 },
             };
             match opened {
-                Ok((socket, state)) => ports.push(self.start_port(plan, rule, socket, state, now)),
+                Ok((socket, state)) => {
+                    let port = self.start_port(plan, rule, socket, state, ephemeral.as_ref(), now);
+                    ports.push(port);
+                }
                 Err(e) => failures.push(PortFailure {
                     port: rule.port,
                     error: e.to_string(),
@@ -509,6 +510,7 @@ impl DataPlane {
         rule: PortRule,
         socket: Option<UdpSocket>,
         inherited: Option<PortState>,
+        ephemeral: Option<&ephemeral::EphemeralPorts>,
         now: &Now,
     ) -> BoundPort {
         let clock_rate = self.bound.clock_rate(rule.role);
@@ -532,12 +534,9 @@ impl DataPlane {
         // Steered before the worker closes the port's own socket; a port
         // without one is steered even if the kernel does not forward it. A
         // port the kernel may give another socket keeps its own.
-        let reserved = self
-            .ephemeral
-            .as_ref()
-            .is_some_and(|e| !e.may_assign(rule.port));
+        let unassignable = ephemeral.is_some_and(|e| !e.may_assign(rule.port));
         let steered = match self.steering.as_mut() {
-            Some(steering) if kernel.is_some() && reserved || socket.is_none() => {
+            Some(steering) if kernel.is_some() && unassignable || socket.is_none() => {
                 match steering.steer(rule.port, worker) {
                     Ok(()) => true,
                     Err(e) => {
@@ -697,14 +696,13 @@ fn steer(
     use crate::udp::steer::{MAX_SOCKETS, Steering};
     let n = workers.len().min(MAX_SOCKETS);
     let start = |port| Steering::start(address, port, n, options.recv_buffer_bytes, false);
-    let steering = match start(options.steering_port) {
-        Ok(s) => Ok(s),
-        Err(why) if options.steering_port != 0 => {
-            tracing::info!(%why, "the steering sockets take a port the kernel picks");
-            start(0)
+    let steering = start(options.steering_port).or_else(|why| {
+        if options.steering_port == 0 {
+            return Err(why);
         }
-        Err(why) => Err(why),
-    };
+        tracing::info!(%why, "the steering sockets take a port the kernel picks");
+        start(0)
+    });
     let steering = match steering {
         Ok(s) => s,
         Err(why) => {

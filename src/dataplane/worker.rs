@@ -148,14 +148,13 @@ impl PortSockets {
     /// A socket bound to `port` for one send from a steered port:
     /// `SO_REUSEADDR`, so that two such sends need not wait for each other
     /// (a steered port's datagrams never reach it: the steering comes first).
-    fn for_sending(&self, port: u16) -> io::Result<socket2::Socket> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let addr = SocketAddr::new(self.address, port);
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        Ok(socket)
+    fn for_sending(&self, port: u16) -> io::Result<std::net::UdpSocket> {
+        crate::udp::shared_udp_socket(
+            SocketAddr::new(self.address, port),
+            self.recv_buffer,
+            self.send_buffer,
+            crate::udp::Share::Address,
+        )
     }
 }
 

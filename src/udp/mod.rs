@@ -4,8 +4,9 @@
 //!
 //! - `batch` (`Batch`): up to `BATCH` datagrams per system call, straight
 //!   from and into buffers allocated once;
-//! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for,
-//!   and [`set_int_option`] for the options socket2 does not name;
+//! - [`udp_socket`]: a non-blocking socket with the buffer sizes asked for
+//!   ([`shared_udp_socket`]: its port shared with others), and
+//!   [`set_int_option`] for the options socket2 does not name;
 //! - [`raise_open_files_limit`]: every bound port is a file descriptor;
 //! - [`steer`]: an sk_lookup program that delivers chosen ports' datagrams
 //!   to a few sockets.
@@ -25,7 +26,33 @@ pub fn udp_socket(
     recv_buffer: usize,
     send_buffer: usize,
 ) -> std::io::Result<UdpSocket> {
+    shared_udp_socket(addr, recv_buffer, send_buffer, Share::Alone)
+}
+
+/// Whether a socket's port may be bound by other sockets too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// No: the bind fails on a port another socket holds.
+    Alone,
+    /// With other sockets that ask the same (`SO_REUSEADDR`).
+    Address,
+    /// With other sockets of this user that ask the same (`SO_REUSEPORT`).
+    Port,
+}
+
+/// As [`udp_socket`], its port shared as `share` says.
+pub fn shared_udp_socket(
+    addr: SocketAddr,
+    recv_buffer: usize,
+    send_buffer: usize,
+    share: Share,
+) -> std::io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    match share {
+        Share::Alone => {}
+        Share::Address => sock.set_reuse_address(true)?,
+        Share::Port => sock.set_reuse_port(true)?,
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `::` is dual-stack whatever net.ipv6.bindv6only says: the
         // configuration check lets it reach IPv4 destinations.

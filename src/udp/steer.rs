@@ -193,15 +193,9 @@ impl Steering {
 }
 
 fn open(at: (Ipv4Addr, u16), recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let at = SocketAddr::from(at);
-    let failed = |e: std::io::Error| format!("cannot open a steering socket on {at}: {e}");
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(failed)?;
-    socket.set_reuse_port(true).map_err(failed)?;
-    let _ = socket.set_recv_buffer_size(recv_buffer);
-    socket.set_nonblocking(true).map_err(failed)?;
-    socket.bind(&at.into()).map_err(failed)?;
-    let socket = UdpSocket::from(socket);
+    let socket = super::shared_udp_socket(at, recv_buffer, 1 << 16, super::Share::Port)
+        .map_err(|e| format!("cannot open a steering socket on {at}: {e}"))?;
     if force {
         let size = libc::c_int::try_from(recv_buffer).unwrap_or(libc::c_int::MAX);
         super::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)

@@ -70,7 +70,6 @@ pub(super) fn measure(
         client,
         ref program,
     } = *relay;
-    let localhost = LOCALHOST;
     let sink = match sink {
         Some(sink) => sink,
         None => start_sink(o, streams)?,
@@ -79,8 +78,8 @@ pub(super) fn measure(
         .iter()
         .map(|&(role, relay, _)| Target {
             role,
-            media: SocketAddr::new(localhost, relay),
-            control: SocketAddr::new(localhost, relay + 1),
+            media: SocketAddr::new(LOCALHOST, relay),
+            control: SocketAddr::new(LOCALHOST, relay + 1),
         })
         .collect();
     let generator_options = generator::Options {
@@ -88,7 +87,7 @@ pub(super) fn measure(
         profile: o.profile,
         duration: o.duration,
         sockets: o.sockets,
-        bind: localhost,
+        bind: LOCALHOST,
         threads: o.generator_threads,
         cpus: o.generator_cpus.clone(),
         realtime: o.realtime,
