@@ -13,8 +13,11 @@
 //! they are: a collector reading them wants their own fields.
 
 use crate::config::{Log, LogFormat};
+use std::cell::RefCell;
 use std::fmt;
+use std::io;
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -30,7 +33,7 @@ pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
 pub fn init(config: &Log) -> LogHandle {
     let (filter, handle) = reload::Layer::new(EnvFilter::new(&config.level));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(Batching(|| StderrLine))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let fmt = match (config.format, stderr_is_journal()) {
         (LogFormat::Json, _) => fmt.json().boxed(),
@@ -78,6 +81,134 @@ impl LogHandle {
     /// Applies a new `[log] level`.
     pub fn set_level(&self, level: &str) {
         let _ = self.0.reload(EnvFilter::new(level));
+    }
+}
+
+thread_local! {
+    /// This thread's lines held inside [`batched`], and where they go.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Lines held by [`batched`].
+#[derive(Default)]
+struct Held {
+    lines: Vec<u8>,
+    /// The writer of the first line held: where they all go.
+    to: Option<Box<dyn io::Write>>,
+}
+
+/// Runs `f`, holding the lines this thread logs meanwhile and writing them
+/// at its end (or unwind) in one write, in order. Nested, the outermost
+/// writes. For a burst of lines logged in a short loop: held, they stay out
+/// of the reader's hands for as long as the loop takes.
+pub fn batched<R>(f: impl FnOnce() -> R) -> R {
+    /// Writes the held lines when dropped, if it opened the batch.
+    struct Release(bool);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            if self.0 {
+                write_held();
+            }
+        }
+    }
+    let opens = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.is_none() && {
+            *h = Some(Held::default());
+            true
+        }
+    });
+    let _release = Release(opens);
+    f()
+}
+
+/// Writes the lines this thread holds inside [`batched`] now, and holds no
+/// more: for a panic hook that ends the process, when nothing unwinds to
+/// the batch's end.
+pub fn write_held() {
+    let held = HELD.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.take()));
+    if let Some(Held {
+        lines,
+        to: Some(mut to),
+    }) = held
+    {
+        // Nowhere else to report a failed log write.
+        let _ = to.write_all(&lines).and_then(|()| to.flush());
+    }
+}
+
+/// A [`MakeWriter`] whose lines go to its inner writer's, or are held on a
+/// thread inside [`batched`].
+struct Batching<M>(M);
+
+impl<'a, M> MakeWriter<'a> for Batching<M>
+where
+    M: MakeWriter<'a>,
+    M::Writer: Clone + 'static,
+{
+    type Writer = Line<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Line(self.0.make_writer())
+    }
+}
+
+/// One log line's writer (tracing writes a line in one `write_all`).
+struct Line<W>(W);
+
+impl<W: io::Write + Clone + 'static> Line<W> {
+    /// Holds `buf` if this thread is inside [`batched`]: false if not.
+    fn hold(&self, buf: &[u8]) -> bool {
+        HELD.with(|h| match h.borrow_mut().as_mut() {
+            Some(held) => {
+                held.lines.extend_from_slice(buf);
+                held.to.get_or_insert_with(|| Box::new(self.0.clone()));
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+impl<W: io::Write + Clone + 'static> io::Write for Line<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.hold(buf) {
+            Ok(buf.len())
+        } else {
+            self.0.write(buf)
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.hold(buf) {
+            Ok(())
+        } else {
+            self.0.write_all(buf)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Stderr, as a writer that can be copied into [`Held`].
+#[derive(Clone, Copy)]
+struct StderrLine;
+
+impl io::Write for StderrLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stderr().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        // Under stderr's lock throughout: no other thread's line lands
+        // inside a batch.
+        io::stderr().lock().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
     }
 }
 
@@ -149,6 +280,92 @@ mod tests {
         assert_eq!(priority(Level::INFO), 6);
         assert_eq!(priority(Level::DEBUG), 7);
         assert_eq!(priority(Level::TRACE), 7);
+    }
+
+    /// A writer that keeps each write apart, as a system call would be.
+    #[derive(Clone, Default)]
+    struct Writes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl io::Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(b).into_owned());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_logged_inside_a_batch_go_out_in_one_write_in_order() {
+        let writes = Writes::default();
+        let to = writes.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(Batching(move || to.clone()))
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(port = 1, "before");
+            batched(|| {
+                tracing::info!(port = 2, "stream started");
+                // Nested: the outer batch writes.
+                batched(|| tracing::info!(port = 3, "stream started"));
+                assert_eq!(writes.0.lock().unwrap().len(), 1, "held until the end");
+                tracing::warn!(port = 4, "stream stalled");
+            });
+            tracing::info!(port = 5, "after");
+            // A panic inside a batch loses none of its lines.
+            let unwound = std::panic::catch_unwind(|| {
+                batched(|| {
+                    tracing::info!(port = 6, "stream started");
+                    panic!("in a batch");
+                })
+            });
+            assert!(unwound.is_err());
+            tracing::info!(port = 7, "unbatched again");
+        });
+        let writes = writes.0.lock().unwrap();
+        let ports = |w: &String| -> Vec<String> {
+            w.lines()
+                .map(|l| l.split("port=").nth(1).unwrap().to_string())
+                .collect()
+        };
+        let seen: Vec<Vec<String>> = writes.iter().map(ports).collect();
+        assert_eq!(
+            seen,
+            [
+                vec!["1"],
+                vec!["2", "3", "4"],
+                vec!["5"],
+                vec!["6"],
+                vec!["7"]
+            ],
+            "{writes:?}"
+        );
+    }
+
+    #[test]
+    fn a_panic_hook_writes_the_held_lines_at_once() {
+        let writes = Writes::default();
+        let to = writes.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(Batching(move || to.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            batched(|| {
+                tracing::info!("stream started");
+                tracing::error!("panic: …");
+                assert!(writes.0.lock().unwrap().is_empty());
+                write_held();
+                assert_eq!(writes.0.lock().unwrap().len(), 1);
+                assert_eq!(writes.0.lock().unwrap()[0].lines().count(), 2);
+            });
+        });
+        assert_eq!(writes.0.lock().unwrap().len(), 1, "nothing written twice");
     }
 
     #[test]

@@ -341,6 +341,9 @@ pub fn exit_on_panic() {
             backtrace = %backtrace,
             "panic: {message}; this is a bug: the relay exits with status 101 (reservations are on disk)"
         );
+        // Nothing unwinds to a log batch's end: its lines, this one among
+        // them, go out now.
+        crate::logging::write_held();
         // SAFETY: _exit only ends the process; it touches no Rust state.
         unsafe { libc::_exit(101) }
     }));

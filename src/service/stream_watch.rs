@@ -77,11 +77,15 @@ pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
         }
         // Observed part by part as sampled: the whole second's at once held
         // a CPU for 1.5–2.8 ms (BENCHMARKS.md, stop 23).
-        for event in watch.observe_part(&sampled, now.mono) {
-            if let Some(port) = view.bound().port(event.port()) {
-                log(&event, &port.rule);
+        // In one write: at the top of an hour thousands of streams start
+        // within a second (BENCHMARKS.md, stop 29).
+        crate::logging::batched(|| {
+            for event in watch.observe_part(&sampled, now.mono) {
+                if let Some(port) = view.bound().port(event.port()) {
+                    log(&event, &port.rule);
+                }
             }
-        }
+        });
         sampled.clear();
         part += 1;
         if part == PARTS {
