@@ -3,11 +3,14 @@
 //! [`Watch`], and logs what it reports — stream starts, stalls, resumes, SSRC
 //! changes and drops, never a line per packet.
 //!
-//! The second's samples are read a hundredth at a time, every 10 ms: a
+//! The second's samples are read a twentieth at a time, every 50 ms: a
 //! port's sample is a few cold cache lines (and without a mapped stream map
 //! a `bpf(2)` read), and 12,288 of them at once took a core for
 //! milliseconds, a stall the packets of the machine's other busy processes
-//! (a Wowza beside the relay) waited out at the tail of their latency.
+//! (a Wowza beside the relay) waited out at the tail of their latency. A
+//! twentieth (≈ 0.1 ms at 2048 webcasts) is short enough; a hundredth woke
+//! the relay 100 times a second, and the wake-ups cost more than the reads
+//! (BENCHMARKS.md, stop 29).
 
 use super::shutdown::Shutdown;
 use crate::clock::Now;
@@ -21,7 +24,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Reads per second, each of a run of consecutive groups.
-const PARTS: usize = 100;
+const PARTS: usize = 20;
 
 /// The groups read `part` reads: the second's groups were split at `starts`
 /// (`PARTS - 1` group numbers, none when there was none), part `p` from the
@@ -52,7 +55,7 @@ fn split(groups: &[GroupId]) -> Vec<GroupId> {
 /// Runs until `stop`.
 pub async fn run(reader: Reader, stall_timeout: Duration, mut stop: Shutdown) {
     let mut watch = Watch::new(stall_timeout);
-    // A part's samples: 123 at 2048 webcasts.
+    // A part's samples: 615 at 2048 webcasts.
     let mut sampled = Vec::new();
     let mut starts = Vec::new();
     // The copy `starts` was split from: a second later it is most often the
