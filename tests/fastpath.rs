@@ -109,6 +109,35 @@ fn remote_destination_strict_policy_every_rule_on_the_fast_path() {
     assert!(lane.drain().is_empty(), "a freed group forwards nothing");
 }
 
+/// The UDP checksum the program writes is right whichever way the kernel
+/// holds it. Sent on the appliance's host through veth, a packet carries
+/// only the pseudo-header's sum (CHECKSUM_PARTIAL); sent with the offload
+/// off, a complete one. With the relay's egress offload off, the kernel
+/// completes a partial sum from what the program left before the packet
+/// leaves, and Wowza's stack checks every checksum: a wrong one is dropped
+/// there and counted.
+#[test]
+fn the_udp_checksum_is_right_whether_or_not_the_sender_left_it_to_the_device() {
+    if skip_fast_path() {
+        return;
+    }
+    let net = Net::with_fast_path();
+    net.tx_checksum_off(&net.relay_ns(), "vrw");
+    let relay = net.start();
+    let lane = net.lane(&relay, "sums", 0);
+    // Only the kernel forwards: the relay process is stopped.
+    freeze(&relay);
+    let mut sent = lane.send(0xabc, 0..20, |seq| 100 + usize::from(seq) * 13);
+    net.tx_checksum_off(&net.appliance_ns(), "va");
+    sent.extend(lane.send(0xabc, 20..40, |seq| 100 + usize::from(seq) * 13));
+    let got = lane.drain();
+    relay.signal(Signal::SIGCONT);
+    assert_eq!(net.udp_checksum_errors(&net.wowza_ns()), 0);
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(data, _)| data).collect();
+    assert_eq!(got, sent, "every packet reaches Wowza, unchanged");
+    assert_eq!(media_stats(&relay, "sums")["packets_to_wowza"], 40);
+}
+
 #[test]
 fn local_destination_latch_and_any_on_the_fast_path() {
     if skip_fast_path() {

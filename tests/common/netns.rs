@@ -222,6 +222,36 @@ impl Net {
         self.setup.start_in(&self.relay_ns())
     }
 
+    /// Turns `dev`'s transmit checksum offload off in namespace `ns`
+    /// (`ethtool -K dev tx off`): a UDP checksum the stack left to the
+    /// device (CHECKSUM_PARTIAL, veth's default) is completed in software
+    /// before the packet leaves, and a packet sent there carries a
+    /// complete one.
+    pub fn tx_checksum_off(&self, ns: &Path, dev: &str) {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["ethtool", "-K", dev, "tx", "off"])
+            .output()
+            .expect("ethtool (Debian's ethtool) runs");
+        assert!(out.status.success(), "ethtool -K {dev} tx off: {out:?}");
+    }
+
+    /// The UDP datagrams namespace `ns` dropped for a wrong checksum
+    /// (`Udp: InCsumErrors`).
+    pub fn udp_checksum_errors(&self, ns: &Path) -> u64 {
+        // thread-self: the namespace this thread entered, not the process's.
+        let snmp = in_netns(Some(ns), || {
+            std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap()
+        });
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "InCsumErrors")
+            .unwrap();
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    }
+
     /// The relay namespace routes between the appliance's and Wowza's
     /// (`net.ipv4.ip_forward = 1`), as a host on the path would.
     pub fn route_through_relay(&self) {

@@ -8,6 +8,7 @@
 //!   would route a destination (read from the kernel);
 //! - [`test_run`]: the program attached nowhere, run on crafted frames
 //!   (`BPF_PROG_TEST_RUN`) by tests and benchmarks;
+//! - [`kfunc`]: the program's calls to kernel functions, linked before load;
 //! - this module: loading, attaching, pinning and the table's writes.
 //!
 //! Maps and links are pinned under bpffs per relay instance, so the kernel
@@ -15,6 +16,7 @@
 //! relay adopts them: the same maps, each link switched atomically to the new
 //! program. [`FastPath::shutdown`] (SIGTERM) detaches and removes everything.
 
+mod kfunc;
 pub mod route;
 pub mod table;
 pub mod test_run;
@@ -188,6 +190,13 @@ pub fn unavailable() -> Option<String> {
     }
     if let Some(why) = route::kernel_too_old() {
         return Some(why);
+    }
+    if !Path::new(kfunc::KERNEL_BTF).exists() {
+        // The program's layout of the kernel's packet is relocated by it.
+        return Some(format!(
+            "the kernel describes no types ({} is missing: a kernel built without CONFIG_DEBUG_INFO_BTF)",
+            kfunc::KERNEL_BTF
+        ));
     }
     route::missing_capability()
 }
@@ -675,9 +684,10 @@ pub(crate) fn load_object_pinned(object: &[u8], dir: &Path) -> Result<Loaded, St
     route::mount_bpffs()?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create the pin directory {}: {e}", dir.display()))?;
+    let object = kfunc::link(object)?;
     let mut ebpf = aya::EbpfLoader::new()
         .default_map_pin_directory(dir)
-        .load(object)
+        .load(object.bytes())
         .map_err(|e| format!("the kernel refused the eBPF object: {}", chain(&e)))?;
     classifier(&mut ebpf)?
         .load()
