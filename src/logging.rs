@@ -299,8 +299,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lines_logged_inside_a_batch_go_out_in_one_write_in_order() {
+    /// A text subscriber logging through [`Batching`] into the returned writes.
+    fn batching_subscriber() -> (Writes, impl Subscriber + Send + Sync) {
         let writes = Writes::default();
         let to = writes.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -308,6 +308,12 @@ mod tests {
             .with_ansi(false)
             .without_time()
             .finish();
+        (writes, subscriber)
+    }
+
+    #[test]
+    fn lines_logged_inside_a_batch_go_out_in_one_write_in_order() {
+        let (writes, subscriber) = batching_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(port = 1, "before");
             batched(|| {
@@ -350,11 +356,7 @@ mod tests {
 
     #[test]
     fn a_panic_hook_writes_the_held_lines_at_once() {
-        let writes = Writes::default();
-        let to = writes.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(Batching(move || to.clone()))
-            .finish();
+        let (writes, subscriber) = batching_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             batched(|| {
                 tracing::info!("stream started");

@@ -644,7 +644,7 @@ static __always_inline __u16 udp_csum_update(__u16 check, __u32 addr, __u32 port
 // The UDP checksum is written directly too, by how far the kernel has it
 // (ip_summed), except for a packet whose whole sum the kernel keeps
 // (CHECKSUM_COMPLETE, from a NIC that sums what it receives): the helper
-// updates that sum as well. Two helper calls a packet were 1 % of the
+// updates that sum as well. Two helper calls a packet were 1.4 % of the
 // machine at full load (BENCHMARKS.md, stop 29).
 static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 old_dst,
 				   __u16 old_sport, __u16 old_dport, __u32 src, __u32 dst,
