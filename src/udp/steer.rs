@@ -194,6 +194,8 @@ impl Steering {
 
 fn open(at: (Ipv4Addr, u16), recv_buffer: usize, force: bool) -> Result<UdpSocket, String> {
     let at = SocketAddr::from(at);
+    // The send buffer's size is moot: the workers send from the ports' own
+    // sockets, never from these.
     let socket = super::shared_udp_socket(at, recv_buffer, 1 << 16, super::Share::Port)
         .map_err(|e| format!("cannot open a steering socket on {at}: {e}"))?;
     if force {

@@ -579,17 +579,22 @@ static __always_inline __u32 csum_diff(__u32 a0, __u32 a1, __u32 b0, __u32 b1)
 	return (__u32)sum;
 }
 
-// The IPv4 header checksum `check` with `diff` (a csum_diff of the header's
-// words) applied, as bpf_l3_csum_replace would write it: the header
-// checksum is always complete, never left to hardware, so it is written
-// directly, without a helper call.
-static __always_inline __u16 ip_csum_update(__u16 check, __u32 diff)
+// `sum` folded to 16 bits, ones'-complement (end-around carry).
+static __always_inline __u16 fold16(__u64 sum)
 {
-	__u64 sum = (__u64)diff + (__u16)~check;
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
+	return (__u16)sum;
+}
+
+// A complete checksum `check` with `diff` (csum_diffs of the words it
+// covers) applied, as the kernel's csum replacement writes it. The IPv4
+// header checksum is always complete, never left to hardware, so it is
+// written this way directly, without a helper call.
+static __always_inline __u16 csum_update(__u16 check, __u64 diff)
+{
+	return (__u16)~fold16(diff + (__u16)~check);
 }
 
 // The kernel's socket buffer, for the one field `__sk_buff` does not show:
@@ -629,11 +634,7 @@ static __always_inline __u16 udp_csum_update(__u16 check, __u32 addr, __u32 port
 {
 	if (!check)
 		return 0;
-	__u64 sum = partial ? (__u64)addr + check : (__u64)addr + ports + (__u16)~check;
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	__u16 out = partial ? (__u16)sum : (__u16)~sum;
+	__u16 out = partial ? fold16((__u64)addr + check) : csum_update(check, (__u64)addr + ports);
 	return out ? out : 0xffff;
 }
 
@@ -665,7 +666,7 @@ static __always_inline int forward(struct __sk_buff *skb, __u32 old_src, __u32 o
 	struct udphdr *udp = data + ETH_LEN + IP_LEN;
 	ip->saddr = src;
 	ip->daddr = dst;
-	ip->check = ip_csum_update(ip->check, addr_diff);
+	ip->check = csum_update(ip->check, addr_diff);
 	udp->source = sport;
 	udp->dest = dport;
 	if (redirect_lo)

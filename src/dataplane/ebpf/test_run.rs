@@ -342,9 +342,10 @@ mod tests {
     }
 
     /// Whatever the addresses and ports, a packet leaves with the rule's
-    /// and both checksums right: the header's written by the program, the
-    /// UDP one by the kernel's helper (for a packet as a NIC delivers it,
-    /// its UDP checksum over the whole datagram).
+    /// and both checksums right, both written by the program. A test run's
+    /// packet is one whose UDP checksum covers the whole datagram
+    /// (CHECKSUM_NONE, as a NIC that verifies nothing delivers it); a
+    /// partial sum is tested over veth (tests/fastpath.rs).
     #[test]
     fn the_kernel_rewrites_any_addresses_with_both_checksums_right() {
         use proptest::prelude::*;
